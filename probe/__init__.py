@@ -1,0 +1,20 @@
+"""probe: representation geometry versus mutual information.
+
+Reproduces and extends Tschannen et al., "On Mutual Information Maximization for
+Representation Learning" (ICLR 2020). `probe.analyzers` measures what MI does not see.
+"""
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("probe")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0+unknown"
+
+
+def __getattr__(name: str):
+    # Lazy: `import probe` stays fast and torch-free until a submodule is needed.
+    import importlib
+
+    if name in {"analyzers", "estimators", "critics", "encoders", "data", "results", "training", "report"}:
+        return importlib.import_module(f"probe.{name}")
+    raise AttributeError(f"module 'probe' has no attribute {name!r}")
