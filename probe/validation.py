@@ -150,3 +150,36 @@ def check_positive_int(value: Any, *, name: str, caller: str, minimum: int = 1) 
     if value < minimum:
         raise InputValueError(f"{caller}: {name} is {value}; a value >= {minimum} is required.")
     return int(value)
+
+
+def check_same_width(a: np.ndarray, b: np.ndarray, *, names: tuple[str, str], caller: str) -> None:
+    """Require two 2-D arrays to have the same number of columns (a train and a test set)."""
+    if a.shape[1] != b.shape[1]:
+        raise InputValueError(
+            f"{caller}: {names[0]} has {a.shape[1]} feature(s) (shape={a.shape}) but {names[1]} has "
+            f"{b.shape[1]} (shape={b.shape}); they must have the same width."
+        )
+
+
+def check_fraction(value: Any, *, name: str, caller: str) -> float:
+    """Return `value` as a float strictly between 0 and 1 (a test fraction, a probability)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputTypeError(f"{caller}: {name} must be a number, got {type(value).__name__} {value!r}.")
+    if not 0.0 < float(value) < 1.0:
+        raise InputValueError(f"{caller}: {name} is {value}; a value strictly between 0 and 1 is required.")
+    return float(value)
+
+
+def check_quantiles(values: Any, *, name: str = "quantiles", caller: str) -> np.ndarray:
+    """Return a non-empty 1-D float array of distinct levels in [0, 1], sorted ascending."""
+    try:
+        arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    except (TypeError, ValueError) as err:
+        raise InputTypeError(f"{caller}: {name} must be numbers in [0, 1], got {values!r}.") from err
+    if arr.ndim != 1 or arr.size == 0:
+        raise InputValueError(f"{caller}: {name} has shape {arr.shape}; a non-empty 1-D list of levels is required.")
+    if not (np.isfinite(arr).all() and (arr >= 0).all() and (arr <= 1).all()):
+        raise InputValueError(f"{caller}: {name} is {values!r}; every level must lie in [0, 1].")
+    if np.unique(arr).size != arr.size:
+        raise InputValueError(f"{caller}: {name} is {values!r}; levels must be distinct.")
+    return np.sort(arr)

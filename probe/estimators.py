@@ -1,0 +1,124 @@
+"""Variational lower bounds on mutual information, as pure functions of a score matrix.
+
+Every estimator takes a (K, K) score matrix S with S[i, j] = f(x_i, y_j): the diagonal holds
+the K positive (jointly drawn) pairs, the off-diagonal entries the K(K-1) negative pairs
+(product of marginals). Each returns a 0-d tensor in nats and is differentiable, so the same
+function is used as the training objective (maximise it) and as the reported estimate.
+
+References: Poole et al., "On Variational Bounds of Mutual Information" (ICML 2019);
+Tschannen et al. (ICLR 2020), Sec. 2; Song & Ermon, "Understanding the Limitations of
+Variational MI Estimators" (ICLR 2020) for SMILE.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from probe.errors import InputTypeError, InputValueError, unknown_name
+
+Estimator = Callable[..., torch.Tensor]
+
+
+def _check_scores(scores: torch.Tensor, caller: str) -> int:
+    if not isinstance(scores, torch.Tensor):
+        raise InputTypeError(f"{caller}: scores is a {type(scores).__name__}; a torch.Tensor of shape (K, K) is required.")
+    if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
+        raise InputValueError(
+            f"{caller}: scores has shape {tuple(scores.shape)}; a square (K, K) matrix with S[i, j] = f(x_i, y_j) is required."
+        )
+    k = scores.shape[0]
+    if k < 2:
+        raise InputValueError(
+            f"{caller}: scores is {k}x{k}; K >= 2 is required (a bound needs at least one negative pair). "
+            "Use a batch size of 2 or more."
+        )
+    if not scores.dtype.is_floating_point:
+        raise InputTypeError(f"{caller}: scores has dtype {scores.dtype}; a floating-point tensor is required.")
+    return k
+
+
+def _off_diagonal_logmeanexp(scores: torch.Tensor) -> torch.Tensor:
+    """log mean_{i != j} exp(S_ij), computed through logsumexp for stability."""
+    k = scores.shape[0]
+    eye = torch.eye(k, dtype=torch.bool, device=scores.device)
+    masked = scores.masked_fill(eye, float("-inf"))
+    return torch.logsumexp(masked.reshape(-1), dim=0) - math.log(k * (k - 1))
+
+
+def infonce(scores: torch.Tensor) -> torch.Tensor:
+    """InfoNCE (van den Oord et al. 2018): log K + mean_i (S_ii - logsumexp_j S_ij).
+
+    Bounded above by log K (4.852 nats at K = 128): low variance, biased when MI > log K.
+    """
+    k = _check_scores(scores, "infonce")
+    return math.log(k) + (scores.diagonal() - torch.logsumexp(scores, dim=1)).mean()
+
+
+def nwj(scores: torch.Tensor) -> torch.Tensor:
+    """NWJ / f-GAN KL bound (Nguyen, Wainwright & Jordan 2010): E_p[f] - e^{-1} E_q[e^f].
+
+    The marginal term averages over the K(K-1) off-diagonal pairs only. Unbiased for a fixed
+    critic; its variance grows exponentially with the MI.
+    """
+    _check_scores(scores, "nwj")
+    return scores.diagonal().mean() - torch.exp(_off_diagonal_logmeanexp(scores) - 1.0)
+
+
+def dv(scores: torch.Tensor) -> torch.Tensor:
+    """Donsker-Varadhan / MINE (Belghazi et al. 2018): E_p[f] - log E_q[e^f] (biased in minibatches)."""
+    _check_scores(scores, "dv")
+    return scores.diagonal().mean() - _off_diagonal_logmeanexp(scores)
+
+
+def tuba(scores: torch.Tensor, log_baseline: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """TUBA with a constant log-baseline a (Poole et al. 2019, Eq. 9): NWJ is TUBA with a = 1.
+
+    I >= 1 + E_p[f - a] - E_q[e^{f - a}]. With a = 0 this is the "UBA" bound.
+    """
+    _check_scores(scores, "tuba")
+    a = torch.as_tensor(log_baseline, dtype=scores.dtype, device=scores.device)
+    return 1.0 + (scores.diagonal() - a).mean() - torch.exp(_off_diagonal_logmeanexp(scores) - a)
+
+
+def js(scores: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon training (Hjelm et al. 2019, Poole et al. 2019 Sec. 2.3), NWJ value reported.
+
+    The returned value equals NWJ(S + 1) (the JS-optimal critic estimates log p/q, NWJ wants
+    1 + log p/q), but its gradient is that of the f-GAN JS objective
+    E_p[-softplus(-S)] - E_q[softplus(S)]: stable training, a valid lower bound reported.
+    """
+    k = _check_scores(scores, "js")
+    eye = torch.eye(k, dtype=torch.bool, device=scores.device)
+    js_objective = -F.softplus(-scores.diagonal()).mean() - F.softplus(scores[~eye]).mean()
+    value = nwj(scores + 1.0)
+    return js_objective + (value - js_objective).detach()
+
+
+def smile(scores: torch.Tensor, tau: float = 5.0) -> torch.Tensor:
+    """SMILE (Song & Ermon 2020): DV with the marginal term's scores clipped to [-tau, tau].
+
+    Clipping trades a little bias for far lower variance; tau = inf recovers DV.
+    """
+    _check_scores(scores, "smile")
+    if not tau > 0:
+        raise InputValueError(f"smile: tau is {tau}; a positive clipping threshold is required.")
+    clipped = scores.clamp(-tau, tau)
+    return scores.diagonal().mean() - _off_diagonal_logmeanexp(clipped)
+
+
+ESTIMATORS: dict[str, Estimator] = {"infonce": infonce, "nwj": nwj, "dv": dv, "tuba": tuba, "js": js, "smile": smile}
+
+
+def get_estimator(name: str) -> Estimator:
+    """Return the estimator function registered under `name` (did-you-mean on a typo)."""
+    try:
+        return ESTIMATORS[name]
+    except (KeyError, TypeError):
+        raise unknown_name("estimator", name, list(ESTIMATORS)) from None
+
+
+def estimate(name: str, scores: torch.Tensor) -> torch.Tensor:
+    return get_estimator(name)(scores)
