@@ -1,0 +1,211 @@
+"""Run a study: a grid of cells (estimator × ... × seed), each a training run.
+
+A study module in `studies/` declares a `Study`: settings presets (frozen dataclasses), the
+grid as readable ids, and `run_cell`. The runner loads the data once, runs every cell, writes
+each cell's result atomically to `cells/` (keyed by its ids and a hash of the settings, so a
+rerun of the same command skips finished cells and a changed setting never reuses stale
+ones), then assembles the study's Dataset and saves `results.nc`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import importlib
+import itertools
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+import probe
+from probe.errors import InputValueError, unknown_name
+from probe.results import cell_dataset, combine_cells, load_dataset, save_dataset
+from probe.training import CellResult, PairData
+
+STUDY_MODULES = ("invertible_encoders",)
+
+
+@dataclass(frozen=True)
+class Cell:
+    ids: dict[str, Any]      # grid ids, e.g. {"estimator": "nwj"}
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return " · ".join(str(v) for v in self.ids.values()) + f" · seed {self.seed}"
+
+    def filename(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.ids.items()] + [f"seed={self.seed}"]
+        return "_".join(parts).replace("/", "-") + ".nc"
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str                   # "invertible-encoders"
+    title: str
+    figure: str                 # "Fig. 1a/b"
+    description: str            # one line for `probe list-studies`
+    presets: dict[str, Any]     # preset name -> settings dataclass
+    grid: Callable[[Any], dict[str, list]]
+    run_cell: Callable[..., CellResult]
+    load_data: Callable[[Any, str | None, str | None], tuple[Any, dict]] | None = None
+
+    def settings(self, preset: str) -> Any:
+        if preset not in self.presets:
+            raise unknown_name("preset", preset, list(self.presets))
+        return self.presets[preset]
+
+
+def list_studies() -> list[Study]:
+    return [importlib.import_module(f"studies.{m}").STUDY for m in STUDY_MODULES]
+
+
+def find_study(name: str) -> Study:
+    studies = {s.name: s for s in list_studies()}
+    key = name.replace("_", "-")
+    if key not in studies:
+        raise unknown_name("study", name, list(studies))
+    return studies[key]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputValueError("--device cuda was requested but no CUDA device is available; use --device cpu or auto.")
+    if device not in ("cpu", "cuda"):
+        raise InputValueError(f"--device is {device!r}; choose cpu, cuda or auto.")
+    return torch.device(device)
+
+
+def settings_json(settings: Any) -> str:
+    return json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str)
+
+
+def load_image_pairs(settings: Any, dataset: str | None, data_dir: str | None) -> tuple[PairData, dict]:
+    """The default data of a study: top/bottom halves of an image dataset."""
+    from probe.data import load_dataset as load_images, split_views
+
+    images = load_images(dataset or settings.dataset, data_dir)
+    train1, train2 = split_views(images.train.images)
+    test1, test2 = split_views(images.test.images)
+    h, w = images.image_shape
+    data = PairData(train1, train2, test1, test2, images.train.labels, images.test.labels, (h // 2, w))
+    info = {"dataset": images.name, "dataset_sha256": images.sha256, "dataset_source": images.source,
+            "n_train": len(train1), "n_test": len(test1)}
+    return data, info
+
+
+def run_study(study: Study, preset: str = "paper", *, dataset: str | None = None, data_dir: str | None = None,
+              seeds: int | tuple[int, ...] | None = None, steps: int | None = None, device: str = "auto",
+              out: str | Path = "runs", progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Run (or resume) every cell of `study` under `preset`; return the path of results.nc."""
+    settings = study.settings(preset)
+    overrides: dict[str, Any] = {}
+    if seeds is not None:
+        overrides["seeds"] = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
+        if not overrides["seeds"]:
+            raise InputValueError("--seeds is 0; at least one seed is required.")
+    if steps is not None:
+        if steps < 1:
+            raise InputValueError(f"--steps is {steps}; at least 1 training step is required.")
+        overrides["steps"] = steps
+    settings = dataclasses.replace(settings, **overrides)
+    torch_device = resolve_device(device)
+
+    data, info = (study.load_data or load_image_pairs)(settings, dataset, data_dir)
+    key = hashlib.sha256((settings_json(settings) + info.get("dataset_sha256", "")).encode()).hexdigest()[:10]
+    run_dir = Path(out) / study.name / f"{preset}-{_slug(info['dataset'])}-{key}"
+    cells_dir = run_dir / "cells"
+    try:
+        cells_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "settings.json").write_text(settings_json(settings) + "\n")
+    except OSError as err:
+        raise InputValueError(
+            f"--out {out}: cannot write to {run_dir} ({err.strerror or err}). Choose a writable folder with --out DIR."
+        ) from err
+
+    grid = study.grid(settings)
+    cells = [Cell(dict(zip(grid, combo)), seed)
+             for combo in itertools.product(*grid.values()) for seed in settings.seeds]
+    pending = [c for c in cells if not (cells_dir / c.filename()).exists()]
+    log(f"{study.name} [{preset}] on {info['dataset']} ({info.get('n_train', '?')} train / {info.get('n_test', '?')} test), "
+        f"{len(cells)} cells on {torch_device}; {len(cells) - len(pending)} already done -> {run_dir}")
+
+    steps_per_cell = settings.steps
+    bar = tqdm(total=len(pending) * steps_per_cell, unit="step", disable=not progress, dynamic_ncols=True,
+               desc=study.name, file=sys.stderr)
+    for cell in pending:
+        bar.set_postfix_str(cell.label)
+        done_before = bar.n
+
+        def on_step(step: int, last: dict) -> None:
+            bar.update(done_before + step - bar.n)
+            if last and step % 50 == 0:
+                bar.set_postfix_str(f"{cell.label} | bound {last.get('bound_test', float('nan')):.2f} "
+                                    f"acc {last.get('probe_accuracy', float('nan')):.3f}")
+
+        started = time.perf_counter()
+        result = study.run_cell(settings, cell.ids, cell.seed, data, torch_device, on_step)
+        ds = cell_dataset(result, {**cell.ids, "seed": cell.seed})
+        ds.attrs["cell_wall_time"] = time.perf_counter() - started
+        save_dataset(ds, cells_dir / cell.filename())
+        bar.update(done_before + steps_per_cell - bar.n)
+        if result.status != "ok":
+            log(f"  {cell.label}: {result.status}; the other cells go on.")
+    bar.close()
+
+    parts = [load_dataset(cells_dir / c.filename()) for c in cells]
+    total_wall = float(sum(p.attrs.get("cell_wall_time", 0.0) for p in parts))
+    results = combine_cells(parts)
+    results = _add_baseline(results, data, settings)
+    results.attrs = _run_attrs(study, preset, settings, info, torch_device, total_wall)
+    path = save_dataset(results, run_dir / "results.nc")
+    log(f"results: {path}\nreport:  probe report {path}")
+    return path
+
+
+def _add_baseline(results: xr.Dataset, data: Any, settings: Any) -> xr.Dataset:
+    if not isinstance(data, PairData):
+        return results
+    from probe.training import pixel_probe_accuracy
+
+    noise = getattr(settings, "noise_std", 0.0)
+    values = [pixel_probe_accuracy(data, seed, noise) for seed in results["seed"].values]
+    results["pixel_probe_accuracy"] = (("seed",), np.asarray(values))
+    results["pixel_probe_accuracy"].attrs.update(long_name="linear-probe test accuracy on raw pixels", units="1")
+    return results
+
+
+def _run_attrs(study: Study, preset: str, settings: Any, info: dict, device: torch.device, total_wall: float) -> dict:
+    return {
+        "study": study.name,
+        "title": study.title,
+        "figure": study.figure,
+        "preset": preset,
+        "dataset": info["dataset"],
+        "dataset_sha256": info.get("dataset_sha256", ""),
+        "dataset_source": info.get("dataset_source", ""),
+        "seeds": ",".join(str(s) for s in settings.seeds),
+        "eval_batch_size": int(getattr(settings, "batch_size", 0)),
+        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "probe_version": probe.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "total_wall_time": total_wall,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings_json": settings_json(settings),
+    }
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in text)

@@ -1,0 +1,313 @@
+"""Train two encoders and a critic on two views by maximising an MI bound (or matching it).
+
+One call of `train_pair` is one grid cell of a study: it trains g1, g2 and the critic with
+Adam, evaluates at step 0 and every `eval_every` steps, and returns per-step arrays. The
+protocol follows the paper (REFERENCE.md, "Common protocol"), with one deliberate fix: the
+"test" bound is computed on held-out pairs, in batches of the training batch size (the
+notebook computed it on fresh training batches).
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from probe.estimators import get_estimator
+from probe.errors import InputValueError
+
+# Evaluation chunk for encoding whole splits without building a graph.
+ENCODE_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class PairData:
+    """Two views of a dataset: float32 (n, d) arrays, integer labels, the view's (H, W)."""
+
+    train1: np.ndarray
+    train2: np.ndarray
+    test1: np.ndarray
+    test2: np.ndarray
+    train_labels: np.ndarray
+    test_labels: np.ndarray
+    view_shape: tuple[int, int]
+
+    @property
+    def dim(self) -> int:
+        return self.train1.shape[1]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run. Steps count parameter updates; evaluation at step s
+    happens after s updates, for s = 0, eval_every, 2·eval_every, ..., steps."""
+
+    estimator: str
+    steps: int
+    batch_size: int = 128
+    learning_rate: float = 1e-4
+    eval_every: int = 1000
+    target: float | None = None        # None: maximise the bound; else minimise |I_EST - t|
+    noise_std: float = 0.0             # Gaussian noise added to the views during training
+    noise_coupled: bool = False        # the same noise vector on both views (paper, Fig. 2)
+    probe_protocol: str = "paper"      # linear evaluation protocol, see probe.analyzers
+    jacobian_inputs: int = 0           # inputs at which g1's Jacobian is measured per evaluation
+    analyzers: bool = True             # record V-information and triplet margins per evaluation
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (0 if name == "steps" else 1):
+                raise InputValueError(
+                    f"training: {name} is {value!r}; a {'non-negative' if name == 'steps' else 'positive'} integer is required."
+                )
+        if self.steps < 1:
+            raise InputValueError("training: steps is 0; at least 1 training step is required. Pass --steps N with N >= 1.")
+        if self.batch_size < 2:
+            raise InputValueError(f"training: batch_size is {self.batch_size}; a bound needs K >= 2 pairs per batch.")
+        get_estimator(self.estimator)  # fail early on a typo
+
+    @property
+    def eval_steps(self) -> np.ndarray:
+        steps = list(range(0, self.steps + 1, self.eval_every))
+        if steps[-1] != self.steps:
+            steps.append(self.steps)
+        return np.asarray(steps, dtype=np.int64)
+
+
+@dataclass
+class CellResult:
+    """Per-evaluation values of one run: `variables[name] = (dims, array)`, dims start with "step"."""
+
+    steps: np.ndarray
+    variables: dict[str, tuple[tuple[str, ...], np.ndarray]] = field(default_factory=dict)
+    coords: dict[str, np.ndarray] = field(default_factory=dict)
+    status: str = "ok"
+
+
+def seeded_generator(seed: int, stream: str) -> torch.Generator:
+    """A torch generator per (seed, purpose), so init, batches and noise draw from separate streams."""
+    g = torch.Generator()
+    g.manual_seed(_stream_seed(seed, stream))
+    return g
+
+
+def _stream_seed(seed: int, stream: str) -> int:
+    return int(np.random.SeedSequence([seed, *stream.encode()]).generate_state(1)[0])
+
+
+def stream_rng(seed: int, stream: str) -> np.random.Generator:
+    return np.random.default_rng(_stream_seed(seed, stream))
+
+
+class BatchSampler:
+    """Epoch-wise shuffled minibatches of row indices, dropping the remainder (as tf.data)."""
+
+    def __init__(self, n: int, batch_size: int, rng: np.random.Generator):
+        if n < batch_size:
+            raise InputValueError(
+                f"training: the training split has {n} pairs, fewer than the batch size {batch_size}. "
+                "Lower --batch-size or use a larger dataset."
+            )
+        self.n, self.batch_size, self.rng = n, batch_size, rng
+        self._order, self._pos = self.rng.permutation(n), 0
+
+    def __next__(self) -> np.ndarray:
+        if self._pos + self.batch_size > self.n:
+            self._order, self._pos = self.rng.permutation(self.n), 0
+        idx = self._order[self._pos: self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return idx
+
+
+def add_view_noise(x1: torch.Tensor, x2: torch.Tensor, std: float, coupled: bool,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    if std <= 0:
+        return x1, x2
+    n1 = torch.randn(x1.shape, generator=generator).to(x1.device) * std
+    n2 = n1 if coupled else torch.randn(x2.shape, generator=generator).to(x2.device) * std
+    return x1 + n1, x2 + n2
+
+
+@torch.no_grad()
+def encode(encoder: nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
+    """Encode a whole split in chunks; float32 (n, d_out)."""
+    out = [encoder(torch.from_numpy(x[i: i + ENCODE_CHUNK]).to(device)).cpu() for i in range(0, len(x), ENCODE_CHUNK)]
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def batched_bound(g1: nn.Module, g2: nn.Module, critic: nn.Module, estimator: Callable,
+                  x1: np.ndarray, x2: np.ndarray, batch_size: int, device: torch.device) -> float:
+    """Mean bound over consecutive full batches of `batch_size` pairs (a partial last batch is
+    dropped: InfoNCE's cap log K depends on K)."""
+    values = []
+    for i in range(0, len(x1) - batch_size + 1, batch_size):
+        a = torch.from_numpy(x1[i: i + batch_size]).to(device)
+        b = torch.from_numpy(x2[i: i + batch_size]).to(device)
+        values.append(float(estimator(critic(g1(a), g2(b)))))
+    return float(np.mean(values)) if values else math.nan
+
+
+def number_of_eval_batches(n_test: int, batch_size: int) -> int:
+    return n_test // batch_size
+
+
+class Evaluator:
+    """Everything measured at one evaluation step, on fixed held-out data."""
+
+    def __init__(self, data: PairData, config: TrainConfig, seed: int, device: torch.device):
+        self.data, self.config, self.device = data, config, device
+        rng = stream_rng(seed, "eval-noise")
+        noisy = lambda a, b: _noisy_numpy(a, b, config.noise_std, config.noise_coupled, rng)  # noqa: E731
+        # Fresh noise at evaluation (paper, Fig. 2), drawn once so every step sees the same inputs.
+        self.test1, self.test2 = noisy(data.test1, data.test2)
+        self.train1, _ = noisy(data.train1, data.train1 if config.noise_coupled else data.train2)
+        n_batches = number_of_eval_batches(len(data.test1), config.batch_size)
+        if n_batches == 0:
+            raise InputValueError(
+                f"training: the test split has {len(data.test1)} pairs, fewer than one batch of "
+                f"{config.batch_size}; the held-out bound needs at least one full batch."
+            )
+        order = stream_rng(seed, "eval-train-batches").permutation(len(data.train1))[: n_batches * config.batch_size]
+        self.train_idx = np.sort(order)
+        self.jacobian_inputs = self.test1[: config.jacobian_inputs] if config.jacobian_inputs else None
+
+    def __call__(self, g1: nn.Module, g2: nn.Module, critic: nn.Module) -> dict[str, object]:
+        from probe import analyzers
+
+        estimator = get_estimator(self.config.estimator)
+        bs = self.config.batch_size
+        for m in (g1, g2, critic):
+            m.eval()
+        out: dict[str, object] = {
+            "bound_test": batched_bound(g1, g2, critic, estimator, self.test1, self.test2, bs, self.device),
+            "bound_train": batched_bound(g1, g2, critic, estimator, self.data.train1[self.train_idx],
+                                         self.data.train2[self.train_idx], bs, self.device),
+        }
+        z_train, z_test = encode(g1, self.train1, self.device), encode(g1, self.test1, self.device)
+        if not (np.isfinite(z_train).all() and np.isfinite(z_test).all()):
+            raise FloatingPointError("non-finite embeddings")
+        probe = analyzers.linear_probe(z_train, self.data.train_labels, z_test, self.data.test_labels,
+                                       protocol=self.config.probe_protocol)
+        out["probe_accuracy"] = float(probe["accuracy"])
+        out["probe_cross_entropy"] = float(probe["cross_entropy"])
+        if self.config.analyzers:
+            # Same split as the probe: V-information of the labels, margins of paired views.
+            vinfo = analyzers.v_information(z_train, self.data.train_labels, test_z=z_test,
+                                            test_y=self.data.test_labels)
+            out["v_information"] = float(vinfo["v_information"])
+            z2_test = encode(g2, self.test2, self.device)
+            margins = analyzers.triplet_margins(z_test, z2_test, n_triplets=5000, seed=0)
+            out["triplet_margin_mean"] = float(margins["margin_mean"])
+            out["triplet_violation_fraction"] = float(margins["violation_fraction"].values.ravel()[0])
+        if self.jacobian_inputs is not None:
+            cond = analyzers.condition_numbers(g1, self.jacobian_inputs)
+            out["log_condition_number"] = cond["log_condition_number_quantile"].values.astype(np.float64)
+            out["quantile"] = cond["quantile"].values
+        for m in (g1, g2, critic):
+            m.train()
+        return out
+
+
+def _noisy_numpy(a: np.ndarray, b: np.ndarray, std: float, coupled: bool, rng: np.random.Generator):
+    if std <= 0:
+        return a, b
+    na = rng.normal(0.0, std, size=a.shape).astype(np.float32)
+    nb = na if coupled else rng.normal(0.0, std, size=b.shape).astype(np.float32)
+    return a + na, b + nb
+
+
+def train_pair(g1: nn.Module, g2: nn.Module, critic: nn.Module, data: PairData, config: TrainConfig, *,
+               seed: int, device: torch.device | str = "cpu",
+               on_step: Callable[[int, dict], None] | None = None) -> CellResult:
+    """Train (g1, g2, critic) jointly with Adam on `config.estimator`; evaluate on a schedule.
+
+    Returns a `CellResult` whose variables have a leading `step` dimension. A non-finite loss
+    stops this run: its status says at which step, and the remaining evaluations are NaN.
+    `on_step(step, last_eval)` is called after every update (progress bars).
+    """
+    device = torch.device(device)
+    for m in (g1, g2, critic):
+        m.to(device).train()
+    params = [p for m in (g1, g2, critic) for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+    estimator = get_estimator(config.estimator)
+    evaluate = Evaluator(data, config, seed, device)
+    sampler = BatchSampler(len(data.train1), config.batch_size, stream_rng(seed, "batches"))
+    noise_gen = seeded_generator(seed, "train-noise")
+    train1, train2 = torch.from_numpy(data.train1), torch.from_numpy(data.train2)
+
+    eval_steps = config.eval_steps
+    eval_at = set(eval_steps.tolist())
+    records: list[dict] = []
+    wall, losses, status = [], [], "ok"
+    start, last_loss = time.perf_counter(), math.nan
+    for step in range(config.steps + 1):
+        if step in eval_at:
+            try:
+                records.append(evaluate(g1, g2, critic))
+            except FloatingPointError:
+                status = f"non-finite embeddings at step {step}"
+                break
+            wall.append(time.perf_counter() - start)
+            losses.append(last_loss)
+        if step == config.steps:
+            break
+        idx = torch.from_numpy(next(sampler))
+        x1, x2 = add_view_noise(train1[idx].to(device), train2[idx].to(device),
+                                config.noise_std, config.noise_coupled, noise_gen)
+        bound = estimator(critic(g1(x1), g2(x2)))
+        loss = -bound if config.target is None else (bound - config.target).abs()
+        if not torch.isfinite(loss):
+            status = f"non-finite loss at step {step}"
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        last_loss = float(loss.detach())
+        if on_step is not None:
+            on_step(step + 1, records[-1] if records else {})
+    return _collect(eval_steps, records, wall, losses, status)
+
+
+def _collect(eval_steps: np.ndarray, records: list[dict], wall: list[float], losses: list[float],
+             status: str) -> CellResult:
+    n = len(eval_steps)
+    result = CellResult(steps=eval_steps, status=status)
+    if records and "quantile" in records[0]:
+        result.coords["quantile"] = np.asarray(records[0]["quantile"], dtype=np.float64)
+    names = [k for k in (records[0] if records else {}) if k != "quantile"]
+    for name in names:
+        first = np.asarray(records[0][name], dtype=np.float64)
+        values = np.full((n, *first.shape), np.nan)
+        for i, rec in enumerate(records):
+            values[i] = rec[name]
+        dims = ("step",) if first.ndim == 0 else ("step", "quantile")
+        result.variables[name] = (dims, values)
+    for name, series in (("wall_time", wall), ("loss", losses)):
+        values = np.full(n, np.nan)
+        values[: len(series)] = series
+        result.variables[name] = (("step",), values)
+    if not records:
+        for name in ("bound_test", "bound_train", "probe_accuracy"):
+            result.variables[name] = (("step",), np.full(n, np.nan))
+    return result
+
+
+def pixel_probe_accuracy(data: PairData, seed: int, noise_std: float = 0.0, protocol: str = "paper") -> float:
+    """The baseline: the linear probe on raw top-half pixels (with noise, if the study adds it)."""
+    from probe import analyzers
+
+    rng = stream_rng(seed, "eval-noise")
+    train1, _ = _noisy_numpy(data.train1, data.train1, noise_std, True, rng)
+    test1, _ = _noisy_numpy(data.test1, data.test1, noise_std, True, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probe = analyzers.linear_probe(train1, data.train_labels, test1, data.test_labels, protocol=protocol)
+    return float(probe["accuracy"])
