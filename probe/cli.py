@@ -1,0 +1,139 @@
+"""The `probe` command line: run studies, write reports, analyse saved embeddings."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from probe.errors import ProbeError
+
+
+class ProbeGroup(click.Group):
+    """Print a user mistake as one clear line (no traceback); let real bugs raise."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ProbeError as err:
+            raise click.ClickException(str(err)) from None
+
+
+def _parse_seeds(value: str | None) -> int | tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        if "," in value:
+            return tuple(int(v) for v in value.split(",") if v.strip())
+        if "-" in value.strip()[1:]:
+            lo, hi = value.split("-", 1)
+            return tuple(range(int(lo), int(hi) + 1))
+        count = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a count (3), a list (0,4,7) or a range (0-9).") from None
+    if count < 1:
+        raise click.BadParameter(f"{value!r}: at least one seed is required.")
+    return count
+
+
+@click.group(cls=ProbeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="probe")
+def main() -> None:
+    """probe: representation geometry versus mutual information.
+
+    Reproduces Tschannen et al., "On Mutual Information Maximization for Representation
+    Learning" (ICLR 2020) and measures what MI does not see.
+
+    \b
+    Quick start (offline, minutes):
+      probe run-study invertible-encoders --preset quick --dataset digits
+      probe report runs/invertible-encoders/<run>/results.nc
+    """
+
+
+@main.command("run-study")
+@click.argument("name")
+@click.option("--preset", default="paper", show_default=True,
+              help="paper = the paper's exact settings; quick = reduced for a laptop; smoke = seconds.")
+@click.option("--dataset", default=None, help="mnist, fashion-mnist or digits (offline). Default: the preset's.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="A folder holding the four MNIST-format IDX files (e.g. ../shared/data/mnist-5k).")
+@click.option("--seeds", default=None, metavar="N|LIST",
+              help="Number of seeds (3 -> 0,1,2), a list (0,4,7) or a range (0-9). Default: the preset's.")
+@click.option("--steps", type=int, default=None, help="Override the number of training steps.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="runs", show_default=True,
+              help="Runs folder; results go to OUT/<study>/<preset>-<dataset>-<settings hash>/.")
+@click.option("--report/--no-report", default=True, show_default=True,
+              help="Write the HTML report to reports/<study>.html when the run finishes.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, device, out, report, no_progress):
+    """Run (or resume) the study NAME and save its results as netCDF.
+
+    Every cell (e.g. estimator × seed) is saved as soon as it finishes; rerunning the same
+    command skips finished cells. See `probe list-studies` for the names.
+
+    \b
+    Examples:
+      probe run-study invertible-encoders                       # paper protocol, MNIST
+      probe run-study invertible-encoders --preset quick --dataset digits
+      probe run-study invertible-encoders --preset quick --data-dir ../shared/data/mnist-5k --seeds 3
+    """
+    from probe.study import find_study, run_study
+
+    study = find_study(name)
+    path = run_study(study, preset, dataset=dataset, data_dir=data_dir, seeds=_parse_seeds(seeds), steps=steps,
+                     device=device, out=out, progress=not no_progress, log=lambda m: click.echo(m, err=True))
+    if report:
+        from probe.report import write_report
+
+        click.echo(f"report: {write_report(path)}", err=True)
+
+
+@main.command("report")
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="HTML file to write. Default: reports/<study>.html")
+def report_cmd(results, out):
+    """Write a self-contained HTML report (opens offline) for a RESULTS netCDF file."""
+    from probe.report import write_report
+
+    path = write_report(Path(results), out)
+    click.echo(f"report: {path}")
+
+
+@main.command("list-studies")
+def list_studies_cmd():
+    """List the studies with the paper figure each reproduces."""
+    from probe.study import list_studies
+
+    for study in list_studies():
+        presets = ", ".join(study.presets)
+        click.echo(f"{study.name:<22} {study.figure:<10} {study.description}  [presets: {presets}]")
+
+
+@main.command("datasets")
+def datasets_cmd():
+    """Show the datasets probe knows, whether each is cached, and where."""
+    from probe.data import cache_dir, describe_datasets
+
+    click.echo(f"cache: {cache_dir()}  (set PROBE_DATA_DIR to move it)")
+    for d in describe_datasets():
+        state = "offline" if d.get("cache_path") is None else ("cached" if d["cached"] else "not cached")
+        click.echo(f"  {d['name']:<14} {state:<11} {d['size']:<28} {d['description']}")
+        if d.get("cache_path"):
+            click.echo(f"  {'':<14} {d['cache_path']}")
+
+
+def _register_optional() -> None:
+    try:
+        from probe.cli_analyze import analyze
+    except ImportError:  # pragma: no cover - analyze ships with the analyzers
+        return
+    main.add_command(analyze)
+
+
+_register_optional()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
