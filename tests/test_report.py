@@ -1,0 +1,250 @@
+"""probe.report: one self-contained HTML page per study result, and probe.reference."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from probe import reference
+from probe.errors import DataFormatError, DataUnavailableError, InputTypeError, InputValueError, ProbeError
+from probe.report import write_report
+
+MALICIOUS = "</script><script>alert(1)</script>"
+
+
+def make_result(
+    *,
+    grid: dict[str, list[str]] | None = None,
+    seeds: int = 3,
+    steps: int = 6,
+    dataset: str = "mnist",
+    study: str = "invertible-encoders",
+    preset: str = "quick",
+    quantiles: bool = True,
+    failed: bool = True,
+) -> xr.Dataset:
+    """A synthetic study result with the layout the study runner writes."""
+    grid = {"estimator": ["infonce", "nwj"]} if grid is None else grid
+    rng = np.random.default_rng(0)
+    step = np.arange(steps) * 1000 * (20 // max(steps - 1, 1))
+    shape = tuple(len(v) for v in grid.values()) + (seeds, steps)
+    dims = tuple(grid) + ("seed", "step")
+    progress = 1 - np.exp(-np.arange(steps) / 2)
+
+    def curve(start: float, gain: float, noise: float) -> np.ndarray:
+        return start + gain * progress + noise * rng.standard_normal(shape)
+
+    variables = {
+        "probe_accuracy": (dims, curve(0.86, 0.035, 0.004), {"long_name": "linear-probe accuracy", "units": "1"}),
+        "bound_test": (dims, curve(-1.0, 5.5, 0.1), {"long_name": "bound on held-out pairs", "units": "nats"}),
+        "bound_train": (dims, curve(-1.0, 5.6, 0.1), {"long_name": "bound on training batches", "units": "nats"}),
+        "v_information": (dims, curve(1.5, 0.4, 0.02), {"long_name": "V-information of labels", "units": "nats"}),
+        "wall_time": (dims, np.cumsum(np.full(shape, 2.0), axis=-1), {"long_name": "wall time", "units": "s"}),
+    }
+    status = np.full(shape[:-1], "ok", dtype=object)
+    if failed:
+        variables["probe_accuracy"][1][..., 1, 3:] = np.nan
+        status[(0,) * len(grid) + (1,)] = "non-finite loss at step 2345"
+    if quantiles:
+        q = np.linspace(0, 1, 6)
+        kappa = np.sort(rng.gamma(2, 1, shape[:-2] + (6,) + shape[-2:]), axis=len(grid)) * progress
+        variables["log_condition_number"] = (
+            tuple(grid) + ("quantile", "seed", "step"), kappa, {"long_name": "ln condition number of the Jacobian", "units": "1"})
+    variables["status"] = (tuple(grid) + ("seed",), status, {"long_name": "run status", "units": ""})
+    variables["pixel_probe_accuracy"] = (("seed",), np.full(seeds, 0.851), {"long_name": "pixel probe accuracy", "units": "1"})
+    coords = {**grid, "seed": np.arange(seeds), "step": step}
+    if quantiles:
+        coords["quantile"] = np.linspace(0, 1, 6)
+    attrs = {
+        "study": study, "title": "Bijective encoders", "preset": preset, "dataset": dataset,
+        "dataset_sha256": "ab12cd34ef56" + "0" * 52, "seeds": ",".join(map(str, range(seeds))),
+        "device": "cpu", "probe_version": "0.1.0", "torch_version": "2.4.0", "eval_batch_size": 128,
+        "total_wall_time": 3725.0, "created": "2025-01-02T03:04:05", "settings_json": json.dumps({"steps": 20000}),
+    }
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+def external_urls(page: str) -> list[str]:
+    return re.findall(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//[^"'\s>]*""", page, flags=re.IGNORECASE)
+
+
+def chart_payload(page: str) -> dict:
+    block = re.search(r'<script type="application/json" id="probe-charts">(.*?)</script>', page, re.S)
+    return json.loads(block.group(1))
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> str:
+    out = write_report(make_result(), tmp_path_factory.mktemp("r") / "page.html")
+    return out.read_text(encoding="utf-8")
+
+
+def test_page_is_self_contained_and_small(page):
+    assert "<script src=" not in page.lower()
+    assert external_urls(page) == []
+    assert "vegaEmbed" in page and "<link" not in page
+    assert len(page.encode()) < 2_000_000
+
+
+def test_full_size_study_stays_under_2_mb(tmp_path):
+    grid = {"encoder": ["convnet", "mlp"], "target": ["2", "4"], "estimator": ["infonce", "nwj"]}
+    out = write_report(make_result(grid=grid, seeds=20, steps=21, study="encoder-architecture", quantiles=False),
+                       tmp_path / "big.html")
+    page = out.read_text(encoding="utf-8")
+    assert len(page.encode()) < 2_000_000
+    assert "0–19 (20 runs per cell)" in page
+    payload = json.dumps(chart_payload(page), ensure_ascii=False)
+    assert "3000 of 3360 points drawn" in payload  # 8 cells x 20 seeds x 21 steps
+    assert "0.905" in payload and "convnet · 4 · nwj" in payload  # paper value matched to its cell
+
+
+def test_paper_percentiles_on_condition_number_chart(tmp_path):
+    page = write_report(make_result(study="hard-to-invert"), tmp_path / "h.html").read_text(encoding="utf-8")
+    payload = json.dumps(chart_payload(page))
+    assert "log_condition_number:max" in payload and "6.7" in payload
+
+
+def test_header_values(page):
+    for text in ("Bijective encoders", "invertible-encoders", "quick", "ab12cd34ef56", "0,1,2", "1 h 02 min",
+                 "2025-01-02T03:04:05", "Reduced preset", "128", "2.4.0", "Fig. 1a/b"):
+        assert text in page, text
+    assert "ab12cd34ef560" not in page  # only the first 12 characters of the hash
+
+
+def test_one_chart_per_variable(page):
+    payload = chart_payload(page)
+    specs = json.dumps(payload["charts"])
+    titles = [c["spec"]["title"]["text"] for c in payload["charts"]]
+    for long_name in ("linear-probe accuracy", "bound on held-out pairs", "bound on training batches",
+                      "V-information of labels", "wall time"):
+        assert long_name in titles
+    assert "ln condition number of the Jacobian · infonce" in titles  # one percentile chart per cell
+    assert titles[0] == "linear-probe accuracy"  # accuracy first
+    assert "pixels 0.851" in json.dumps(payload["datasets"])
+    assert any("vs held-out bound" in t for t in titles)
+    assert "Pearson r =" in specs and "Spearman" in specs
+    # every referenced dataset is shipped once
+    for chart in payload["charts"]:
+        assert set(chart["datasets"]) <= set(payload["datasets"])
+
+
+def test_paper_values_shown_for_mnist(page):
+    payload = json.dumps(chart_payload(page))
+    assert "paper (Tschannen et al. 2020)" in payload
+    assert "0.896" in payload  # InfoNCE accuracy at 20k [F]
+    assert "5.3-6.1" in page  # NWJ band in the final table
+
+
+def test_paper_values_absent_for_digits(tmp_path):
+    ds = make_result(dataset="digits", quantiles=False)
+    before = ds.copy(deep=True)
+    out = write_report(ds, tmp_path / "digits.html")
+    xr.testing.assert_identical(ds, before)  # the input is not mutated
+    page = out.read_text(encoding="utf-8")
+    assert "paper (Tschannen et al. 2020)" not in json.dumps(chart_payload(page))
+    assert "are for MNIST" in page and "digits" in page
+
+
+def test_failed_runs_listed_and_band_uses_remaining_seeds(page):
+    assert "non-finite loss at step 2345" in page
+    assert 'id="status"' in page
+
+
+def test_malicious_strings_are_escaped(tmp_path):
+    ds = make_result(grid={"estimator": ["infonce", MALICIOUS]}, quantiles=False)
+    for key in ("title", "study", "dataset", "device", "created", "settings_json"):
+        ds.attrs[key] = MALICIOUS
+    ds["status"].values[1, 0] = MALICIOUS
+    ds["bound_test"].attrs["long_name"] = MALICIOUS
+    page = write_report(ds, tmp_path / "x.html").read_text(encoding="utf-8")
+    assert MALICIOUS not in page
+    assert "<script>alert" not in page
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    # the spec still parses and carries the raw string as data, to be drawn as text by Vega
+    assert MALICIOUS in json.dumps(chart_payload(page), ensure_ascii=False)
+    assert page.lower().count("<script") == page.lower().count("</script")
+    assert (tmp_path / "x.html").exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_netcdf_round_trip_and_default_path(tmp_path, monkeypatch):
+    path = tmp_path / "result.nc"
+    make_result(grid={"estimator": ["infonce"], "critic": ["bilinear", "concat"]}, study="critic-capacity",
+                preset="paper").to_netcdf(path, engine="netcdf4")
+    monkeypatch.chdir(tmp_path)
+    out = write_report(str(path))
+    assert out == tmp_path / "reports" / "critic-capacity.html"
+    page = out.read_text(encoding="utf-8")
+    assert "infonce · concat" in page and "Reduced preset" not in page
+    assert "0.856" in json.dumps(chart_payload(page))  # concat critic InfoNCE at 20k [F]
+
+
+def test_single_seed_and_no_grid_draws_no_band(tmp_path):
+    ds = make_result(grid={}, seeds=1, quantiles=False, failed=False, study="adversarial-encoder")
+    page = write_report(ds, tmp_path).read_text(encoding="utf-8")  # a directory: <study>.html inside
+    payload = chart_payload(page)
+    marks = json.dumps([layer.get("mark") for c in payload["charts"] for layer in c["spec"].get("layer", [])])
+    assert '"area"' not in marks and "one seed" in json.dumps(payload)
+    assert (tmp_path / "adversarial-encoder.html").exists()
+
+
+def test_missing_step_is_a_clear_error(tmp_path):
+    ds = make_result().isel(step=0, drop=True)
+    with pytest.raises(InputValueError, match="no 'step' dimension"):
+        write_report(ds, tmp_path / "a.html")
+    path = tmp_path / "nostep.nc"
+    ds.drop_vars("status").to_netcdf(path, engine="netcdf4")
+    with pytest.raises(DataFormatError, match=r"nostep\.nc.*no 'step' dimension"):
+        write_report(path, tmp_path / "a.html")
+
+
+def test_other_bad_inputs(tmp_path):
+    only_status = make_result()[["status", "pixel_probe_accuracy"]].assign_coords(step=[0, 1, 2, 3, 4, 5])
+    with pytest.raises(InputValueError, match="no numeric variable over 'step'"):
+        write_report(only_status, tmp_path / "a.html")
+    junk = tmp_path / "junk.nc"
+    junk.write_text("not a netcdf file")
+    with pytest.raises(DataFormatError, match=r"junk\.nc.*not a readable netCDF"):
+        write_report(junk, tmp_path / "a.html")
+    with pytest.raises(DataUnavailableError, match="does not exist"):
+        write_report(tmp_path / "missing.nc")
+    with pytest.raises(InputTypeError, match="xarray.Dataset"):
+        write_report([1, 2, 3])
+    assert issubclass(DataFormatError, ProbeError)
+
+
+def test_reference_covers_the_paper():
+    for study in ("invertible-encoders", "adversarial-encoder", "hard-to-invert", "critic-capacity",
+                  "encoder-architecture", "noniid-negatives"):
+        entry = reference.paper_values(study)
+        assert entry is not None and entry["takeaway"] and entry["notes"] is not None
+        for variable, series in entry["values"].items():
+            assert variable in entry["tags"]
+            for label, points in series.items():
+                assert len(label.split("·")) == max(len(entry["grid"]), 1) or not entry["grid"]
+                assert all(isinstance(s, int) and np.isfinite(v) for s, v in points)
+    assert reference.paper_values("nope") is None
+    nwj = reference.paper_values("invertible-encoders")["values"]["bound_test"]["nwj"]
+    assert 0 not in [s for s, _ in nwj]  # "< -5" is a note, not a number
+    assert reference.paper_values("critic-capacity", "cifar10")["baselines"]["pixels"]["value"] == 0.24
+    entry = reference.paper_values("invertible-encoders")
+    entry["values"].clear()
+    assert reference.paper_values("invertible-encoders")["values"]  # a copy each time
+
+
+@pytest.mark.parametrize("attr, family", [("mnist", "mnist"), ("folder:mnist-5k", "mnist"), ("digits", None),
+                                          ("fashion-mnist", None), ("folder:CIFAR-10", "cifar10"), (None, None)])
+def test_paper_dataset(attr, family):
+    assert reference.paper_dataset(attr) == family
+
+
+def test_label_matching():
+    grid = ("encoder", "target", "estimator")
+    assert reference.label_matches("convnet · 4 · nwj", grid, {"estimator": "NWJ", "target": "t=4", "encoder": "ConvNet"})
+    assert reference.label_matches("* · 2 · *", grid, {"estimator": "nwj", "target": "2", "encoder": "mlp"})
+    assert not reference.label_matches("mlp · 2 · nwj", grid, {"estimator": "nwj", "target": "4", "encoder": "mlp"})
+    assert not reference.label_matches("concat", ("critic",), {"estimator": "nwj"})
+    assert reference.label_matches("", (), {"estimator": "nwj"})
+    assert reference.comparable_paper_values("noniid-negatives", "gaussian")[0] is not None
