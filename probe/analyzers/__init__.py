@@ -1,0 +1,56 @@
+"""Measurements that mutual information does not see.
+
+One module per analyzer (bounds, jacobian, ksg, linear, representation_geometry, triplets,
+usable_information), named for what it holds rather than for its function, so that
+`import probe.analyzers.triplets` never resolves to the function `triplet_margins`.
+
+Each analyzer takes numpy arrays (and, for the Jacobian, an encoder), calls the shared
+validator in `probe.validation` first, and returns an `xarray.Dataset` whose variables carry
+`long_name` and `units` and whose attributes record the analyzer, its parameters and the
+method variant; every output can be written with `to_netcdf` and read back unchanged.
+
+    linear_probe       linear evaluation accuracy (Tschannen et al. 2020 protocol)
+    v_information      predictive V-information (Xu et al. 2020)
+    triplet_margins    triplet margin distribution (metric-learning view of InfoNCE)
+    condition_numbers  ln(σ_max / σ_min) of the encoder Jacobian
+    mi_bounds          held-out variational MI lower bounds (InfoNCE, NWJ, ...)
+    ksg_mi             Kraskov-Stögbauer-Grassberger MI for low-dimensional data
+    geometry           effective rank, alignment, uniformity, linear CKA, k-NN accuracy
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import xarray as xr
+
+from probe.analyzers.bounds import mi_bounds
+from probe.analyzers.jacobian import condition_numbers
+from probe.analyzers.ksg import ksg_mi
+from probe.analyzers.linear import linear_probe
+from probe.analyzers.representation_geometry import geometry
+from probe.analyzers.triplets import triplet_margins
+from probe.analyzers.usable_information import v_information
+from probe.errors import unknown_name
+
+Analyzer = Callable[..., xr.Dataset]
+
+ANALYZERS: dict[str, Analyzer] = {
+    "linear_probe": linear_probe,
+    "v_information": v_information,
+    "triplet_margins": triplet_margins,
+    "condition_numbers": condition_numbers,
+    "mi_bounds": mi_bounds,
+    "ksg_mi": ksg_mi,
+    "geometry": geometry,
+}
+
+
+def get_analyzer(name: str) -> Analyzer:
+    """Return the analyzer registered under `name` (did-you-mean on a typo)."""
+    try:
+        return ANALYZERS[name]
+    except (KeyError, TypeError):
+        raise unknown_name("analyzer", name, list(ANALYZERS)) from None
+
+
+__all__ = ["ANALYZERS", "get_analyzer", *ANALYZERS]

@@ -1,0 +1,146 @@
+"""Geometry of a representation: how many directions it uses, how it fills the sphere, how
+close paired views land, how similar it is to another representation, and how well its
+neighbourhoods respect the classes.
+
+- effective rank, RankMe variant (Garrido, Balestriero, Najman & LeCun, "RankMe", ICML 2023):
+  exp(-Σ p_k ln p_k), p_k = σ_k / Σ σ + ε with ε = 1e-7, σ the singular values of the
+  uncentred n x d matrix z (as in RankMe).
+- alignment and uniformity (Wang & Isola, ICML 2020) on L2-normalised rows:
+  alignment = E ||f(x) - f(y)||^2 over paired rows, uniformity = ln E exp(-2 ||f(u) - f(v)||^2)
+  over distinct rows (t = 2).
+- linear CKA (Kornblith, Norouzi, Lee & Hinton, ICML 2019), feature-space form on centred
+  columns: ||Yᵀ X||_F^2 / (||Xᵀ X||_F ||Yᵀ Y||_F).
+- k-NN accuracy: leave-one-out majority vote of the k nearest other rows (Euclidean).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from scipy.spatial.distance import pdist
+from scipy.special import logsumexp
+from sklearn.neighbors import NearestNeighbors
+
+from probe.analyzers._common import check_seed, make_dataset, var
+from probe.errors import InputValueError
+from probe.validation import check_array, check_labels, check_positive_int, check_same_length
+
+CALLER = "geometry"
+REFERENCE = ("Garrido et al., RankMe, ICML 2023; Wang & Isola, Understanding Contrastive Representation Learning "
+             "through Alignment and Uniformity, ICML 2020; Kornblith et al., Similarity of Neural Network "
+             "Representations Revisited, ICML 2019")
+RANKME_EPS = 1e-7
+UNIFORMITY_T = 2.0
+
+
+def effective_rank(z: np.ndarray) -> float:
+    """RankMe: exp of the entropy of the normalised singular values of z (uncentred)."""
+    # Singular values from the d x d Gram matrix: O(n d^2) time, O(d^2) memory for any n.
+    eig = np.linalg.eigvalsh(z.T @ z)
+    sigma = np.sqrt(np.clip(eig, 0.0, None))
+    if sigma.sum() == 0:
+        return 0.0
+    p = sigma / sigma.sum() + RANKME_EPS
+    return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def _normalise(z: np.ndarray) -> np.ndarray:
+    # eps as in torch.nn.functional.normalize: an all-zero row stays zero instead of NaN.
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+def uniformity(z: np.ndarray, rng: np.random.Generator, max_samples: int) -> float:
+    """ln mean_{i<j} exp(-t ||u_i - u_j||^2) over L2-normalised rows (a seeded subset of rows)."""
+    rows = np.sort(rng.choice(z.shape[0], max_samples, replace=False)) if z.shape[0] > max_samples else slice(None)
+    sq = pdist(_normalise(z[rows]), "sqeuclidean")
+    return float(logsumexp(-UNIFORMITY_T * sq) - np.log(sq.size))
+
+
+def alignment(z: np.ndarray, paired: np.ndarray) -> float:
+    """mean_i ||u_i - v_i||^2 over L2-normalised paired rows (alpha = 2)."""
+    return float(np.mean(np.sum((_normalise(z) - _normalise(paired)) ** 2, axis=1)))
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA between (n, d1) and (n, d2), columns centred; 0 if either is constant."""
+    x, y = x - x.mean(axis=0), y - y.mean(axis=0)
+    denom = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    return float(np.linalg.norm(y.T @ x) ** 2 / denom) if denom > 0 else 0.0
+
+
+def knn_accuracy(z: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Leave-one-out k-NN accuracy: each row voted on by its k nearest other rows.
+
+    Ties in the vote go to the smallest label. Each row is removed from its own neighbour list
+    by index, so exact duplicates still count as neighbours.
+    """
+    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)
+    own = idx == np.arange(z.shape[0])[:, None]
+    drop = np.where(own.any(axis=1), np.argmax(own, axis=1), k)  # self, else the farthest
+    keep = np.ones_like(idx, dtype=bool)
+    keep[np.arange(z.shape[0]), drop] = False
+    neighbours = labels[idx[keep].reshape(z.shape[0], k)]
+    classes, codes = np.unique(labels, return_inverse=True)
+    votes = np.zeros((z.shape[0], classes.size), dtype=np.int64)
+    np.add.at(votes, (np.repeat(np.arange(z.shape[0]), k), np.searchsorted(classes, neighbours.ravel())), 1)
+    return float(np.mean(np.argmax(votes, axis=1) == codes))
+
+
+def geometry(
+    z: Any,
+    *,
+    labels: Any = None,
+    paired: Any = None,
+    k: int = 5,
+    max_samples: int = 2000,
+    seed: int = 0,
+) -> xr.Dataset:
+    """Effective rank, uniformity, and with `paired` alignment and linear CKA, with `labels` k-NN accuracy.
+
+    Args:
+        z: (n, d) embeddings. labels: (n,) classes for `knn_accuracy`.
+        paired: (n, d') the paired view's embeddings: `linear_cka` for any d', `alignment`
+            when d' = d.
+        k: neighbours for k-NN (k < n). max_samples: rows (seeded subset) for uniformity's
+            O(m^2) pairwise distances. seed: that subset.
+
+    Returns:
+        Dataset of scalars (units "1"): `effective_rank` in [1, d] (RankMe),
+        `uniformity` (<= 0, lower is more uniform), `alignment` in [0, 4] (lower is closer),
+        `linear_cka` in [0, 1], `knn_accuracy` in [0, 1].
+
+    References: Garrido et al. 2023; Wang & Isola 2020; Kornblith et al. 2019.
+    """
+    za = check_array(z, name="z", caller=CALLER)
+    k = check_positive_int(k, name="k", caller=CALLER)
+    max_samples = check_positive_int(max_samples, name="max_samples", caller=CALLER, minimum=2)
+    seed = check_seed(seed, CALLER)
+    pa = ya = None
+    if paired is not None:
+        pa = check_array(paired, name="paired", caller=CALLER)
+        check_same_length(za, pa, names=("z", "paired"), caller=CALLER)
+    if labels is not None:
+        ya = check_labels(labels, name="labels", caller=CALLER, n_samples=za.shape[0])
+        if k >= za.shape[0]:
+            raise InputValueError(f"{CALLER}: k is {k} but z has {za.shape[0]} rows; leave-one-out k-NN needs k < n.")
+
+    data_vars = {
+        "effective_rank": var((), effective_rank(za), "effective rank (RankMe)", "1"),
+        "uniformity": var((), uniformity(za, np.random.default_rng(seed), max_samples),
+                          "uniformity ln E exp(-2 |u - v|^2) of L2-normalised rows", "1"),
+    }
+    notes = []
+    if pa is not None:
+        data_vars["linear_cka"] = var((), linear_cka(za, pa), "linear CKA between z and paired", "1")
+        if pa.shape[1] == za.shape[1]:
+            data_vars["alignment"] = var((), alignment(za, pa), "alignment E |u - v|^2 of L2-normalised pairs", "1")
+        else:
+            notes.append(f"alignment skipped: z has {za.shape[1]} features and paired {pa.shape[1]}")
+    if ya is not None:
+        data_vars["knn_accuracy"] = var((), knn_accuracy(za, ya, k), f"leave-one-out {k}-NN accuracy", "1")
+    return make_dataset(
+        CALLER, f"RankMe (uncentred, eps={RANKME_EPS}); uniformity t={UNIFORMITY_T}; alignment alpha=2; "
+        "linear CKA (feature space); leave-one-out Euclidean k-NN", data_vars, reference=REFERENCE,
+        k=k, max_samples=max_samples, seed=seed, note="; ".join(notes) or "none",
+    )

@@ -1,0 +1,237 @@
+"""Predictive V-information: the information a restricted family V can actually use.
+
+Xu, Zhao, Song, Stewart & Ermon, "A Theory of Usable Information under Computational
+Constraints" (ICLR 2020, arXiv 2002.10689), Def. 2 and Prop. 2:
+
+    I_V(Z -> Y) = H_V(Y | ∅) - H_V(Y | Z),   H_V(Y | Z) = inf_{f in V} E[-ln f[z](y)].
+
+Each infimum is fit on training rows and evaluated on held-out rows (the paper's estimator
+with guarantees). Unlike Shannon MI it is not invariant to bijections of Z: an invertible map
+that destroys linear structure lowers it, which is the point of measuring it next to MI.
+
+Two families:
+- labels: V = multinomial logistic regression on standardised z (L-BFGS to tol 1e-6); the
+  "empty" predictor is the constant class-frequency distribution of the training rows.
+- target: V = linear-Gaussian regressors, one independent Gaussian per target feature. The
+  empty predictor is N(train mean, train variance); the conditional one is ridge regression
+  with the residual variance of the fit. Negative log-likelihoods are summed over features.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from probe.analyzers._common import (
+    NATS_PER_BIT, PROB_FLOOR, check_label_pair, check_positive_float, check_seed, held_out_cross_entropy,
+    make_dataset, run_quietly, split_indices, var,
+)
+from probe.errors import InputValueError
+from probe.validation import check_array, check_fraction, check_labels, check_same_length, check_same_width
+
+CALLER = "v_information"
+REFERENCE = "Xu et al., A Theory of Usable Information under Computational Constraints, ICLR 2020"
+C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+RIDGE_GRID = tuple(10.0 ** np.arange(-6, 3))  # times the number of training rows
+VAR_FLOOR = 1e-12
+
+
+# --- labels: multinomial logistic regression -------------------------------------------------
+
+def _logistic(C: float, tol: float, seed: int) -> LogisticRegression:
+    return LogisticRegression(C=C, solver="lbfgs", tol=tol, max_iter=2000, random_state=seed, warm_start=True)
+
+
+def _select_C(x: np.ndarray, y: np.ndarray, seed: int) -> float:
+    """C from C_GRID by held-out cross-entropy on a 25% validation split of the training rows.
+
+    Walks the grid from strong to weak regularisation with warm starts (tol 1e-4) and stops
+    at the first C whose validation cross-entropy is worse than the best so far. With too few
+    rows for a validation split it returns C = 1.
+    """
+    try:
+        tr, va = split_indices(x.shape[0], 0.25, seed, labels=y, caller=CALLER)
+    except InputValueError:
+        return 1.0
+    model, best, best_C = _logistic(C_GRID[0], 1e-4, seed), math.inf, C_GRID[0]
+    for C in C_GRID:
+        model.set_params(C=C)
+        run_quietly(lambda: model.fit(x[tr], y[tr]), (ConvergenceWarning,))
+        ce = held_out_cross_entropy(model.predict_proba(x[va]), model.classes_, y[va])
+        if ce >= best:
+            break
+        best, best_C = ce, C
+    return best_C
+
+
+def _label_entropies(z, y, tz, ty, C, seed) -> dict:
+    classes, counts = np.unique(y, return_counts=True)
+    h_empty = held_out_cross_entropy(np.tile(counts / counts.sum(), (ty.shape[0], 1)), classes, ty)
+    scaler = StandardScaler().fit(z)
+    x, tx = scaler.transform(z), scaler.transform(tz)
+    chosen = _select_C(x, y, seed) if isinstance(C, str) else float(C)
+    model = _logistic(chosen, 1e-6, seed)
+    run_quietly(lambda: model.fit(x, y), (ConvergenceWarning,))
+    h_given = held_out_cross_entropy(model.predict_proba(tx), model.classes_, ty)
+    n_iter = int(np.max(model.n_iter_))
+    extra = {"n_iter": var((), np.int64(n_iter), "L-BFGS iterations of the final fit", "1"),
+             "converged": var((), np.int8(n_iter < 2000), "1 if L-BFGS reached tol 1e-6 within 2000 iterations", "1")}
+    return dict(h_empty=h_empty, h_given=h_given, extra=extra, chosen=chosen)
+
+
+# --- target: linear-Gaussian regressors ------------------------------------------------------
+
+def _gaussian_nll(residual: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """Per-feature mean negative log-likelihood (nats) of residuals under N(0, variance)."""
+    return 0.5 * np.log(2 * np.pi * variance) + np.mean(residual**2, axis=0) / (2 * variance)
+
+
+def _ridge_gcv(x: np.ndarray, t: np.ndarray, ridge: float | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge of each centred target column on centred x, alpha per column by generalised CV.
+
+    Returns (coefficients (d, m), residual variance (m,) = RSS / (n - df), alpha (m,)).
+    Everything comes from one SVD x = U S V^T: with shrinkage d_k = s_k^2 / (s_k^2 + alpha),
+    RSS = |t|^2 - sum_k (2 d_k - d_k^2) (U^T t)_k^2 and df = 1 + sum_k d_k (1 for the intercept).
+    """
+    n = x.shape[0]
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    c = u.T @ t
+    alphas = n * np.asarray(RIDGE_GRID) if isinstance(ridge, str) else np.array([float(ridge)])
+    shrink = s[None, :] ** 2 / (s[None, :] ** 2 + alphas[:, None])  # (alphas, k)
+    rss = np.sum(t**2, axis=0)[None, :] - ((2 * shrink - shrink**2) @ c**2)  # (alphas, m)
+    rss = np.maximum(rss, 0.0)
+    df = 1.0 + shrink.sum(axis=1)
+    gcv = rss / n / np.maximum(1.0 - df / n, 1e-12)[:, None] ** 2
+    best = np.argmin(gcv, axis=0)
+    alpha = alphas[best]
+    factor = s[:, None] / (s[:, None] ** 2 + alpha[None, :])  # (k, m)
+    coef = vt.T @ (factor * c)
+    dof = np.maximum(n - df[best], 1.0)
+    return coef, np.maximum(rss[best, np.arange(t.shape[1])] / dof, VAR_FLOOR), alpha
+
+
+def _target_entropies(z, t, tz, tt, ridge) -> dict:
+    x_mean, x_std = z.mean(axis=0), z.std(axis=0)
+    x_std[x_std == 0] = 1.0
+    x, tx = (z - x_mean) / x_std, (tz - x_mean) / x_std
+    t_mean = t.mean(axis=0)
+    base_var = np.maximum(t.var(axis=0, ddof=1), VAR_FLOOR)
+    coef, res_var, alpha = _ridge_gcv(x, t - t_mean, ridge)
+    per_feature_empty = _gaussian_nll(tt - t_mean, base_var)
+    per_feature_given = _gaussian_nll(tt - t_mean - tx @ coef, res_var)
+    extra = {
+        "v_information_per_feature": var("feature", per_feature_empty - per_feature_given,
+                                         "V-information per target feature", "nats"),
+        "ridge_alpha": var("feature", alpha, "ridge penalty chosen by generalised cross-validation", "1"),
+    }
+    return dict(h_empty=float(per_feature_empty.sum()), h_given=float(per_feature_given.sum()), extra=extra,
+                chosen=ridge)
+
+
+# --- public ----------------------------------------------------------------------------------
+
+def _held_out(z, labels_or_target, test_z, test_other, *, mode, test_fraction, seed):
+    """Validated (z, other, test_z, test_other), splitting with the seed when no test set is given."""
+    other_name = "y" if mode == "labels" else "target"
+    if (test_z is None) != (test_other is None):
+        raise InputValueError(f"{CALLER}: test_z and test_{other_name} must be given together (got only one of them).")
+    if mode == "labels" and test_z is not None:
+        tz = check_array(test_z, name="test_z", caller=CALLER, min_samples=1)
+        check_same_width(z, tz, names=("z", "test_z"), caller=CALLER)
+        y, ty = check_label_pair(labels_or_target, test_other, n_train=z.shape[0], n_test=tz.shape[0],
+                                 caller=CALLER, names=("y", "test_y"))
+        return z, y, tz, ty
+    if mode == "labels":
+        other = check_labels(labels_or_target, name="y", caller=CALLER, n_samples=z.shape[0])
+    else:
+        other = check_array(labels_or_target, name="target", caller=CALLER)
+        check_same_length(z, other, names=("z", "target"), caller=CALLER)
+    if test_z is not None:
+        tz = check_array(test_z, name="test_z", caller=CALLER, min_samples=1)
+        tt = check_array(test_other, name="test_target", caller=CALLER, min_samples=1)
+        check_same_width(z, tz, names=("z", "test_z"), caller=CALLER)
+        check_same_width(other, tt, names=("target", "test_target"), caller=CALLER)
+        check_same_length(tz, tt, names=("test_z", "test_target"), caller=CALLER)
+        return z, other, tz, tt
+    test_fraction = check_fraction(test_fraction, name="test_fraction", caller=CALLER)
+    tr, te = split_indices(z.shape[0], test_fraction, seed, labels=other if mode == "labels" else None, caller=CALLER)
+    if tr.size < 3:
+        raise InputValueError(f"{CALLER}: only {tr.size} training row(s) after the split; at least 3 are required.")
+    return z[tr], other[tr], z[te], other[te]
+
+
+def v_information(
+    z: Any,
+    y: Any = None,
+    *,
+    target: Any = None,
+    test_z: Any = None,
+    test_y: Any = None,
+    test_target: Any = None,
+    test_fraction: float = 0.2,
+    C: float | str = "auto",
+    ridge: float | str = "auto",
+    seed: int = 0,
+) -> xr.Dataset:
+    """Predictive V-information I_V(Z -> Y) in nats (and bits) from embeddings z.
+
+    Args:
+        z: (n, d) embeddings. Exactly one of
+        y: (n,) class labels -> V = multinomial logistic regression, or
+        target: (n, m) another representation (e.g. view-2 embeddings) -> V = linear-Gaussian.
+        test_z with test_y / test_target: held-out rows; without them a seeded split holds out
+            `test_fraction` (stratified by label).
+        C: inverse L2 strength of the logistic family; "auto" picks from 1e-3..1e2 on a
+            validation split of the training rows. ridge: ridge penalty, "auto" = generalised
+            cross-validation per target feature over n * 1e-6..1e2.
+        seed: the splits.
+
+    Returns:
+        Dataset with `v_information` (nats), `v_information_bits` (bits),
+        `marginal_entropy` H_V(Y|∅) and `conditional_entropy` H_V(Y|Z) (nats, held-out), plus
+        solver diagnostics (labels) or `v_information_per_feature` and `ridge_alpha` over
+        `feature` (target). Held-out estimates may be slightly negative when z carries nothing
+        V can use.
+
+    Reference: Xu et al., ICLR 2020, Def. 2 and Sec. 4 (empirical V-information).
+    """
+    z = check_array(z, name="z", caller=CALLER)
+    if (y is None) == (target is None):
+        raise InputValueError(
+            f"{CALLER}: exactly one of y (class labels) and target (a representation to predict) is required; "
+            f"got {'both' if y is not None else 'neither'}."
+        )
+    mode = "labels" if y is not None else "target"
+    seed = check_seed(seed, CALLER)
+    for name, value in (("C", C), ("ridge", ridge)):
+        if not (isinstance(value, str) and value == "auto"):
+            check_positive_float(value, name=name, caller=CALLER)
+    z, other, tz, tother = _held_out(z, y if mode == "labels" else target, test_z,
+                                     test_y if mode == "labels" else test_target,
+                                     mode=mode, test_fraction=test_fraction, seed=seed)
+    if mode == "labels":
+        result = _label_entropies(z, other, tz, tother, C, seed)
+        family = "multinomial logistic regression on standardised z (L-BFGS, tol 1e-6); empty = train class frequencies"
+    else:
+        result = _target_entropies(z, other, tz, tother, ridge)
+        family = "linear-Gaussian: ridge per target feature with residual variance; empty = per-feature Gaussian"
+    v = result["h_empty"] - result["h_given"]
+    data_vars = {
+        "v_information": var((), v, "predictive V-information I_V(Z -> Y), held-out", "nats"),
+        "v_information_bits": var((), v / NATS_PER_BIT, "predictive V-information I_V(Z -> Y), held-out", "bits"),
+        "marginal_entropy": var((), result["h_empty"], "predictive entropy H_V(Y | empty), held-out", "nats"),
+        "conditional_entropy": var((), result["h_given"],
+                                   "predictive conditional entropy H_V(Y | Z), held-out", "nats"),
+        **result["extra"],
+    }
+    return make_dataset(
+        CALLER, f"{mode}: {family}", data_vars, reference=REFERENCE, target_kind=mode,
+        C=C if mode == "labels" else "none", C_selected=result["chosen"] if mode == "labels" else "none",
+        ridge=ridge if mode == "target" else "none", seed=seed, n_train=z.shape[0], n_test=tz.shape[0],
+        test_fraction=test_fraction, probability_floor=PROB_FLOOR,
+    )

@@ -1,0 +1,138 @@
+"""`probe analyze` through click's CliRunner on files written in tmp_path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from click.testing import CliRunner
+from threadpoolctl import threadpool_limits
+
+from probe.cli_analyze import analyze
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared 2-core machine: thread pools fighting slow tests 10-50x
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(previous)
+
+
+def _data(n=240, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    z = rng.standard_normal((3, d))[y] * 2 + rng.standard_normal((n, d))
+    return z.astype(np.float32), y, (z + 0.5 * rng.standard_normal((n, d))).astype(np.float32)
+
+
+def _invoke(*args):
+    return CliRunner().invoke(analyze, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_npz_with_labels_writes_netcdf_and_html(tmp_path):
+    z, y, _ = _data()
+    np.savez(tmp_path / "emb.npz", z=z, y=y)
+    out = tmp_path / "out"
+    result = _invoke(tmp_path / "emb.npz", "--labels", "y", "--analyzers",
+                     "linear_probe,v_information,triplet_margins", "--out", out)
+    assert result.exit_code == 0, result.output
+    with xr.open_dataset(out / "analysis.nc", engine="netcdf4") as ds:
+        assert {"linear_probe_accuracy", "v_information_v_information", "triplet_margins_margin_mean"} <= set(ds.data_vars)
+        assert ds.linear_probe_accuracy.item() > 0.8 and ds.linear_probe_accuracy.attrs["units"] == "1"
+        assert ds.attrs["linear_probe_protocol"] == "paper" and ds.attrs["analyze_labels"] == "y"
+    page = (out / "analysis.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "linear_probe" in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+def test_paired_npy_files_run_mi_bounds_and_v_information(tmp_path):
+    z, _, paired = _data()
+    np.save(tmp_path / "view1.npy", z)
+    np.save(tmp_path / "view2.npy", paired)
+    out = tmp_path / "o"
+    result = _invoke(tmp_path / "view1.npy", "--paired", tmp_path / "view2.npy", "--analyzers",
+                     "mi_bounds,v_information", "--steps", 20, "--batch-size", 16, "--out", out)
+    assert result.exit_code == 0, result.output
+    with xr.open_dataset(out / "analysis.nc", engine="netcdf4") as ds:
+        assert ds.mi_bounds_bound.dims == ("estimator",) and ds.v_information_v_information.item() > 1.0
+        assert ds.attrs["v_information_target_kind"] == "target"
+
+
+def test_default_output_folder_and_auto_analyzers(tmp_path, monkeypatch):
+    z, y, paired = _data(d=3)
+    np.savez(tmp_path / "small.npz", embeddings=z, other=paired, labels=y)
+    monkeypatch.chdir(tmp_path)
+    result = _invoke("small.npz", "--labels", "labels", "--paired", "other", "--steps", 10, "--batch-size", 16)
+    assert result.exit_code == 0, result.output
+    with xr.open_dataset(tmp_path / "runs/analyze/small/analysis.nc", engine="netcdf4") as ds:
+        names = ds.attrs["analyze_analyzers"].split(",")
+    assert set(names) == {"geometry", "linear_probe", "v_information", "triplet_margins", "mi_bounds", "ksg_mi"}
+
+
+def test_explicit_test_set_and_netcdf_input(tmp_path):
+    z, y, _ = _data()
+    xr.Dataset({"z": (("sample", "feature"), z[:180]), "y": ("sample", y[:180])}).to_netcdf(tmp_path / "train.nc")
+    np.save(tmp_path / "zt.npy", z[180:])
+    np.save(tmp_path / "yt.npy", y[180:])
+    result = _invoke(tmp_path / "train.nc", "--labels", "y", "--test-key", tmp_path / "zt.npy", "--test-labels",
+                     tmp_path / "yt.npy", "--analyzers", "linear_probe", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    with xr.open_dataset(tmp_path / "r/analysis.nc", engine="netcdf4") as ds:
+        assert ds.attrs["linear_probe_n_test"] == 60 and ds.attrs["linear_probe_n_train"] == 180
+
+
+def test_html_escapes_everything(tmp_path):
+    z, y, _ = _data()
+    np.savez(tmp_path / "e.npz", z=z, **{"<b>y</b>": y})
+    result = _invoke(tmp_path / "e.npz", "--labels", "<b>y</b>", "--analyzers", "geometry", "--out", tmp_path / "h")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "h/analysis.html").read_text()
+    assert "<b>y</b>" not in page and "&lt;b&gt;y&lt;/b&gt;" in page
+
+
+@pytest.mark.parametrize("make,args,code,fragment", [
+    (lambda p: np.savez(p / "bad.npz", z=np.array([[1.0, 2.0]] * 5), o=np.array([{}, 1], dtype=object)),
+     ["bad.npz"], 1, "holds Python objects"),
+    (lambda p: (p / "bad.npz").write_bytes(b"not a zip"), ["bad.npz"], 1, "could not be read"),
+    (lambda p: np.savez(p / "bad.npz", a=np.ones((4, 2)), b=np.ones((4, 3))), ["bad.npz"], 1, "name it with --key"),
+    (lambda p: np.savez(p / "bad.npz", z=np.ones((4, 2))), ["bad.npz", "--key", "zz"], 1, "Did you mean 'z'"),
+    (lambda p: np.savez(p / "bad.npz", z=np.ones((4, 2))), ["bad.npz", "--labels", "yy"], 1, "neither an array"),
+    (lambda p: np.savez(p / "bad.npz", z=np.ones((6, 2)), y=np.arange(6) % 2),
+     ["bad.npz", "--labels", "y", "--analyzers", "linear_prob"], 2, "Did you mean 'linear_probe'"),
+    (lambda p: np.savez(p / "bad.npz", z=np.ones((6, 2))), ["bad.npz", "--analyzers", "linear_probe"], 2, "needs labels"),
+    (lambda p: np.savez(p / "bad.npz", z=np.ones((6, 2))), ["bad.npz", "--analyzers", "condition_numbers"], 2, "needs a model"),
+    (lambda p: np.savez(p / "bad.npz", z=np.full((6, 2), np.nan), y=np.arange(6) % 2),
+     ["bad.npz", "--labels", "y", "--analyzers", "geometry"], 1, "geometry: z contains 12 NaN"),
+    (lambda p: np.savez(p / "bad.npz", z=np.ones((6, 2)), y=np.arange(5) % 2),
+     ["bad.npz", "--labels", "y"], 1, "labels has 5 entries but the embeddings have 6 rows"),
+])
+def test_errors_exit_cleanly_without_traceback(tmp_path, make, args, code, fragment):
+    make(tmp_path)
+    result = CliRunner().invoke(analyze, [str(tmp_path / args[0]), *args[1:], "--out", str(tmp_path / "x")])
+    assert result.exit_code == code, result.output
+    assert fragment in result.output and "Traceback" not in result.output
+
+
+def test_help_explains_every_option_with_an_example():
+    result = _invoke("--help")
+    assert result.exit_code == 0
+    options = ("--key", "--labels", "--paired", "--test-key", "--test-labels", "--test-paired", "--analyzers",
+               "--protocol", "--steps", "--batch-size", "--seed", "--test-fraction", "--out", "--threads")
+    text = " ".join(result.output.split())  # undo click's line wrapping
+    for option in options:
+        assert f"Example: {option} " in text, option
+    assert "probe analyze embeddings.npz --labels y" in text
+
+
+def test_merge_renames_a_dimension_whose_coordinate_differs_between_analyzers():
+    from probe.cli_analyze import _prefixed
+
+    a = xr.Dataset({"q": ("quantile", [1.0, 2.0], {"units": "1", "long_name": "a"})}, coords={"quantile": [0.0, 1.0]},
+                   attrs={"seed": 0})
+    b = xr.Dataset({"q": ("quantile", [3.0, 4.0, 5.0], {"units": "1", "long_name": "b"})},
+                   coords={"quantile": [0.0, 0.5, 1.0]}, attrs={"seed": 1})
+    merged = _prefixed({"first": a, "second": b})
+    assert merged.first_q.dims == ("quantile",) and merged.second_q.dims == ("second_quantile",)
+    assert merged.second_q.attrs["long_name"] == "b" and merged.attrs == {"first_seed": 0, "second_seed": 1}

@@ -1,0 +1,240 @@
+"""The contract every analyzer in probe.analyzers.ANALYZERS keeps.
+
+Bad inputs raise the documented ProbeError subclass with a message naming the analyzer and
+the input; inputs are never mutated; a non-contiguous input gives the same answer as a
+contiguous one; the same seed gives an identical Dataset; the Dataset survives a netCDF
+round trip unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from threadpoolctl import threadpool_limits
+
+import probe.validation
+from probe.analyzers import ANALYZERS, get_analyzer
+from probe.errors import InputTypeError, InputValueError, ProbeError, UnknownNameError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # The test machine is shared: BLAS and torch thread pools fighting over 2 cores run 10-50x slower.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(previous)
+
+
+def _blobs(n: int, d: int, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    return rng.standard_normal((n_classes, d))[y] * 2 + rng.standard_normal((n, d)), y
+
+
+def _encoder() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+
+
+@dataclass
+class Spec:
+    """Valid inputs for one analyzer: `arrays` (2-D float inputs), `labels` (1-D class inputs),
+    `pairs` (inputs that must have the same number of rows), `other` (non-array arguments)."""
+
+    analyzer: str
+    arrays: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    pairs: tuple[tuple[str, str], ...] = ()
+    other: dict = field(default_factory=dict)
+    min_samples: int = 2
+
+    def kwargs(self, **replace) -> dict:
+        return {**self.arrays, **self.labels, **self.other, **replace}
+
+    def call(self, **replace) -> xr.Dataset:
+        kwargs = self.kwargs(**replace)
+        if self.analyzer == "condition_numbers":
+            kwargs["encoder"] = _encoder()
+        return get_analyzer(self.analyzer)(**kwargs)
+
+
+def _specs() -> dict[str, Spec]:
+    z, y = _blobs(60, 4, 3, 0)
+    paired = z + 0.3 * np.random.default_rng(1).standard_normal(z.shape)
+    g = np.random.default_rng(2).standard_normal((200, 2))
+    g2 = 0.6 * g + 0.8 * np.random.default_rng(3).standard_normal((200, 2))
+    return {
+        "linear_probe": Spec("linear_probe", {"train_z": z}, {"train_y": y}, (("train_z", "train_y"),)),
+        "linear_probe[test]": Spec("linear_probe", {"train_z": z[:40], "test_z": z[40:]},
+                                   {"train_y": y[:40], "test_y": y[40:]}, (("test_z", "test_y"),),
+                                   other={"folds": 2, "protocol": "converged"}),
+        "v_information": Spec("v_information", {"z": z}, {"y": y}, (("z", "y"),)),
+        "v_information[target]": Spec("v_information", {"z": z, "target": paired}, pairs=(("z", "target"),)),
+        "triplet_margins": Spec("triplet_margins", {"anchors": z, "positives": paired}, pairs=(("anchors", "positives"),),
+                                other={"n_triplets": 300, "alpha": [0.0, 0.5]}),
+        "triplet_margins[labels]": Spec("triplet_margins", {"anchors": z}, {"labels": y}, (("anchors", "labels"),),
+                                        other={"n_triplets": 300, "distance": "cosine"}),
+        "condition_numbers": Spec("condition_numbers", {"inputs": z[:12]}, other={"batch_size": 5}, min_samples=1),
+        "mi_bounds": Spec("mi_bounds", {"x": g, "y": g2}, pairs=(("x", "y"),),
+                          other={"steps": 15, "batch_size": 16, "estimators": ["infonce", "nwj"]}),
+        "ksg_mi": Spec("ksg_mi", {"x": g, "y": g2}, pairs=(("x", "y"),)),
+        "geometry": Spec("geometry", {"z": z, "paired": paired}, {"labels": y}, (("z", "paired"), ("z", "labels"))),
+    }
+
+
+SPECS = _specs()
+ARRAY_CASES = [(spec_id, name) for spec_id, spec in SPECS.items() for name in spec.arrays]
+LABEL_CASES = [(spec_id, name) for spec_id, spec in SPECS.items() for name in spec.labels]
+PAIR_CASES = [(spec_id, pair) for spec_id, spec in SPECS.items() for pair in spec.pairs]
+
+
+def _raises(spec: Spec, error: type[ProbeError], input_name: str, **replace) -> str:
+    with pytest.raises(error) as info:
+        spec.call(**replace)
+    message = str(info.value)
+    assert message.startswith(f"{spec.analyzer}: "), message
+    assert input_name in message, message
+    return message
+
+
+def test_every_analyzer_has_a_contract_spec():
+    assert {spec.analyzer for spec in SPECS.values()} == set(ANALYZERS)
+
+
+def test_unknown_analyzer_suggests_the_closest_name():
+    with pytest.raises(UnknownNameError, match="Did you mean 'linear_probe'"):
+        get_analyzer("linear_prob")
+
+
+@pytest.mark.parametrize("spec_id", SPECS)
+def test_valid_input_gives_labelled_dataset(spec_id):
+    spec = SPECS[spec_id]
+    ds = spec.call()
+    assert isinstance(ds, xr.Dataset) and ds.attrs["analyzer"] == spec.analyzer and ds.data_vars
+    for name, variable in ds.data_vars.items():
+        assert name == name.lower() and " " not in name
+        assert variable.attrs["long_name"] and variable.attrs["units"] in {"nats", "bits", "1"}, name
+    for value in ds.attrs.values():
+        assert isinstance(value, (str, int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+@pytest.mark.parametrize("spec_id", SPECS)
+def test_same_seed_gives_identical_output_and_inputs_are_not_mutated(spec_id):
+    spec = SPECS[spec_id]
+    before = {k: v.copy() for k, v in {**spec.arrays, **spec.labels}.items()}
+    first, second = spec.call(seed=3), spec.call(seed=3)
+    xr.testing.assert_identical(first, second)
+    for key, value in {**spec.arrays, **spec.labels}.items():
+        np.testing.assert_array_equal(value, before[key])
+        assert value.dtype == before[key].dtype
+
+
+@pytest.mark.parametrize("spec_id", SPECS)
+def test_netcdf_round_trip_is_identical(spec_id, tmp_path):
+    ds = SPECS[spec_id].call()
+    path = tmp_path / f"{spec_id}.nc"
+    ds.to_netcdf(path, engine="netcdf4")
+    with xr.open_dataset(path, engine="netcdf4") as back:
+        xr.testing.assert_identical(ds, back.load())
+
+
+@pytest.mark.parametrize("spec_id,name", ARRAY_CASES)
+def test_non_contiguous_and_float16_inputs_work(spec_id, name):
+    spec = SPECS[spec_id]
+    reference = spec.call()
+    array = spec.arrays[name]
+    wide = np.repeat(array, 2, axis=1)  # every column twice: [:, ::2] is a strided view of `array`
+    strided = wide[:, ::2]
+    assert not strided.flags.c_contiguous
+    xr.testing.assert_identical(spec.call(**{name: strided}), reference)
+    xr.testing.assert_identical(spec.call(**{name: np.asfortranarray(array)}), reference)
+    # Documented: float16 (like every real dtype) is upcast to float64 by probe.validation.check_array.
+    assert isinstance(spec.call(**{name: array.astype(np.float16)}), xr.Dataset)
+
+
+BAD_VALUES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], type[ProbeError], str]] = {
+    "nan": (lambda a: np.where(np.arange(a.size).reshape(a.shape) == 1, np.nan, a), InputValueError, "NaN"),
+    "inf": (lambda a: np.where(np.arange(a.size).reshape(a.shape) == 1, np.inf, a), InputValueError, "infinite"),
+    "one_dimensional": (lambda a: a[:, 0].copy(), InputValueError, "1-D"),
+    "object_dtype": (lambda a: a.astype(object), InputTypeError, "dtype object"),
+    "string_dtype": (lambda a: a.astype(str), InputTypeError, "dtype <U"),
+    "complex_dtype": (lambda a: a.astype(complex), InputTypeError, "complex"),
+    "none": (lambda a: None, InputTypeError, "None"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+@pytest.mark.parametrize("spec_id,name", ARRAY_CASES)
+def test_bad_array_raises_documented_error(spec_id, name, case):
+    spec = SPECS[spec_id]
+    corrupt, error, fragment = BAD_VALUES[case]
+    if case == "none" and name in ("positives", "paired", "test_z", "target"):
+        pytest.skip(f"{name} is optional")
+    message = _raises(spec, error, name, **{name: corrupt(spec.arrays[name])})
+    assert fragment in message
+
+
+@pytest.mark.parametrize("spec_id,name", ARRAY_CASES)
+def test_too_few_samples_raises(spec_id, name):
+    spec = SPECS[spec_id]
+    minimum = 1 if name == "test_z" else spec.min_samples
+    too_few = spec.arrays[name][: minimum - 1]
+    replace = {name: too_few}
+    for a, b in spec.pairs:  # keep partners the same length so the sample-count check is what fires
+        if name in (a, b):
+            partner = b if name == a else a
+            replace[partner] = {**spec.arrays, **spec.labels}[partner][: minimum - 1]
+    with pytest.raises(InputValueError) as info:
+        spec.call(**replace)
+    assert f"{spec.analyzer}: " in str(info.value) and "sample(s)" in str(info.value)
+
+
+@pytest.mark.parametrize("spec_id,name", ARRAY_CASES)
+def test_huge_input_is_refused(spec_id, name, monkeypatch):
+    spec = SPECS[spec_id]
+    limit = max(a.size for a in spec.arrays.values())
+    widened = np.tile(spec.arrays[name], (1, limit // spec.arrays[name].size + 1))  # the only input above the limit
+    monkeypatch.setattr(probe.validation, "MAX_ELEMENTS", limit)
+    assert "elements" in _raises(spec, InputValueError, name, **{name: widened})
+
+
+@pytest.mark.parametrize("spec_id,pair", PAIR_CASES)
+def test_mismatched_lengths_raise(spec_id, pair):
+    spec = SPECS[spec_id]
+    name = pair[1]
+    shorter = {**spec.arrays, **spec.labels}[name][:-1]
+    message = _raises(spec, InputValueError, name, **{name: shorter})
+    assert "rows" in message or "length" in message
+
+
+@pytest.mark.parametrize("spec_id,name", LABEL_CASES)
+def test_bad_labels_raise(spec_id, name):
+    spec = SPECS[spec_id]
+    labels = spec.labels[name]
+    if not name.startswith("test_"):  # a held-out set may hold a single class; a training set may not
+        assert "1 class(es)" in _raises(spec, InputValueError, name, **{name: np.zeros_like(labels)})
+    with_nan = labels.astype(float)
+    with_nan[0] = np.nan
+    _raises(spec, InputValueError, name, **{name: with_nan})
+    _raises(spec, InputValueError, name, **{name: labels.reshape(-1, 1)})
+
+
+@pytest.mark.parametrize("spec_id,name", LABEL_CASES)
+def test_string_labels_give_the_same_answer_as_integer_codes(spec_id, name):
+    spec = SPECS[spec_id]
+    # Train and test labels must share one type, so both are converted together.
+    replace = {key: np.array([f"class_{v}" for v in value]) for key, value in spec.labels.items()}
+    xr.testing.assert_identical(spec.call(**replace), spec.call())
+
+
+@pytest.mark.parametrize("spec_id", SPECS)
+def test_bad_seed_raises(spec_id):
+    spec = SPECS[spec_id]
+    _raises(spec, InputValueError, "seed", seed=-1)
+    _raises(spec, InputTypeError, "seed", seed=1.5)
