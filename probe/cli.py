@@ -19,6 +19,15 @@ class ProbeGroup(click.Group):
             raise click.ClickException(str(err)) from None
 
 
+def set_threads(n: int) -> None:
+    """Limit torch and the BLAS/OpenMP pools. Oversubscribed cores make small matmuls 10-50x slower."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(n)
+
+
 def _parse_seeds(value: str | None) -> int | tuple[int, ...] | None:
     if value is None:
         return None
@@ -66,8 +75,10 @@ def main() -> None:
               help="Runs folder; results go to OUT/<study>/<preset>-<dataset>-<settings hash>/.")
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Write the HTML report to reports/<study>.html when the run finishes.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch and BLAS (default: all cores). Use 1 when other jobs share the machine.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, device, out, report, no_progress):
+def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, device, out, report, threads, no_progress):
     """Run (or resume) the study NAME and save its results as netCDF.
 
     Every cell (e.g. estimator × seed) is saved as soon as it finishes; rerunning the same
@@ -82,6 +93,8 @@ def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, device, out, re
     from probe.study import find_study, run_study
 
     study = find_study(name)
+    if threads is not None:
+        set_threads(threads)
     path = run_study(study, preset, dataset=dataset, data_dir=data_dir, seeds=_parse_seeds(seeds), steps=steps,
                      device=device, out=out, progress=not no_progress, log=lambda m: click.echo(m, err=True))
     if report:

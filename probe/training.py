@@ -53,6 +53,7 @@ class TrainConfig:
     learning_rate: float = 1e-4
     eval_every: int = 1000
     target: float | None = None        # None: maximise the bound; else minimise |I_EST - t|
+    grad_clip: float | None = None     # clip the global gradient norm (None: the paper, no clipping)
     noise_std: float = 0.0             # Gaussian noise added to the views during training
     noise_coupled: bool = False        # the same noise vector on both views (paper, Fig. 2)
     probe_protocol: str = "paper"      # linear evaluation protocol, see probe.analyzers
@@ -269,6 +270,8 @@ def train_pair(g1: nn.Module, g2: nn.Module, critic: nn.Module, data: PairData, 
             break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
         last_loss = float(loss.detach())
         if on_step is not None:
