@@ -176,7 +176,8 @@ class Evaluator:
                 f"{config.batch_size}; the held-out bound needs at least one full batch."
             )
         order = stream_rng(seed, "eval-train-batches").permutation(len(data.train1))[: n_batches * config.batch_size]
-        self.train_idx = np.sort(order)
+        # The training-batch bound sees the same kind of inputs as training (noisy, if any).
+        self.train_pairs = noisy(data.train1[np.sort(order)], data.train2[np.sort(order)])
         self.jacobian_inputs = self.test1[: config.jacobian_inputs] if config.jacobian_inputs else None
 
     def __call__(self, g1: nn.Module, g2: nn.Module, critic: nn.Module) -> dict[str, object]:
@@ -188,8 +189,7 @@ class Evaluator:
             m.eval()
         out: dict[str, object] = {
             "bound_test": batched_bound(g1, g2, critic, estimator, self.test1, self.test2, bs, self.device),
-            "bound_train": batched_bound(g1, g2, critic, estimator, self.data.train1[self.train_idx],
-                                         self.data.train2[self.train_idx], bs, self.device),
+            "bound_train": batched_bound(g1, g2, critic, estimator, *self.train_pairs, bs, self.device),
         }
         z_train, z_test = encode(g1, self.train1, self.device), encode(g1, self.test1, self.device)
         if not (np.isfinite(z_train).all() and np.isfinite(z_test).all()):
