@@ -1,5 +1,8 @@
 """Critics f(x, y): each maps a batch of K x's and K y's to the (K, K) score matrix.
 
+`score_pairs(x, y)` gives the K row-wise scores f(x_i, y_i) without the K² matrix (used for
+triplet margins measured with the critic's own similarity).
+
 Sizes follow the paper's notebook (REFERENCE.md, "Critics"): bilinear xᵀWy with W of size
 d_x x d_y; separable φ1(x)ᵀφ2(y) with one 100-unit ReLU hidden layer and a 100-unit output;
 concat MLP on [x, y] with one 200-unit ReLU hidden layer and a scalar output, evaluated on all
@@ -24,6 +27,9 @@ class BilinearCritic(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (x @ self.weight) @ y.T
 
+    def score_pairs(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ((x @ self.weight) * y).sum(dim=1)
+
 
 class InnerProductCritic(nn.Module):
     """f(x, y) = xᵀy (no parameters): the critic under which InfoNCE is a K-pair metric loss."""
@@ -38,6 +44,9 @@ class InnerProductCritic(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x @ y.T
+
+    def score_pairs(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x * y).sum(dim=1)
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -60,6 +69,9 @@ class SeparableCritic(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.phi_x(x) @ self.phi_y(y).T
 
+    def score_pairs(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (self.phi_x(x) * self.phi_y(y)).sum(dim=1)
+
 
 class ConcatCritic(nn.Module):
     """f(x, y) = MLP([x, y]) -> scalar, evaluated on all K² pairs (K² forward passes)."""
@@ -76,6 +88,9 @@ class ConcatCritic(nn.Module):
         wx, wy = first.weight[:, : x.shape[1]], first.weight[:, x.shape[1]:]
         h = (x @ wx.T)[:, None, :] + (y @ wy.T)[None, :, :] + first.bias
         return rest(h.reshape(k * y.shape[0], -1)).reshape(k, y.shape[0])
+
+    def score_pairs(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, y], dim=1)).squeeze(1)
 
 
 CRITICS = {

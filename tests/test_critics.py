@@ -28,6 +28,7 @@ def test_score_matrix_matches_loop(name):
     s = critic(x, y)
     assert s.shape == (6, 6)
     assert torch.allclose(s, pairwise_loop(critic, x, y), atol=1e-10)
+    assert torch.allclose(critic.score_pairs(x, y), s.diagonal(), atol=1e-10)
 
 
 def test_paper_sizes():
