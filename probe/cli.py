@@ -28,6 +28,16 @@ def set_threads(n: int) -> None:
     threadpool_limits(n)
 
 
+def _parse_set(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r}: use KEY=VALUE, e.g. --set learning_rate=3e-4.", param_hint="--set")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def _parse_seeds(value: str | None) -> int | tuple[int, ...] | None:
     if value is None:
         return None
@@ -70,6 +80,8 @@ def main() -> None:
 @click.option("--seeds", default=None, metavar="N|LIST",
               help="Number of seeds (3 -> 0,1,2), a list (0,4,7) or a range (0-9). Default: the preset's.")
 @click.option("--steps", type=int, default=None, help="Override the number of training steps.")
+@click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
+              help="Override one setting of the preset, e.g. --set learning_rate=3e-4 --set estimators=infonce,nwj.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="runs", show_default=True,
               help="Runs folder; results go to OUT/<study>/<preset>-<dataset>-<settings hash>/.")
@@ -78,7 +90,8 @@ def main() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch and BLAS (default: all cores). Use 1 when other jobs share the machine.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, device, out, report, threads, no_progress):
+def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, device, out, report, threads,
+                  no_progress):
     """Run (or resume) the study NAME and save its results as netCDF.
 
     Every cell (e.g. estimator × seed) is saved as soon as it finishes; rerunning the same
@@ -96,7 +109,8 @@ def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, device, out, re
     if threads is not None:
         set_threads(threads)
     path = run_study(study, preset, dataset=dataset, data_dir=data_dir, seeds=_parse_seeds(seeds), steps=steps,
-                     device=device, out=out, progress=not no_progress, log=lambda m: click.echo(m, err=True))
+                     device=device, out=out, progress=not no_progress, set_values=_parse_set(set_values),
+                     log=lambda m: click.echo(m, err=True))
     if report:
         from probe.report import write_report
 

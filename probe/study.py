@@ -31,7 +31,7 @@ from probe.errors import InputValueError, unknown_name
 from probe.results import cell_dataset, combine_cells, load_dataset, save_dataset
 from probe.training import CellResult, PairData
 
-STUDY_MODULES = ("invertible_encoders",)
+STUDY_MODULES = ("invertible_encoders", "estimator_validation")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,54 @@ def find_study(name: str) -> Study:
     return studies[key]
 
 
+def apply_overrides(settings: Any, values: dict[str, str]) -> Any:
+    """Settings with `--set KEY=VALUE` applied, each VALUE parsed to the field's current type
+    (tuples as comma-separated lists); names and estimator/critic ids are checked here, before
+    any training starts."""
+    from probe.critics import CRITICS
+    from probe.estimators import get_estimator
+
+    fields = {f.name for f in dataclasses.fields(settings)}
+    parsed: dict[str, Any] = {}
+    for key, raw in values.items():
+        if key not in fields:
+            raise unknown_name("setting", key, sorted(fields))
+        current = getattr(settings, key)
+        try:
+            parsed[key] = _parse_like(current, raw)
+        except ValueError:
+            raise InputValueError(
+                f"--set {key}={raw}: cannot be read as {type(current).__name__} (current value {current!r})."
+            ) from None
+    settings = dataclasses.replace(settings, **parsed)
+    for name in getattr(settings, "estimators", ()):
+        get_estimator(name)
+    for name in getattr(settings, "critics", ()) or ((settings.critic,) if hasattr(settings, "critic") else ()):
+        if name not in CRITICS:
+            raise unknown_name("critic", name, list(CRITICS))
+    return settings
+
+
+def _parse_like(current: Any, raw: str) -> Any:
+    if isinstance(current, tuple):
+        items = [v.strip() for v in raw.split(",") if v.strip()]
+        if not items:
+            raise ValueError(raw)
+        kind = type(current[0]) if current else str
+        return tuple(_parse_like(kind(), v) if kind is not str else v for v in items)
+    if isinstance(current, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, float) or current is None:
+        return None if raw.lower() == "none" else float(raw)
+    return raw
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -107,7 +155,8 @@ def load_image_pairs(settings: Any, dataset: str | None, data_dir: str | None) -
 
 def run_study(study: Study, preset: str = "paper", *, dataset: str | None = None, data_dir: str | None = None,
               seeds: int | tuple[int, ...] | None = None, steps: int | None = None, device: str = "auto",
-              out: str | Path = "runs", progress: bool = True, log: Callable[[str], None] = print) -> Path:
+              out: str | Path = "runs", progress: bool = True, set_values: dict[str, str] | None = None,
+              log: Callable[[str], None] = print) -> Path:
     """Run (or resume) every cell of `study` under `preset`; return the path of results.nc."""
     settings = study.settings(preset)
     overrides: dict[str, Any] = {}
@@ -119,7 +168,7 @@ def run_study(study: Study, preset: str = "paper", *, dataset: str | None = None
         if steps < 1:
             raise InputValueError(f"--steps is {steps}; at least 1 training step is required.")
         overrides["steps"] = steps
-    settings = dataclasses.replace(settings, **overrides)
+    settings = apply_overrides(dataclasses.replace(settings, **overrides), set_values or {})
     torch_device = resolve_device(device)
 
     data, info = (study.load_data or load_image_pairs)(settings, dataset, data_dir)

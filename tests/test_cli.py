@@ -68,3 +68,12 @@ def test_bad_inputs(runner, tmp_path, monkeypatch):
 
 def test_report_errors(runner, tmp_path):
     _fails_cleanly(runner.invoke(main, ["report", str(tmp_path / "missing.nc")]), "missing.nc", "does not exist")
+
+
+def test_set_overrides_are_checked_before_training(runner, tmp_path):
+    base = ["run-study", "invertible-encoders", "--preset", "smoke", "--no-progress", "--out", str(tmp_path)]
+    _fails_cleanly(runner.invoke(main, base + ["--set", "estimators=infonce,nwjj"]), "Did you mean 'nwj'")
+    _fails_cleanly(runner.invoke(main, base + ["--set", "learning_rat=1"]), "Did you mean 'learning_rate'")
+    _fails_cleanly(runner.invoke(main, base + ["--set", "learning_rate=fast"]), "cannot be read as float")
+    _fails_cleanly(runner.invoke(main, base + ["--set", "nonsense"]), "KEY=VALUE")
+    assert not list(tmp_path.rglob("*.nc"))
