@@ -85,9 +85,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/mnist-5k"))
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     peak = matmul_peak(device)
     step_s, flops = train_step_time(device, args.steps)
