@@ -31,7 +31,7 @@ from probe.errors import InputValueError, unknown_name
 from probe.results import cell_dataset, combine_cells, load_dataset, save_dataset
 from probe.training import CellResult, PairData
 
-STUDY_MODULES = ("invertible_encoders", "estimator_validation")
+STUDY_MODULES = ("invertible_encoders",)
 
 
 @dataclass(frozen=True)
