@@ -88,20 +88,35 @@ def main() -> None:
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Write the HTML report to reports/<study>.html when the run finishes.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch and BLAS (default: all cores). Use 1 when other jobs share the machine.")
+              help="CPU threads for torch and BLAS, per worker (default: cores // workers). Use 1 when other jobs "
+                   "share the machine.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--executor", type=click.Choice(["local", "processes", "dask"]), default="local", show_default=True,
+              help="Where cells run: this process; a pool of processes on this machine; a dask cluster.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Dask scheduler, e.g. tcp://host:8786 (with --executor dask). Default: a local cluster.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes for --executor processes or a local dask cluster (default: one per core).")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=None, metavar="STEPS",
+              help="Save a mid-cell checkpoint every STEPS training steps (default 1000; 0: never). "
+                   "A rerun resumes a killed cell from it, with the same numbers.")
 def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, device, out, report, threads,
-                  no_progress):
+                  no_progress, executor, scheduler, workers, checkpoint_every):
     """Run (or resume) the study NAME and save its results as netCDF.
 
     Every cell (e.g. estimator × seed) is saved as soon as it finishes; rerunning the same
-    command skips finished cells. See `probe list-studies` for the names.
+    command skips finished cells and resumes a killed one from its last checkpoint. Cells
+    run on --executor: in this process, in --workers processes, or on a dask cluster (each
+    worker writes its cells; --out must be a folder every worker sees). See `probe
+    list-studies` for the names.
 
     \b
     Examples:
       probe run-study invertible-encoders                       # paper protocol, MNIST
       probe run-study invertible-encoders --preset quick --dataset digits
       probe run-study invertible-encoders --preset quick --data-dir ../shared/data/mnist-5k --seeds 3
+      probe run-study invertible-encoders --preset quick --executor processes --workers 2
+      probe run-study invertible-encoders --executor dask --scheduler tcp://head:8786
     """
     from probe.study import find_study, run_study
 
@@ -110,7 +125,8 @@ def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, dev
         set_threads(threads)
     path = run_study(study, preset, dataset=dataset, data_dir=data_dir, seeds=_parse_seeds(seeds), steps=steps,
                      device=device, out=out, progress=not no_progress, set_values=_parse_set(set_values),
-                     log=lambda m: click.echo(m, err=True))
+                     executor=executor, scheduler=scheduler, workers=workers, threads=threads,
+                     checkpoint_every=checkpoint_every, log=lambda m: click.echo(m, err=True))
     if report:
         from probe.report import write_report
 

@@ -8,16 +8,21 @@ notebook computed it on fresh training batches).
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import math
 import time
 import warnings
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from probe.checkpoint import TrainingCheckpoint, global_rng_state, restored, set_global_rng_state, storable
 from probe.estimators import get_estimator
 from probe.errors import InputValueError
 
@@ -59,6 +64,7 @@ class TrainConfig:
     probe_protocol: str = "paper"      # linear evaluation protocol, see probe.analyzers
     jacobian_inputs: int = 0           # inputs at which g1's Jacobian is measured per evaluation
     analyzers: bool = True             # record V-information and triplet margins per evaluation
+    checkpoint_every: int | None = 1000  # updates between mid-cell checkpoints (study runner only; None: off)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every"):
@@ -69,6 +75,10 @@ class TrainConfig:
                 )
         if self.steps < 1:
             raise InputValueError("training: steps is 0; at least 1 training step is required. Pass --steps N with N >= 1.")
+        if self.checkpoint_every is not None and (not isinstance(self.checkpoint_every, int)
+                                                  or self.checkpoint_every < 1):
+            raise InputValueError(f"training: checkpoint_every is {self.checkpoint_every!r}; a positive integer "
+                                  "(updates between checkpoints) or None (no checkpoints) is required.")
         if self.batch_size < 2:
             raise InputValueError(f"training: batch_size is {self.batch_size}; a bound needs K >= 2 pairs per batch.")
         get_estimator(self.estimator)  # fail early on a typo
@@ -98,8 +108,32 @@ def seeded_generator(seed: int, stream: str) -> torch.Generator:
     return g
 
 
+# The streams one cell drew from, {stream: seed}, while the study runner records them.
+_STREAMS: ContextVar[dict[str, int] | None] = ContextVar("probe_stream_seeds", default=None)
+
+
+@contextlib.contextmanager
+def recording_streams() -> Iterator[dict[str, int]]:
+    """Collect the seed of every stream drawn inside this block (`seeded_generator`, `stream_rng`,
+    `note_seed`); the study runner stores them in each cell's attrs as `seed_<stream>`."""
+    streams: dict[str, int] = {}
+    token = _STREAMS.set(streams)
+    try:
+        yield streams
+    finally:
+        _STREAMS.reset(token)
+
+
+def note_seed(stream: str, seed: int) -> int:
+    """Record a fixed seed (e.g. an analyzer's) with the cell's streams; returns `seed`."""
+    streams = _STREAMS.get()
+    if streams is not None:
+        streams[stream] = int(seed)
+    return seed
+
+
 def _stream_seed(seed: int, stream: str) -> int:
-    return int(np.random.SeedSequence([seed, *stream.encode()]).generate_state(1)[0])
+    return note_seed(stream, int(np.random.SeedSequence([seed, *stream.encode()]).generate_state(1)[0]))
 
 
 def stream_rng(seed: int, stream: str) -> np.random.Generator:
@@ -124,6 +158,13 @@ class BatchSampler:
         idx = self._order[self._pos: self._pos + self.batch_size]
         self._pos += self.batch_size
         return idx
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "order": torch.from_numpy(self._order.copy()), "pos": self._pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self._order, self._pos = state["order"].numpy().copy(), int(state["pos"])
 
 
 def add_view_noise(x1: torch.Tensor, x2: torch.Tensor, std: float, coupled: bool,
@@ -194,19 +235,20 @@ class Evaluator:
         z_train, z_test = encode(g1, self.train1, self.device), encode(g1, self.test1, self.device)
         if not (np.isfinite(z_train).all() and np.isfinite(z_test).all()):
             raise FloatingPointError("non-finite embeddings")
+        # The analyzers' seeds are fixed (the same for every cell) and recorded with the cell's streams.
         probe = analyzers.linear_probe(z_train, self.data.train_labels, z_test, self.data.test_labels,
-                                       protocol=self.config.probe_protocol)
+                                       protocol=self.config.probe_protocol, seed=note_seed("probe", 0))
         out["probe_accuracy"] = float(probe["accuracy"])
         out["probe_cross_entropy"] = float(probe["cross_entropy"])
         if self.config.analyzers:
             # Same split as the probe: V-information of the labels, margins of paired views.
             vinfo = analyzers.v_information(z_train, self.data.train_labels, test_z=z_test,
-                                            test_y=self.data.test_labels)
+                                            test_y=self.data.test_labels, seed=note_seed("v-information", 0))
             out["v_information"] = float(vinfo["v_information"])
             z2_test = encode(g2, self.test2, self.device)
             # Margins under the critic's own similarity: the geometry InfoNCE optimises (Sec. 4).
             margins = analyzers.triplet_margins(z_test, z2_test, distance=_critic_similarity(critic, self.device),
-                                                n_triplets=5000, seed=0)
+                                                n_triplets=5000, seed=note_seed("triplets", 0))
             out["triplet_margin_mean"] = float(margins["margin_mean"])
             out["triplet_violation_fraction"] = float(margins["violation_fraction"].values.ravel()[0])
         if self.jacobian_inputs is not None:
@@ -244,7 +286,10 @@ def train_pair(g1: nn.Module, g2: nn.Module, critic: nn.Module, data: PairData, 
 
     Returns a `CellResult` whose variables have a leading `step` dimension. A non-finite loss
     stops this run: its status says at which step, and the remaining evaluations are NaN.
-    `on_step(step, last_eval)` is called after every update (progress bars).
+    `on_step(step, last_eval)` is called after every update (progress bars), after that step's
+    evaluation and checkpoint. Inside the study runner's `probe.checkpoint.checkpointing`
+    block the run saves a checkpoint every `config.checkpoint_every` updates and resumes from
+    one, with the same numbers as an uninterrupted run.
     """
     device = torch.device(device)
     for m in (g1, g2, critic):
@@ -256,40 +301,83 @@ def train_pair(g1: nn.Module, g2: nn.Module, critic: nn.Module, data: PairData, 
     sampler = BatchSampler(len(data.train1), config.batch_size, stream_rng(seed, "batches"))
     noise_gen = seeded_generator(seed, "train-noise")
     train1, train2 = torch.from_numpy(data.train1), torch.from_numpy(data.train2)
-
+    stateful = {"g1": g1, "g2": g2, "critic": critic, "optimizer": optimizer, "sampler": sampler}
+    ckpt = TrainingCheckpoint.open(_identity(config, seed), config.checkpoint_every)
+    saved = ckpt.load() if ckpt is not None else None
+    run = _Progress() if saved is None else _resume(saved, stateful, noise_gen)
     eval_steps = config.eval_steps
     eval_at = set(eval_steps.tolist())
-    records: list[dict] = []
-    wall, losses, status = [], [], "ok"
-    start, last_loss = time.perf_counter(), math.nan
-    for step in range(config.steps + 1):
-        if step in eval_at:
-            try:
-                records.append(evaluate(g1, g2, critic))
-            except FloatingPointError:
-                status = f"non-finite embeddings at step {step}"
-                break
-            wall.append(time.perf_counter() - start)
-            losses.append(last_loss)
-        if step == config.steps:
-            break
+    status, start = "ok", time.perf_counter() - run.elapsed
+
+    def evaluate_now() -> bool:
+        try:
+            run.records.append(evaluate(g1, g2, critic))
+        except FloatingPointError:
+            return False
+        run.wall.append(time.perf_counter() - start)
+        run.losses.append(run.last_loss)
+        return True
+
+    if saved is None and not evaluate_now():
+        status = "non-finite embeddings at step 0"
+    while status == "ok" and run.step < config.steps:
         idx = torch.from_numpy(next(sampler))
         x1, x2 = add_view_noise(train1[idx].to(device), train2[idx].to(device),
                                 config.noise_std, config.noise_coupled, noise_gen)
         bound = estimator(critic(g1(x1), g2(x2)))
         loss = -bound if config.target is None else (bound - config.target).abs()
         if not torch.isfinite(loss):
-            status = f"non-finite loss at step {step}"
+            status = f"non-finite loss at step {run.step}"
             break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
-        last_loss = float(loss.detach())
+        run.last_loss = float(loss.detach())
+        run.step += 1
+        if run.step in eval_at and not evaluate_now():
+            status = f"non-finite embeddings at step {run.step}"
+            break
+        if ckpt is not None and ckpt.due(run.step, config.steps):
+            run.elapsed = time.perf_counter() - start
+            ckpt.save(_snapshot(run, stateful, noise_gen))
         if on_step is not None:
-            on_step(step + 1, records[-1] if records else {})
-    return _collect(eval_steps, records, wall, losses, status)
+            on_step(run.step, run.records[-1] if run.records else {})
+    return _collect(eval_steps, run.records, run.wall, run.losses, status)
+
+
+@dataclass
+class _Progress:
+    """What the loop has produced so far; with the models, optimizer and generators, a checkpoint."""
+
+    step: int = 0                      # updates done
+    records: list[dict] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    last_loss: float = math.nan
+    elapsed: float = 0.0               # seconds of training before this process took over
+
+
+def _snapshot(run: _Progress, stateful: dict, noise_gen: torch.Generator) -> dict:
+    return {"step": run.step, "state": {name: obj.state_dict() for name, obj in stateful.items()},
+            "train_noise": noise_gen.get_state(), "global_rng": global_rng_state(), "records": storable(run.records),
+            "wall": run.wall, "losses": run.losses, "last_loss": run.last_loss, "elapsed": run.elapsed}
+
+
+def _resume(saved: dict, stateful: dict, noise_gen: torch.Generator) -> _Progress:
+    for name, obj in stateful.items():
+        obj.load_state_dict(saved["state"][name])
+    noise_gen.set_state(saved["train_noise"])
+    set_global_rng_state(saved["global_rng"])
+    return _Progress(int(saved["step"]), restored(saved["records"]), list(saved["wall"]), list(saved["losses"]),
+                     float(saved["last_loss"]), float(saved["elapsed"]))
+
+
+def _identity(config: TrainConfig, seed: int) -> str:
+    """What a checkpoint must match to be resumed: the seed and every setting but its own interval."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "checkpoint_every"}
+    return json.dumps({"seed": seed, **fields}, sort_keys=True, default=str)
 
 
 def _collect(eval_steps: np.ndarray, records: list[dict], wall: list[float], losses: list[float],

@@ -1,0 +1,370 @@
+"""Where the cells of a study run: in this process, in a pool of processes, or on a dask cluster.
+
+Every executor runs `run_cell_job` once per cell. The job is small (the study's functions, its
+settings, paths): the worker loads the data itself, once per worker process (`worker_data`
+caches it at module level), runs the cell under a mid-cell checkpoint plan, writes the cell's
+result file atomically and returns its path. The parent only assembles the files, so a worker
+that dies costs at most its own cell, and that cell resumes from its last checkpoint:
+
+- `local`: a loop in this process, with a progress bar over training steps;
+- `processes`: `concurrent.futures.ProcessPoolExecutor` (spawn), torch threads = cores // workers.
+  Python ends the whole pool when one worker dies, so the cells running beside it restart
+  too (from their checkpoints); only the cell whose worker died counts a retry, and after
+  `retries` of them it is recorded as failed while the others go on;
+- `dask`: `dask.distributed` on the cluster at `--scheduler ADDRESS`, or on a LocalCluster;
+  every cell is submitted with `retries`, and the scheduler reruns a cell whose worker died.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from probe.checkpoint import checkpointing
+from probe.errors import InputValueError, unknown_name
+from probe.results import cell_dataset, save_dataset
+from probe.study import Cell, resolve_device, settings_json
+from probe.training import recording_streams
+
+EXECUTORS = ("local", "processes", "dask")
+RETRIES = 2
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """Everything a worker needs to run one cell and write its file (picklable, no data)."""
+
+    run_cell: Callable
+    load_data: Callable
+    settings: Any
+    dataset: str | None
+    data_dir: str | None        # absolute: workers may start in another folder
+    dataset_sha256: str         # what the parent hashed; a worker with other data refuses to run
+    device: str                 # "auto" resolves on the worker: its GPU if it has one
+    cells_dir: str              # absolute; on a cluster it must be a folder every worker sees
+    run_key: str                # the settings hash of the run folder
+    cell: Cell
+    checkpoint_every: int | None = None  # None: each training call's own (TrainConfig.checkpoint_every)
+
+    @property
+    def result_path(self) -> Path:
+        return Path(self.cells_dir) / self.cell.filename()
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.cells_dir) / self.cell.filename().replace(".nc", ".ckpt.pt")
+
+    @property
+    def attempts_path(self) -> Path:
+        return Path(self.cells_dir) / f".{self.cell.filename()}.attempts"
+
+
+# ---------------------------------------------------------------------------- one cell, on any worker
+
+_DATA: dict[tuple, Any] = {}
+_DATA_LOCK = threading.Lock()
+
+
+def worker_data(job: CellJob) -> Any:
+    """The study's data, loaded once per worker process (and per run settings), then reused."""
+    key = (getattr(job.load_data, "__module__", ""), getattr(job.load_data, "__qualname__", repr(job.load_data)),
+           settings_json(job.settings), job.dataset, job.data_dir)
+    with _DATA_LOCK:
+        if key not in _DATA:
+            _DATA.clear()  # one run's data at a time: a long-lived dask worker serves many runs
+            data, info = job.load_data(job.settings, job.dataset, job.data_dir)
+            if info.get("dataset_sha256", "") != job.dataset_sha256:
+                raise InputValueError(
+                    f"worker: the data loaded here ({info.get('dataset')}, sha256 {info.get('dataset_sha256', '')[:12]}) "
+                    f"differ from the parent's (sha256 {job.dataset_sha256[:12]}); every worker must see the same "
+                    "--data-dir and data cache. Use a shared folder or PROBE_DATA_DIR on every machine.")
+            _DATA[key] = data
+        return _DATA[key]
+
+
+def run_cell_job(job: CellJob, data: Any = None, on_step: Callable[[int, dict], None] | None = None) -> tuple[Path, str]:
+    """Run one cell (resuming its checkpoint), write its result file atomically; (path, status)."""
+    if data is None:
+        data = worker_data(job)
+    device = resolve_device(job.device)
+    started = time.perf_counter()
+    with recording_streams() as streams, checkpointing(job.checkpoint_path, f"{job.run_key}/{job.cell.filename()}",
+                                                      job.checkpoint_every) as plan:
+        result = job.run_cell(job.settings, job.cell.ids, job.cell.seed, data, device, on_step)
+    ds = cell_dataset(result, {**job.cell.ids, "seed": job.cell.seed})
+    ds.attrs.update({
+        "cell_wall_time": time.perf_counter() - started,
+        "resumed_from_step": plan.resumed_from,
+        "device": device_label(device),
+        "run_key": job.run_key,
+        **{f"seed_{_attr_name(stream)}": seed for stream, seed in sorted(streams.items())},
+    })
+    path = save_dataset(ds, job.result_path)
+    job.checkpoint_path.unlink(missing_ok=True)
+    job.attempts_path.unlink(missing_ok=True)
+    return path, result.status
+
+
+def device_label(device: torch.device) -> str:
+    return str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})"
+
+
+def _attr_name(stream: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in stream)
+
+
+def set_threads(n: int) -> None:
+    """Torch and BLAS threads of this process (oversubscribed cores make small matmuls 10-50x slower)."""
+    from threadpoolctl import threadpool_limits
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    threadpool_limits(n)
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------- the executors
+
+def run_cells(executor: str, jobs: list[CellJob], *, data: Any, steps_per_cell: int, workers: int | None = None,
+              scheduler: str | None = None, threads: int | None = None, retries: int | None = None,
+              progress: bool = True, log: Callable[[str], None] = print) -> dict[str, str]:
+    """Run every job on `executor`; return {cell file: reason} for cells that could not finish.
+
+    `threads`: torch threads per worker process (default cores // workers); `retries`: how
+    often a cell whose worker died is resubmitted (default `RETRIES`).
+    """
+    check_executor(executor, scheduler, workers)
+    retries = RETRIES if retries is None else retries
+    if not jobs:
+        return {}
+    if executor == "local":
+        run_local(jobs, data, steps_per_cell=steps_per_cell, progress=progress, log=log)
+        return {}
+    workers = workers or cores()
+    if executor == "processes":
+        return run_processes(jobs, workers=workers, threads=threads, retries=retries, progress=progress, log=log)
+    return run_dask(jobs, scheduler=scheduler, workers=workers, threads=threads, retries=retries,
+                    progress=progress, log=log)
+
+
+def check_executor(executor: str, scheduler: str | None, workers: int | None) -> None:
+    if executor not in EXECUTORS:
+        raise unknown_name("executor", executor, list(EXECUTORS))
+    if scheduler is not None and executor != "dask":
+        raise InputValueError(f"--scheduler {scheduler} applies to the dask executor; add --executor dask.")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise InputValueError(f"--workers is {workers!r}; at least 1 worker is required.")
+
+
+def run_local(jobs: list[CellJob], data: Any, *, steps_per_cell: int, progress: bool,
+              log: Callable[[str], None]) -> None:
+    """In this process, one cell after another, with a progress bar over training steps."""
+    bar = tqdm(total=len(jobs) * steps_per_cell, unit="step", disable=not progress, dynamic_ncols=True,
+               desc="cells", file=sys.stderr)
+    for job in jobs:
+        label = job.cell.label
+        bar.set_postfix_str(label)
+        done_before = bar.n
+
+        def on_step(step: int, last: dict) -> None:
+            bar.update(done_before + step - bar.n)
+            if last and step % 50 == 0:
+                bar.set_postfix_str(f"{label} | bound {last.get('bound_test', float('nan')):.2f} "
+                                    f"acc {last.get('probe_accuracy', float('nan')):.3f}")
+
+        _, status = run_cell_job(job, data, on_step)
+        bar.update(done_before + steps_per_cell - bar.n)
+        if status != "ok":
+            log(f"  {label}: {status}; the other cells go on.")
+    bar.close()
+
+
+# processes ------------------------------------------------------------------
+
+_RUNNING: Path | None = None  # attempts file of the cell this pool worker is running
+
+
+def _init_worker(threads: int) -> None:
+    set_threads(threads)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    # The pool ends every worker when one dies: say that this cell was not the one that failed.
+    if _RUNNING is not None:
+        with contextlib.suppress(OSError), open(_RUNNING, "a") as f:
+            f.write("terminated\n")
+    os._exit(128 + signum)
+
+
+def _run_in_pool(blob: bytes) -> tuple[Path, str]:
+    import cloudpickle
+
+    global _RUNNING
+    job: CellJob = cloudpickle.loads(blob)
+    with open(job.attempts_path, "a") as f:
+        f.write(f"start {os.getpid()}\n")
+    _RUNNING = job.attempts_path
+    try:
+        return run_cell_job(job)
+    finally:
+        _RUNNING = None
+
+
+def _crashes(job: CellJob) -> int:
+    """Attempts at this cell that ended with its own worker dying (not ended by the pool)."""
+    try:
+        lines = job.attempts_path.read_text().split()
+    except FileNotFoundError:
+        return 0
+    return lines.count("start") - lines.count("terminated")
+
+
+def run_processes(jobs: list[CellJob], *, workers: int, threads: int | None, retries: int, progress: bool,
+                  log: Callable[[str], None]) -> dict[str, str]:
+    """A spawn-context process pool; a broken pool is restarted and the unfinished cells resubmitted."""
+    import cloudpickle  # pickles the study's functions even when they are closures
+
+    remaining = {job.cell.filename(): job for job in jobs}
+    for job in jobs:
+        job.attempts_path.unlink(missing_ok=True)
+    threads = threads or max(1, cores() // workers)
+    failed: dict[str, str] = {}
+    bar = tqdm(total=len(jobs), unit="cell", disable=not progress, dynamic_ncols=True, desc="cells", file=sys.stderr)
+    while remaining:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(remaining)), mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(threads,))
+        broken = False
+        try:
+            futures = {pool.submit(_run_in_pool, cloudpickle.dumps(job)): name for name, job in remaining.items()}
+            for future in as_completed(futures):
+                name = futures[future]
+                try:
+                    _, status = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    continue
+                job = remaining.pop(name)
+                bar.update(1)
+                if status != "ok":
+                    log(f"  {job.cell.label}: {status}; the other cells go on.")
+        except BaseException:
+            _stop(pool)
+            raise
+        pool.shutdown(wait=True)
+        if broken:
+            _after_crash(remaining, failed, retries, bar, log)
+    bar.close()
+    return failed
+
+
+def _after_crash(remaining: dict[str, CellJob], failed: dict[str, str], retries: int, bar: tqdm,
+                 log: Callable[[str], None]) -> None:
+    for name, job in list(remaining.items()):
+        if job.result_path.exists():  # finished just as the pool broke
+            del remaining[name]
+            bar.update(1)
+            continue
+        crashes = _crashes(job)
+        if crashes > retries:
+            failed[name] = f"failed: its worker died {crashes} time(s)"
+            del remaining[name]
+            bar.update(1)
+            log(f"  {job.cell.label}: its worker died {crashes} time(s); recorded as failed, the other cells go on.")
+        elif crashes:
+            log(f"  {job.cell.label}: its worker died; retry {crashes} of {retries} (from its last checkpoint).")
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the workers now (their checkpoints are atomic)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            process.terminate()
+
+
+# dask -----------------------------------------------------------------------
+
+def _run_on_dask(job: CellJob, threads_by_host: dict[str, int], threads: int | None) -> tuple[Path, str]:
+    from distributed import get_worker
+
+    worker = get_worker()
+    host = worker.address.split("://")[-1].rsplit(":", 1)[0]
+    slots = threads_by_host.get(host) or worker.state.nthreads
+    set_threads(threads or max(1, cores() // slots))
+    return run_cell_job(job)
+
+
+def run_dask(jobs: list[CellJob], *, scheduler: str | None, workers: int, threads: int | None, retries: int,
+             progress: bool, log: Callable[[str], None]) -> dict[str, str]:
+    """Submit every cell to a dask cluster (or a LocalCluster of `workers` single-thread processes)."""
+    try:
+        from distributed import Client, LocalCluster, as_completed as dask_completed
+        from distributed.scheduler import KilledWorker
+    except ImportError as err:  # pragma: no cover - a dependency
+        raise InputValueError("--executor dask needs dask.distributed: pip install 'dask[distributed]'.") from err
+
+    failed: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            try:
+                client = stack.enter_context(Client(scheduler, timeout="30s"))
+            except OSError as err:
+                raise InputValueError(f"--scheduler {scheduler}: cannot reach a dask scheduler there ({err}). "
+                                      "Start one with `dask scheduler` and pass the address it prints.") from None
+        else:
+            # ERROR: a worker slow to exit at shutdown on a busy machine is not worth a warning.
+            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                       host="127.0.0.1", dashboard_address=None,
+                                                       silence_logs=logging.ERROR))
+            client = stack.enter_context(Client(cluster))
+        threads_by_host = _slots_by_host(client)
+        futures = {client.submit(_run_on_dask, job, threads_by_host, threads, key=f"{job.run_key}-{name}",
+                                 retries=retries, pure=False): (name, job)
+                   for name, job in ((job.cell.filename(), job) for job in jobs)}
+        bar = tqdm(total=len(jobs), unit="cell", disable=not progress, dynamic_ncols=True, desc="cells",
+                   file=sys.stderr)
+        for future in dask_completed(futures):
+            name, job = futures[future]
+            bar.update(1)
+            if future.status == "error":
+                err = future.exception()
+                if not isinstance(err, KilledWorker):
+                    client.cancel(list(futures))
+                    raise err
+                failed[name] = "failed: its worker died repeatedly (dask KilledWorker)"
+                log(f"  {job.cell.label}: its worker died repeatedly; recorded as failed, the other cells go on.")
+                continue
+            _, status = future.result()
+            if status != "ok":
+                log(f"  {job.cell.label}: {status}; the other cells go on.")
+        bar.close()
+    return failed
+
+
+def _slots_by_host(client: Any) -> dict[str, int]:
+    """Threads of all workers per host: a worker then uses cores // slots torch threads."""
+    slots: dict[str, int] = {}
+    for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
+        host = address.split("://")[-1].rsplit(":", 1)[0]
+        slots[host] = slots.get(host, 0) + int(info.get("nthreads", 1))
+    return slots
