@@ -14,6 +14,10 @@ from probe.errors import InputTypeError, InputValueError
 
 # Above this many elements an analyzer would take minutes and gigabytes; say so instead.
 MAX_ELEMENTS = 2_000_000_000
+# Analyzers square and multiply their inputs (distances, Gram matrices, variances, scalers): above
+# this magnitude x² and sums of up to 1e9 such terms overflow float64 into inf, then NaN. Real
+# embeddings are many orders of magnitude below it.
+MAX_ABS_VALUE = 1e100
 
 
 def check_array(
@@ -31,7 +35,8 @@ def check_array(
 
     Rejects: non-array-likes, object/str/complex dtypes, ragged nested lists, wrong rank,
     fewer than `min_samples` rows, fewer than `min_features` columns, NaN or inf (unless
-    `allow_nonfinite`), values that overflow `dtype`, and arrays above `MAX_ELEMENTS`.
+    `allow_nonfinite`), values that overflow `dtype`, finite values above `MAX_ABS_VALUE` in
+    magnitude (their squares overflow float64), and arrays above `MAX_ELEMENTS`.
     """
     if x is None:
         raise InputTypeError(f"{caller}: {name} is None; an array is required.")
@@ -84,7 +89,31 @@ def check_array(
             f"{caller}: {name} has values too large for {np.dtype(dtype).name} (shape={arr.shape}); "
             "all values must be finite after conversion. Rescale the input."
         )
+    if out.dtype.kind == "f" and out.size:
+        _check_magnitude(out, name=name, caller=caller)
     return out
+
+
+def _check_magnitude(arr: np.ndarray, *, name: str, caller: str) -> None:
+    if float(np.finfo(arr.dtype).max) <= MAX_ABS_VALUE:  # float32 and narrower cannot hold such values
+        return
+    flat = arr.reshape(-1)
+    # fmax/fmin skip NaN and copy nothing: the usual, in-range case costs two passes, no memory.
+    if not (np.fmax.reduce(flat) > MAX_ABS_VALUE or np.fmin.reduce(flat) < -MAX_ABS_VALUE):
+        return
+    magnitude = np.abs(arr)
+    too_large = magnitude > MAX_ABS_VALUE  # False for NaN; +inf only gets here when allowed
+    too_large &= np.isfinite(magnitude)
+    if not too_large.any():
+        return
+    first = np.unravel_index(int(np.argmax(too_large)), arr.shape)
+    where = f"first at row {first[0]}" if arr.ndim >= 1 else "scalar"
+    peak = float(magnitude[too_large].max())
+    raise InputValueError(
+        f"{caller}: {name} has {int(too_large.sum())} value(s) above {MAX_ABS_VALUE:.0e} in magnitude (largest "
+        f"{peak:.3g}, {where}, shape={arr.shape}); at most {MAX_ABS_VALUE:.0e} is supported because squared "
+        "distances and variances would overflow float64. Rescale the input, e.g. standardise the columns."
+    )
 
 
 def _check_finite(arr: np.ndarray, *, name: str, caller: str) -> None:
@@ -108,7 +137,16 @@ def check_labels(y: Any, *, name: str = "labels", caller: str, n_samples: int | 
     """Return integer class labels 0..C-1 as given (ints, or strings mapped in sorted order)."""
     if y is None:
         raise InputTypeError(f"{caller}: {name} is None; a 1-D array of class labels is required.")
-    arr = np.asarray(y)
+    if isinstance(y, (str, bytes, dict, set)):
+        raise InputTypeError(f"{caller}: {name} is a {type(y).__name__}; a 1-D array of class labels is required.")
+    try:
+        arr = np.asarray(y)
+    except ValueError as err:  # ragged nested sequences
+        raise InputValueError(
+            f"{caller}: {name} is ragged (nested lists of different lengths); a 1-D array of class labels is required."
+        ) from err
+    if arr.dtype == object:
+        _check_label_objects(arr, name=name, caller=caller)
     if arr.dtype == object or arr.dtype.kind in "US":
         try:
             _, arr = np.unique(arr.astype(str), return_inverse=True)
@@ -134,6 +172,23 @@ def check_labels(y: Any, *, name: str = "labels", caller: str, n_samples: int | 
             f"{caller}: {name} has {classes.size} class(es) (shape={arr.shape}); a minimum of {min_classes} is required."
         )
     return arr.astype(np.int64, copy=True)
+
+
+def _check_label_objects(arr: np.ndarray, *, name: str, caller: str) -> None:
+    """Object labels must be scalars, and none may be missing (None or NaN would become a class)."""
+    flat = arr.ravel()
+    nested = [i for i, v in enumerate(flat) if isinstance(v, (list, tuple, dict, set, np.ndarray))]
+    if nested:
+        raise InputTypeError(
+            f"{caller}: {name} holds a {type(flat[nested[0]]).__name__} at index {nested[0]} (shape={arr.shape}); "
+            "each class label must be a single int or string."
+        )
+    missing = [i for i, v in enumerate(flat) if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))]
+    if missing:
+        raise InputValueError(
+            f"{caller}: {name} has {len(missing)} missing label(s) (None or NaN, first at index {missing[0]}, "
+            f"shape={arr.shape}); every sample needs a class label. Drop the unlabelled rows first."
+        )
 
 
 def check_same_length(a: np.ndarray, b: np.ndarray, *, names: tuple[str, str], caller: str) -> None:
