@@ -1,10 +1,12 @@
 """Run a study: a grid of cells (estimator × ... × seed), each a training run.
 
 A study module in `studies/` declares a `Study`: settings presets (frozen dataclasses), the
-grid as readable ids, and `run_cell`. The runner loads the data once, runs every cell, writes
-each cell's result atomically to `cells/` (keyed by its ids and a hash of the settings, so a
+grid as readable ids, and `run_cell`. The runner loads the data once, runs every cell on an
+executor (`probe.executors`: this process, a process pool or a dask cluster), each cell
+writing its result atomically to `cells/` (keyed by its ids and a hash of the settings, so a
 rerun of the same command skips finished cells and a changed setting never reuses stale
-ones), then assembles the study's Dataset and saves `results.nc`.
+ones; a killed cell resumes from its mid-cell checkpoint, `probe.checkpoint`), then
+assembles the study's Dataset and saves `results.nc`.
 """
 from __future__ import annotations
 
@@ -15,8 +17,6 @@ import importlib
 import itertools
 import json
 import platform
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,14 +24,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
 import probe
 from probe.errors import InputValueError, unknown_name
 from probe.results import cell_dataset, combine_cells, load_dataset, save_dataset
 from probe.training import CellResult, PairData
 
-STUDY_MODULES = ("invertible_encoders",)
+STUDY_MODULES = ("invertible_encoders", "estimator_validation", "adversarial_encoder", "hard_to_invert", "critic_capacity", "encoder_architecture", "noniid_negatives", "matched_targets")
 
 
 @dataclass(frozen=True)
@@ -156,8 +155,16 @@ def load_image_pairs(settings: Any, dataset: str | None, data_dir: str | None) -
 def run_study(study: Study, preset: str = "paper", *, dataset: str | None = None, data_dir: str | None = None,
               seeds: int | tuple[int, ...] | None = None, steps: int | None = None, device: str = "auto",
               out: str | Path = "runs", progress: bool = True, set_values: dict[str, str] | None = None,
+              executor: str = "local", scheduler: str | None = None, workers: int | None = None,
+              threads: int | None = None, checkpoint_every: int | None = None,
               log: Callable[[str], None] = print) -> Path:
-    """Run (or resume) every cell of `study` under `preset`; return the path of results.nc."""
+    """Run (or resume) every cell of `study` under `preset`; return the path of results.nc.
+
+    `executor` is where the cells run (`probe.executors`: local, processes or dask at
+    `scheduler`, with `workers` worker processes of `threads` torch threads each; the local
+    executor uses this process's threads). Training calls save a mid-cell checkpoint every
+    `checkpoint_every` updates (None: TrainConfig's default; 0: none).
+    """
     settings = study.settings(preset)
     overrides: dict[str, Any] = {}
     if seeds is not None:
@@ -169,7 +176,13 @@ def run_study(study: Study, preset: str = "paper", *, dataset: str | None = None
             raise InputValueError(f"--steps is {steps}; at least 1 training step is required.")
         overrides["steps"] = steps
     settings = apply_overrides(dataclasses.replace(settings, **overrides), set_values or {})
-    torch_device = resolve_device(device)
+    if checkpoint_every is not None and checkpoint_every < 0:
+        raise InputValueError(f"--checkpoint-every is {checkpoint_every}; give a number of steps, or 0 for none.")
+    from probe import executors
+
+    executors.check_executor(executor, scheduler, workers)
+    # Dask workers resolve the device themselves: the cluster may have GPUs this machine lacks.
+    torch_device = None if executor == "dask" and device in ("auto", "cpu", "cuda") else resolve_device(device)
 
     data, info = (study.load_data or load_image_pairs)(settings, dataset, data_dir)
     key = hashlib.sha256((settings_json(settings) + info.get("dataset_sha256", "")).encode()).hexdigest()[:10]
@@ -186,38 +199,30 @@ def run_study(study: Study, preset: str = "paper", *, dataset: str | None = None
     grid = study.grid(settings)
     cells = [Cell(dict(zip(grid, combo)), seed)
              for combo in itertools.product(*grid.values()) for seed in settings.seeds]
-    pending = [c for c in cells if not (cells_dir / c.filename()).exists()]
+    jobs = [executors.CellJob(study.run_cell, study.load_data or load_image_pairs, settings, dataset,
+                              str(Path(data_dir).resolve()) if data_dir else None, info.get("dataset_sha256", ""),
+                              device, str(cells_dir.resolve()), key, cell, checkpoint_every)
+            for cell in cells]
+    pending = [job for job in jobs if not job.result_path.exists()]
+    for job in jobs:
+        if job.result_path.exists():  # killed between writing the result and removing the checkpoint
+            job.checkpoint_path.unlink(missing_ok=True)
+    resuming = sum(job.checkpoint_path.exists() for job in pending)
+    where = f"on {torch_device}" if executor == "local" else f"via {executor}" + (f" at {scheduler}" if scheduler else "")
     log(f"{study.name} [{preset}] on {info['dataset']} ({info.get('n_train', '?')} train / {info.get('n_test', '?')} test), "
-        f"{len(cells)} cells on {torch_device}; {len(cells) - len(pending)} already done -> {run_dir}")
+        f"{len(cells)} cells {where}; {len(cells) - len(pending)} already done"
+        + (f", {resuming} resuming mid-cell" if resuming else "") + f" -> {run_dir}")
 
-    steps_per_cell = settings.steps
-    bar = tqdm(total=len(pending) * steps_per_cell, unit="step", disable=not progress, dynamic_ncols=True,
-               desc=study.name, file=sys.stderr)
-    for cell in pending:
-        bar.set_postfix_str(cell.label)
-        done_before = bar.n
-
-        def on_step(step: int, last: dict) -> None:
-            bar.update(done_before + step - bar.n)
-            if last and step % 50 == 0:
-                bar.set_postfix_str(f"{cell.label} | bound {last.get('bound_test', float('nan')):.2f} "
-                                    f"acc {last.get('probe_accuracy', float('nan')):.3f}")
-
-        started = time.perf_counter()
-        result = study.run_cell(settings, cell.ids, cell.seed, data, torch_device, on_step)
-        ds = cell_dataset(result, {**cell.ids, "seed": cell.seed})
-        ds.attrs["cell_wall_time"] = time.perf_counter() - started
-        save_dataset(ds, cells_dir / cell.filename())
-        bar.update(done_before + steps_per_cell - bar.n)
-        if result.status != "ok":
-            log(f"  {cell.label}: {result.status}; the other cells go on.")
-    bar.close()
-
-    parts = [load_dataset(cells_dir / c.filename()) for c in cells]
+    failed = executors.run_cells(executor, pending, data=data, steps_per_cell=settings.steps, workers=workers,
+                                 scheduler=scheduler, threads=threads, progress=progress, log=log)
+    parts = [_failed_cell(job.cell, failed[job.cell.filename()]) if job.cell.filename() in failed
+             else load_dataset(job.result_path) for job in jobs]
     total_wall = float(sum(p.attrs.get("cell_wall_time", 0.0) for p in parts))
+    devices = sorted({p.attrs["device"] for p in parts if "device" in p.attrs})
     results = combine_cells(parts)
     results = _add_baseline(results, data, settings)
-    results.attrs = _run_attrs(study, preset, settings, info, torch_device, total_wall)
+    results.attrs = _run_attrs(study, preset, settings, info, ", ".join(devices) or str(torch_device), total_wall)
+    results.attrs.update(executor=executor, stream_seeds_json=_stream_seeds(parts))
     path = save_dataset(results, run_dir / "results.nc")
     log(f"results: {path}\nreport:  probe report {path}")
     return path
@@ -235,7 +240,22 @@ def _add_baseline(results: xr.Dataset, data: Any, settings: Any) -> xr.Dataset:
     return results
 
 
-def _run_attrs(study: Study, preset: str, settings: Any, info: dict, device: torch.device, total_wall: float) -> dict:
+def _failed_cell(cell: Cell, reason: str) -> xr.Dataset:
+    """A cell that could not finish (its worker kept dying): only its status, NaN elsewhere once
+    combined. No file is written, so a rerun tries it again."""
+    return cell_dataset(CellResult(steps=np.zeros(0, dtype=np.int64), status=reason), {**cell.ids, "seed": cell.seed})
+
+
+def _stream_seeds(parts: list[xr.Dataset]) -> str:
+    """{seed: {stream: stream seed}} over the cells, from their `seed_<stream>` attrs, as JSON."""
+    seeds: dict[str, dict[str, int]] = {}
+    for part in parts:
+        streams = {k[len("seed_"):]: int(v) for k, v in part.attrs.items() if k.startswith("seed_")}
+        seeds.setdefault(str(int(part["seed"].values[0])), {}).update(streams)
+    return json.dumps(seeds, sort_keys=True)
+
+
+def _run_attrs(study: Study, preset: str, settings: Any, info: dict, device: str, total_wall: float) -> dict:
     return {
         "study": study.name,
         "title": study.title,
@@ -246,7 +266,7 @@ def _run_attrs(study: Study, preset: str, settings: Any, info: dict, device: tor
         "dataset_source": info.get("dataset_source", ""),
         "seeds": ",".join(str(s) for s in settings.seeds),
         "eval_batch_size": int(getattr(settings, "batch_size", 0)),
-        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "device": device,
         "probe_version": probe.__version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),

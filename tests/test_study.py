@@ -107,4 +107,6 @@ def test_paper_preset_is_the_notebook_protocol():
 
 
 def test_every_study_is_listed():
-    assert [s.name for s in list_studies()] == ["invertible-encoders"]
+    assert [s.name for s in list_studies()] == ["invertible-encoders", "estimator-validation", "adversarial-encoder",
+                                                "hard-to-invert", "critic-capacity", "encoder-architecture",
+                                                "noniid-negatives", "matched-targets"]

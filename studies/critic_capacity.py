@@ -1,0 +1,86 @@
+"""Fig. 3: a critic with more capacity gives a tighter bound and a worse representation.
+
+g1 and g2 are MLPs 392 -> 300 -> 300 -> 100 (ReLU, last layer linear); the critic is bilinear
+(100 x 100), separable (two 100-unit ReLU MLPs with 100-d outputs, inner product) or a concat
+MLP on [x, y] (one 200-unit ReLU hidden layer). The concat critic reaches the highest I_NWJ,
+yet the bilinear and separable critics give the better linear-probe accuracy.
+
+Tschannen et al. (ICLR 2020), Sec. 3.2 and Fig. 3; REFERENCE.md, experiment 4.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from probe.critics import make_critic
+from probe.encoders import MLPEncoder
+from probe.study import Study
+from probe.training import CellResult, PairData, TrainConfig, seeded_generator, train_pair
+
+# The notebook's critic sizes (REFERENCE.md, "Critics"), as keyword arguments of make_critic.
+CRITIC_SIZES = {
+    "bilinear": {},
+    "inner_product": {},
+    "separable": {"hidden": (100,), "out": 100},
+    "concat": {"hidden": (200,)},
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    estimators: tuple[str, ...] = ("infonce", "nwj")
+    critics: tuple[str, ...] = ("bilinear", "separable", "concat")
+    hidden: tuple[int, ...] = (300, 300)   # encoder MLP: 392 -> 300 -> 300 -> 100 (238,300 parameters)
+    out: int = 100
+    learning_rate: float = 1e-4
+    grad_clip: float | None = None         # the paper uses none
+    batch_size: int = 128
+    steps: int = 20_000                    # evaluations at 0, 1k, ..., 20k
+    eval_every: int = 1_000
+    seeds: tuple[int, ...] = tuple(range(20))
+    dataset: str = "mnist"
+    jacobian_inputs: int = 0
+    analyzers: bool = True                 # V-information and triplet margins (probe's, not the paper's)
+
+
+PRESETS = {
+    # The notebook's settings (REFERENCE.md, experiment 4).
+    "paper": Settings(),
+    # Reduced for 2 CPU cores (3 seeds x 6 cells on mnist-5k in < 8 min, ~25 s a cell):
+    # - 1,000 steps at learning rate 1e-3 (10x the paper's), evaluated every 250;
+    # - no V-information / triplet margins (5-30 s per evaluation here, more than the training).
+    # The default dataset is the offline `digits`; pass --data-dir for the mnist-5k folder.
+    "quick": Settings(learning_rate=1e-3, steps=1_000, eval_every=250, seeds=(0, 1, 2), dataset="digits",
+                      analyzers=False),
+    # Seconds: for tests and a first look.
+    "smoke": Settings(hidden=(32,), out=16, learning_rate=1e-3, steps=20, eval_every=10, seeds=(0,),
+                      dataset="digits", analyzers=False),
+}
+
+
+def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: torch.device,
+             on_step=None) -> CellResult:
+    init = seeded_generator(seed, "init")
+    # Glorot and torch's default initialisers draw from the global generator: seed it from `init`.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=init)))
+        g1 = MLPEncoder(data.dim, settings.hidden, settings.out)
+        g2 = MLPEncoder(data.dim, settings.hidden, settings.out)
+        critic = make_critic(ids["critic"], settings.out, settings.out, **CRITIC_SIZES.get(ids["critic"], {}))
+    config = TrainConfig(estimator=ids["estimator"], steps=settings.steps, batch_size=settings.batch_size,
+                         learning_rate=settings.learning_rate, grad_clip=settings.grad_clip,
+                         eval_every=settings.eval_every, jacobian_inputs=settings.jacobian_inputs,
+                         analyzers=settings.analyzers)
+    return train_pair(g1, g2, critic, data, config, seed=seed, device=device, on_step=on_step)
+
+
+STUDY = Study(
+    name="critic-capacity",
+    title="Critic capacity: the tightest bound (concat critic) does not give the best representation",
+    figure="Fig. 3",
+    description="MLP encoders with bilinear, separable and concat critics on InfoNCE and NWJ.",
+    presets=PRESETS,
+    grid=lambda s: {"estimator": list(s.estimators), "critic": list(s.critics)},
+    run_cell=run_cell,
+)
