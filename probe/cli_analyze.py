@@ -5,6 +5,8 @@ scikit-learn, the analyzers) happen inside the command, so `probe --help` stays 
 """
 from __future__ import annotations
 
+import os
+
 import html
 import zipfile
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import click
 import numpy as np
 
+from probe.results import save_dataset
 from probe.errors import DataFormatError, ProbeError, UnknownNameError, unknown_name
 
 # Analyzers the command can run, and what each needs besides the embeddings.
@@ -59,13 +62,23 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            return {path.stem: np.load(path, allow_pickle=False)}
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.ndarray):  # np.load opens a zip (npz) whatever the suffix says
+                if hasattr(loaded, "close"):
+                    loaded.close()
+                raise DataFormatError(f"{path.name}: the file is an .npz archive, not a .npy array; rename it to .npz.")
+            return {path.stem: loaded}
         if suffix == ".npz":
             arrays = {}
             with np.load(path, allow_pickle=False) as npz:
                 for name in npz.files:
                     try:
                         arrays[name] = npz[name]
+                        if not isinstance(arrays[name], np.ndarray):  # a zip member that is not a .npy file
+                            raise DataFormatError(
+                                f"{path.name}: member '{name}' is not a .npy array; an .npz must hold only arrays "
+                                "written by np.savez."
+                            )
                     except ValueError as err:
                         raise DataFormatError(
                             f"{path.name}: array '{name}' holds Python objects (dtype=object), which probe does not "
@@ -366,6 +379,12 @@ def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired
                 "paired": paired or "none", "test_key": test_key or "none", "seed": seed,
                 "test_fraction": test_fraction, "analyzers": ",".join(names)}
     merged.attrs.update({f"analyze_{k}": v for k, v in settings.items()})
-    merged.to_netcdf(out / "analysis.nc", engine="netcdf4")
-    (out / "analysis.html").write_text(_html(results, f"probe analyze: {embeddings.name}", settings), encoding="utf-8")
+    save_dataset(merged, out / "analysis.nc")  # atomic: a failure never leaves half a file
+    page = out / "analysis.html"
+    tmp = page.with_name(f".{page.name}.tmp")
+    try:
+        tmp.write_text(_html(results, f"probe analyze: {embeddings.name}", settings), encoding="utf-8")
+        os.replace(tmp, page)
+    finally:
+        tmp.unlink(missing_ok=True)
     click.echo(f"wrote {out / 'analysis.nc'} and {out / 'analysis.html'}")

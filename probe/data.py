@@ -186,6 +186,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raw = path.read_bytes()
     except FileNotFoundError as err:
         raise DataUnavailableError(f"read_idx: {path} does not exist.") from err
+    except OSError as err:  # a directory, no permission, an I/O error
+        raise DataUnavailableError(f"read_idx: {path} cannot be read ({err.strerror or err}).") from err
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)

@@ -40,6 +40,16 @@ def _check_scores(scores: torch.Tensor, caller: str) -> int:
     return k
 
 
+def _check_scalar(value: object, caller: str, name: str, allow_inf: bool = False) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputTypeError(f"{caller}: {name} is {value!r}; a real number is required.")
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise InputValueError(f"{caller}: {name} is {value}; a finite number is required.")
+    return float(value)
+
+
 def _off_diagonal_logmeanexp(scores: torch.Tensor) -> torch.Tensor:
     """log mean_{i != j} exp(S_ij), computed through logsumexp for stability."""
     k = scores.shape[0]
@@ -79,7 +89,8 @@ def tuba(scores: torch.Tensor, log_baseline: torch.Tensor | float = 0.0) -> torc
     I >= 1 + E_p[f - a] - E_q[e^{f - a}]. With a = 0 this is the "UBA" bound.
     """
     _check_scores(scores, "tuba")
-    a = torch.as_tensor(log_baseline, dtype=scores.dtype, device=scores.device)
+    a = _check_scalar(log_baseline, "tuba", "log_baseline")
+    a = torch.as_tensor(a, dtype=scores.dtype, device=scores.device)
     return 1.0 + (scores.diagonal() - a).mean() - torch.exp(_off_diagonal_logmeanexp(scores) - a)
 
 
@@ -94,6 +105,8 @@ def js(scores: torch.Tensor) -> torch.Tensor:
     eye = torch.eye(k, dtype=torch.bool, device=scores.device)
     js_objective = -F.softplus(-scores.diagonal()).mean() - F.softplus(scores[~eye]).mean()
     value = nwj(scores + 1.0)
+    if not torch.isfinite(js_objective):  # the straight-through sum would turn -inf into NaN
+        return value
     return js_objective + (value - js_objective).detach()
 
 
@@ -103,6 +116,7 @@ def smile(scores: torch.Tensor, tau: float = 5.0) -> torch.Tensor:
     Clipping trades a little bias for far lower variance; tau = inf recovers DV.
     """
     _check_scores(scores, "smile")
+    tau = _check_scalar(tau, "smile", "tau", allow_inf=True)
     if not tau > 0:
         raise InputValueError(f"smile: tau is {tau}; a positive clipping threshold is required.")
     clipped = scores.clamp(-tau, tau)

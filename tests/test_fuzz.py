@@ -590,30 +590,7 @@ def all_cases() -> list[Case]:
 
 # Cases that end in a raw exception or a silent NaN today, with the reason. Each is xfail(strict):
 # when the owning module is fixed, the test XPASSes and this entry must go.
-_NPZ_MEMBER = ("probe/cli_analyze.py: np.load returns raw bytes for a zip member that is not a valid .npy; "
-               "_pick then calls .ndim on bytes (AttributeError) instead of raising DataFormatError")
-_NPY_ZIP = ("probe/cli_analyze.py: np.load on a .npy path holding a zip returns an NpzFile (left open), and _pick "
-            "calls .ndim on it (AttributeError) instead of raising DataFormatError")
-_TUBA = "probe/estimators.py: tuba does not validate log_baseline (no check before torch.as_tensor / broadcasting)"
-_SMILE = "probe/estimators.py: smile compares `tau > 0` before checking that tau is a number (raw TypeError)"
-KNOWN_FAILURES: dict[str, str] = {
-    "cli_analyze._read_arrays:npz_non_npy_member": _NPZ_MEMBER,
-    "cli_analyze._read_arrays:npz_garbage_member": _NPZ_MEMBER,
-    "probe analyze:npz_non_npy_member": _NPZ_MEMBER,
-    "probe analyze:npz_garbage_member": _NPZ_MEMBER,
-    "cli_analyze._read_arrays:npy_is_npz": _NPY_ZIP,
-    "probe analyze:npy_is_npz": _NPY_ZIP,
-    "read_idx:directory": "probe/data.py: read_idx catches FileNotFoundError only; a directory raises a raw "
-                          "IsADirectoryError (any other OSError too) instead of DataUnavailableError",
-    "smile:tau='5'": _SMILE,
-    "smile:tau=None": _SMILE,
-    "tuba:log_baseline='a'": _TUBA,
-    "tuba:log_baseline=None": _TUBA,
-    "tuba:log_baseline=nan": _TUBA + "; a NaN baseline gives a silent NaN bound",
-    "tuba:log_baseline=tensor([1., 1., 1.])": _TUBA + "; a non-scalar baseline fails inside torch (RuntimeError)",
-    "js:scores:pos_inf_offdiag": "probe/estimators.py: js returns NaN for a +inf negative score (the straight-through "
-                                 "sum -inf + (-inf - -inf)), where nwj returns -inf",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def counts(outcomes: list[tuple[Case, Outcome]]) -> dict:
@@ -802,9 +779,6 @@ def test_failed_report_write_keeps_the_previous_page(tmp_path, monkeypatch):
     assert _all_files(tmp_path) == ["page.html"] and out.read_bytes() == before
 
 
-@pytest.mark.xfail(strict=True, reason="probe/cli_analyze.py writes analysis.nc (and analysis.html) in place "
-                   "with Dataset.to_netcdf / write_text, not through a temporary file and os.replace: "
-                   "a failure mid-write leaves a partial analysis.nc")
 def test_failed_analyze_write_leaves_no_partial_file(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
