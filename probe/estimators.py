@@ -113,14 +113,21 @@ def js(scores: torch.Tensor) -> torch.Tensor:
 def smile(scores: torch.Tensor, tau: float = 5.0) -> torch.Tensor:
     """SMILE (Song & Ermon 2020): DV with the marginal term's scores clipped to [-tau, tau].
 
-    Clipping trades a little bias for far lower variance; tau = inf recovers DV.
+    Clipping trades a little bias for far lower variance; tau = inf recovers DV. As in the
+    authors' code, the value is the clipped DV but the gradient is the JS objective's: trained
+    on its own gradient the clipped DV is unbounded (the diagonal is not clipped, the clipped
+    negatives stop pulling back) and diverges.
     """
-    _check_scores(scores, "smile")
+    k = _check_scores(scores, "smile")
     tau = _check_scalar(tau, "smile", "tau", allow_inf=True)
     if not tau > 0:
         raise InputValueError(f"smile: tau is {tau}; a positive clipping threshold is required.")
-    clipped = scores.clamp(-tau, tau)
-    return scores.diagonal().mean() - _off_diagonal_logmeanexp(clipped)
+    value = scores.diagonal().mean() - _off_diagonal_logmeanexp(scores.clamp(-tau, tau))
+    eye = torch.eye(k, dtype=torch.bool, device=scores.device)
+    js_objective = -F.softplus(-scores.diagonal()).mean() - F.softplus(scores[~eye]).mean()
+    if not torch.isfinite(js_objective):
+        return value
+    return js_objective + (value - js_objective).detach()
 
 
 ESTIMATORS: dict[str, Estimator] = {"infonce": infonce, "nwj": nwj, "dv": dv, "tuba": tuba, "js": js, "smile": smile}

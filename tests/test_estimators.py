@@ -52,9 +52,10 @@ def test_infonce_capped_at_log_k():
     assert float(get_estimator("infonce")(s)) == pytest.approx(math.log(16), abs=1e-6)
 
 
-def test_js_gradient_is_the_jensen_shannon_objective():
+@pytest.mark.parametrize("name", ["js", "smile"])
+def test_js_gradient_is_the_jensen_shannon_objective(name):
     s = torch.randn(5, 5, dtype=torch.float64, requires_grad=True)
-    get_estimator("js")(s).backward()
+    get_estimator(name)(s).backward()
     ref = s.detach().clone().requires_grad_(True)
     eye = torch.eye(5, dtype=torch.bool)
     (-torch.nn.functional.softplus(-ref.diagonal()).mean() - torch.nn.functional.softplus(ref[~eye]).mean()).backward()
