@@ -100,8 +100,11 @@ def main() -> None:
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=None, metavar="STEPS",
               help="Save a mid-cell checkpoint every STEPS training steps (default 1000; 0: never). "
                    "A rerun resumes a killed cell from it, with the same numbers.")
+@click.option("--save-embeddings", is_flag=True,
+              help="Save g1's embeddings at every evaluation to <run>/embeddings/<cell>/step-N.npz, for "
+                   "`probe analyze FILE --labels y --test-key z_test --test-labels y_test`.")
 def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, device, out, report, threads,
-                  no_progress, executor, scheduler, workers, checkpoint_every):
+                  no_progress, executor, scheduler, workers, checkpoint_every, save_embeddings):
     """Run (or resume) the study NAME and save its results as netCDF.
 
     Every cell (e.g. estimator × seed) is saved as soon as it finishes; rerunning the same
@@ -126,7 +129,8 @@ def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, dev
     path = run_study(study, preset, dataset=dataset, data_dir=data_dir, seeds=_parse_seeds(seeds), steps=steps,
                      device=device, out=out, progress=not no_progress, set_values=_parse_set(set_values),
                      executor=executor, scheduler=scheduler, workers=workers, threads=threads,
-                     checkpoint_every=checkpoint_every, log=lambda m: click.echo(m, err=True))
+                     checkpoint_every=checkpoint_every, save_embeddings=save_embeddings,
+                     log=lambda m: click.echo(m, err=True))
     if report:
         from probe.report import write_report
 

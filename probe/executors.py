@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from probe.checkpoint import checkpointing
+from probe.training import saving_embeddings
 from probe.errors import InputValueError, unknown_name
 from probe.results import cell_dataset, save_dataset
 from probe.study import Cell, resolve_device, settings_json
@@ -58,6 +59,7 @@ class CellJob:
     run_key: str                # the settings hash of the run folder
     cell: Cell
     checkpoint_every: int | None = None  # None: each training call's own (TrainConfig.checkpoint_every)
+    embeddings_dir: str | None = None    # --save-embeddings: evaluated embeddings go here, per cell
 
     @property
     def result_path(self) -> Path:
@@ -102,7 +104,8 @@ def run_cell_job(job: CellJob, data: Any = None, on_step: Callable[[int, dict], 
     device = resolve_device(job.device)
     started = time.perf_counter()
     with recording_streams() as streams, checkpointing(job.checkpoint_path, f"{job.run_key}/{job.cell.filename()}",
-                                                      job.checkpoint_every) as plan:
+                                                      job.checkpoint_every) as plan, \
+            saving_embeddings(Path(job.embeddings_dir) / Path(job.cell.filename()).stem if job.embeddings_dir else None):
         result = job.run_cell(job.settings, job.cell.ids, job.cell.seed, data, device, on_step)
     ds = cell_dataset(result, {**job.cell.ids, "seed": job.cell.seed})
     ds.attrs.update({

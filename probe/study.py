@@ -156,7 +156,7 @@ def run_study(study: Study, preset: str = "paper", *, dataset: str | None = None
               seeds: int | tuple[int, ...] | None = None, steps: int | None = None, device: str = "auto",
               out: str | Path = "runs", progress: bool = True, set_values: dict[str, str] | None = None,
               executor: str = "local", scheduler: str | None = None, workers: int | None = None,
-              threads: int | None = None, checkpoint_every: int | None = None,
+              threads: int | None = None, checkpoint_every: int | None = None, save_embeddings: bool = False,
               log: Callable[[str], None] = print) -> Path:
     """Run (or resume) every cell of `study` under `preset`; return the path of results.nc.
 
@@ -201,7 +201,8 @@ def run_study(study: Study, preset: str = "paper", *, dataset: str | None = None
              for combo in itertools.product(*grid.values()) for seed in settings.seeds]
     jobs = [executors.CellJob(study.run_cell, study.load_data or load_image_pairs, settings, dataset,
                               str(Path(data_dir).resolve()) if data_dir else None, info.get("dataset_sha256", ""),
-                              device, str(cells_dir.resolve()), key, cell, checkpoint_every)
+                              device, str(cells_dir.resolve()), key, cell, checkpoint_every,
+                              str((run_dir / "embeddings").resolve()) if save_embeddings else None)
             for cell in cells]
     pending = [job for job in jobs if not job.result_path.exists()]
     for job in jobs:

@@ -12,10 +12,12 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -200,6 +202,32 @@ def number_of_eval_batches(n_test: int, batch_size: int) -> int:
     return n_test // batch_size
 
 
+_EMBEDDINGS_DIR: ContextVar[Path | None] = ContextVar("probe_embeddings_dir", default=None)
+
+
+@contextlib.contextmanager
+def saving_embeddings(folder: str | os.PathLike | None) -> Iterator[None]:
+    """Within this context every evaluation saves g1's embeddings to folder/step-NNNNNN.npz
+    (train `z`, `y`; held-out `z_test`, `y_test`; g2's held-out view `paired_test`), ready for
+    `probe analyze FILE --labels y --test-key z_test --test-labels y_test`."""
+    token = _EMBEDDINGS_DIR.set(None if folder is None else Path(folder))
+    try:
+        yield
+    finally:
+        _EMBEDDINGS_DIR.reset(token)
+
+
+def save_embeddings(path: Path, **arrays: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 class Evaluator:
     """Everything measured at one evaluation step, on fixed held-out data."""
 
@@ -221,7 +249,7 @@ class Evaluator:
         self.train_pairs = noisy(data.train1[np.sort(order)], data.train2[np.sort(order)])
         self.jacobian_inputs = self.test1[: config.jacobian_inputs] if config.jacobian_inputs else None
 
-    def __call__(self, g1: nn.Module, g2: nn.Module, critic: nn.Module) -> dict[str, object]:
+    def __call__(self, g1: nn.Module, g2: nn.Module, critic: nn.Module, step: int | None = None) -> dict[str, object]:
         from probe import analyzers
 
         estimator = get_estimator(self.config.estimator)
@@ -238,6 +266,10 @@ class Evaluator:
         # The analyzers' seeds are fixed (the same for every cell) and recorded with the cell's streams.
         probe = analyzers.linear_probe(z_train, self.data.train_labels, z_test, self.data.test_labels,
                                        protocol=self.config.probe_protocol, seed=note_seed("probe", 0))
+        folder = _EMBEDDINGS_DIR.get()
+        if folder is not None and step is not None:
+            save_embeddings(folder / f"step-{step:06d}.npz", z=z_train, y=self.data.train_labels, z_test=z_test,
+                            y_test=self.data.test_labels, paired_test=encode(g2, self.test2, self.device))
         out["probe_accuracy"] = float(probe["accuracy"])
         out["probe_cross_entropy"] = float(probe["cross_entropy"])
         if self.config.analyzers:
@@ -311,7 +343,7 @@ def train_pair(g1: nn.Module, g2: nn.Module, critic: nn.Module, data: PairData, 
 
     def evaluate_now() -> bool:
         try:
-            run.records.append(evaluate(g1, g2, critic))
+            run.records.append(evaluate(g1, g2, critic, step=run.step))
         except FloatingPointError:
             return False
         run.wall.append(time.perf_counter() - start)

@@ -77,3 +77,16 @@ def test_set_overrides_are_checked_before_training(runner, tmp_path):
     _fails_cleanly(runner.invoke(main, base + ["--set", "learning_rate=fast"]), "cannot be read as float")
     _fails_cleanly(runner.invoke(main, base + ["--set", "nonsense"]), "KEY=VALUE")
     assert not list(tmp_path.rglob("*.nc"))
+
+
+def test_saved_embeddings_feed_probe_analyze(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(main, ["run-study", "invertible-encoders", "--preset", "smoke", "--no-progress",
+                                  "--no-report", "--set", "estimators=infonce", "--save-embeddings"])
+    assert result.exit_code == 0, result.output
+    saved = sorted(tmp_path.glob("runs/invertible-encoders/*/embeddings/estimator=infonce_seed=0/step-*.npz"))
+    assert [p.name for p in saved] == ["step-000000.npz", "step-000010.npz", "step-000020.npz"]
+    result = runner.invoke(main, ["analyze", str(saved[-1]), "--key", "z", "--labels", "y", "--test-key", "z_test",
+                                  "--test-labels", "y_test", "--analyzers", "linear_probe", "--out", "analysis"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "analysis" / "analysis.nc").exists()
