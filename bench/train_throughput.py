@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import probe  # noqa: F401  (before torch: sets passive OpenMP waiting, see probe/__init__.py)
 import torch
 
 from probe.critics import make_critic
