@@ -138,11 +138,28 @@ def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, dev
 
 
 @main.command("report")
-@click.argument("results", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="HTML file to write. Default: reports/<study>.html")
-def report_cmd(results, out):
-    """Write a self-contained HTML report (opens offline) for a RESULTS netCDF file."""
+@click.argument("results", type=click.Path())
+@click.option("--all", "all_runs", is_flag=True,
+              help="RESULTS is a runs folder: write the page of every results.nc under it and an index.html "
+                   "with one verdict per study (did the run show the paper's effect, and which chart decides it).")
+@click.option("--out", type=click.Path(), default=None,
+              help="HTML file to write (with --all: the folder). Default: reports/<study>.html (with --all: reports/)")
+def report_cmd(results, all_runs, out):
+    """Write a self-contained HTML report (opens offline) for a RESULTS netCDF file.
+
+    \b
+    probe report runs/invertible-encoders/quick-digits-1a2b3c/results.nc
+    probe report --all runs --out reports/gallery
+    """
+    if Path(results).is_dir() and not all_runs:
+        raise click.UsageError(f"'{results}' is a folder: pass --all to report every results.nc under it, "
+                               "or give one results.nc file.")
+    if all_runs:
+        from probe.report_index import write_index
+
+        index = write_index(Path(results), Path(out) if out else Path("reports"))
+        click.echo(f"index: {index}")
+        return
     from probe.report import write_report
 
     path = write_report(Path(results), out)

@@ -539,6 +539,7 @@ def _header(study: _Study) -> str:
     entry = reference.PAPER.get(name)
     if entry:
         parts.append(f'<p class="takeaway"><strong>{_e(entry["figure"])}.</strong> {_e(entry["takeaway"])}</p>')
+    parts.append(_verdict_note(ds))
     preset = _attr(ds, "preset")
     if preset != "paper":
         parts.append(
@@ -558,6 +559,22 @@ def _header(study: _Study) -> str:
             pass
         parts.append(f"<details><summary>study settings</summary><pre>{_e(settings)}</pre></details>")
     return "<header>" + "".join(parts) + "</header>"
+
+
+def _verdict_note(ds: xr.Dataset) -> str:
+    """The study's verdict on this run (`probe.verdict`), or nothing for a result of no known study."""
+    from probe.report_index import BADGES, judge  # studies import probe.report's neighbours: import late
+    from probe.study import list_studies
+
+    study = {s.name: s for s in list_studies()}.get(_attr(ds, "study"))
+    if study is None or study.verdict is None:
+        return ""
+    verdict = judge(study, ds)
+    fg, bg = BADGES[verdict.outcome]
+    items = "".join(f"<li>{_e(line)}</li>" for line in verdict.evidence)
+    return (f'<div class="callout" style="background:{bg};border-color:{fg}"><p><strong>This run: the paper\'s '
+            f"claim {_e(verdict.outcome)}.</strong> {_e(verdict.claim)}.</p><ul>{items}</ul>"
+            f"<p class=\"hint\">Decided by: {_e(verdict.decided_by)}.</p></div>")
 
 
 def _paper_note(study: _Study) -> str:

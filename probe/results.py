@@ -31,6 +31,25 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "wall_time": ("wall time since the run started", "s"),
     "loss": ("training loss at the last update", "nats"),
     "status": ("run status", ""),
+    # Study-specific variables.
+    "estimate": ("MI estimate on the step's fresh batch (before its update)", "nats"),
+    "estimate_smoothed": ("MI estimate, mean over the steps up to the next recorded one", "nats"),
+    "true_mi": ("true MI of the batch's distribution (closed form)", "nats"),
+    "infonce_cap": ("InfoNCE cap log K", "nats"),
+    "estimate_mean": ("mean estimate over the last window of each MI level", "nats"),
+    "bias": ("mean estimate minus true MI, last window of each MI level", "nats"),
+    "estimate_sd": ("sd of the per-step estimates, last window of each MI level", "nats"),
+    "optimal_critic_estimate": ("MI estimate on the same batch with the closed-form critic", "nats"),
+    "optimal_critic_bias": ("closed-form critic: mean estimate minus true MI, last window of each MI level", "nats"),
+    "optimal_critic_estimate_sd": ("closed-form critic: sd of the per-step estimates, last window of each MI level",
+                                   "nats"),
+    "target_gap": ("L_t = |I_EST - t| on held-out pairs", "nats"),
+    "bound_train_smoothed": ("training-batch MI estimate, Gaussian-smoothed over steps (paper, Fig. 4c)", "nats"),
+    "classifier_loss": ("held-out cross-entropy of the adversary's linear classifier (true labels)", "nats"),
+    "classifier_accuracy": ("held-out accuracy of the adversary's linear classifier", "1"),
+    "encoder_loss": ("held-out cross-entropy of the adversary's output against uniform (ln 10 at best)", "nats"),
+    "inverse_round_trip_error": ("max |g1^-1(g1(x)) - x| over the test inputs (float32)", "1"),
+    "inverse_round_trip_error_float64": ("max |g1^-1(g1(x)) - x| over the test inputs, the flow in float64", "1"),
 }
 
 

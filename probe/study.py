@@ -57,6 +57,8 @@ class Study:
     grid: Callable[[Any], dict[str, list]]
     run_cell: Callable[..., CellResult]
     load_data: Callable[[Any, str | None, str | None], tuple[Any, dict]] | None = None
+    # Did a run show the paper's effect? `results Dataset -> probe.verdict.Verdict`, for the index page.
+    verdict: Callable[[xr.Dataset], Any] | None = None
 
     def settings(self, preset: str) -> Any:
         if preset not in self.presets:

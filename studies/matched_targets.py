@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy.stats import f_oneway
 from torch import nn
 
 from probe.critics import make_critic
@@ -26,6 +28,7 @@ from probe.encoders import ConvEncoder, MLPEncoder, RealNVP, ResidualMLPEncoder
 from probe.errors import unknown_name
 from probe.study import Study
 from probe.training import CellResult, PairData, TrainConfig, seeded_generator, train_pair
+from probe.verdict import Verdict, at_step, median_quantile, outcome, undecided
 from studies.encoder_architecture import add_target_gap
 
 FAMILIES = ("realnvp-additive", "realnvp-affine", "resmlp", "mlp", "convnet")
@@ -59,7 +62,8 @@ PRESETS = {
     # The paper's optimisation (Adam 1e-4, batch 128, 20k steps, evaluated every 1k, 20 seeds) and
     # architectures; the grid itself is probe's.
     "paper": Settings(),
-    # Reduced for 2 CPU cores (3 seeds x 5 cells on mnist-5k in ~9 min, 10-30 s of training a cell):
+    # Reduced for 2 CPU cores (3 seeds x 5 cells on mnist-5k: 4.2 min measured on a lightly loaded
+    # machine, ~9 min estimated under load):
     # - one target, t = 2, and InfoNCE only: the full 5 x 4 x 2 grid is 120 cells. Measured on
     #   mnist-5k at 400 steps: every family's held-out InfoNCE reaches 1.7-2.0 for t = 2, while
     #   for t = 4 none gets past 3.7 (the ConvNet 2.6), so t = 2 is the one they can share;
@@ -67,7 +71,8 @@ PRESETS = {
     #   (16, 32); the residual MLP (5 x d) and the MLP are the paper's;
     # - 400 steps at learning rate 1e-3 (10x the paper's); evaluated at 0 and the end only,
     #   because the V-information fit costs 5-30 s per evaluation here;
-    # - the Jacobian at 16 test inputs.
+    # - the Jacobian at 16 test inputs. With 32 channels the small ConvNet's 100 x 392 Jacobian has
+    #   rank <= 32, so its ln condition number sits at float32 round-off (~18) by construction.
     # The default dataset is the offline `digits`; pass --data-dir for the mnist-5k folder.
     "quick": Settings(estimators=("infonce",), targets=(2.0,), n_couplings=4, coupling_hidden=(128, 128),
                       conv_channels=(16, 32), learning_rate=1e-3, steps=400, eval_every=400, seeds=(0, 1, 2),
@@ -116,6 +121,40 @@ def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: t
     return add_target_gap(train_pair(g1, g2, critic, data, config, seed=seed, device=device, on_step=on_step), target)
 
 
+def verdict(ds):
+    """probe's question: at equal estimated MI, do encoder families differ?"""
+    claim = ("At equal t, encoder families differ in probe accuracy, V-information and the median ln condition "
+             "number (one-way ANOVA across families over seeds, p < 0.01, at every (estimator, t))")
+    decided_by = "probe_accuracy, v_information, log_condition_number and target_gap over step"
+    if ds.sizes.get("seed", 0) < 2 or ds.sizes.get("encoder", 0) < 2:
+        return undecided(claim, "needs at least 2 seeds and 2 encoder families", decided_by)
+    measures = [("accuracy", "probe_accuracy", {}), ("V-information", "v_information", {})]
+    if "log_condition_number" in ds:
+        measures.append(("ln cond", "log_condition_number", {"quantile": median_quantile(ds)}))
+    differ = {label: [] for label, _, _ in measures}
+    parts = []
+    for est in ds["estimator"].values:
+        for t in ds["target"].values:
+            cell = {"estimator": est, "target": t}
+            gap = max(float(np.nanmean(at_step(ds, "target_gap", encoder=e, **cell))) for e in ds["encoder"].values)
+            texts = []
+            for label, name, extra in measures:
+                if name not in ds:
+                    differ[label].append(False)
+                    continue
+                groups = {str(e): at_step(ds, name, encoder=e, **cell, **extra) for e in ds["encoder"].values}
+                groups = {e: g[np.isfinite(g)] for e, g in groups.items()}
+                groups = {e: g for e, g in groups.items() if g.size >= 2}
+                means = {e: float(g.mean()) for e, g in groups.items()}
+                p = float(f_oneway(*groups.values()).pvalue) if len(groups) >= 2 else float("nan")
+                differ[label].append(bool(p < 0.01))
+                if means:
+                    lo, hi = min(means, key=means.get), max(means, key=means.get)
+                    texts.append(f"{label} {means[lo]:.3g} ({lo}) to {means[hi]:.3g} ({hi}), p = {p:.1g}")
+            parts.append(f"{est} t={float(t):g} (worst L_t {gap:.2f}): " + "; ".join(texts))
+    return Verdict(claim, outcome(*(all(v) for v in differ.values())), tuple(parts), decided_by)
+
+
 STUDY = Study(
     name="matched-targets",
     title="Matched targets: five encoder families held at the same I_EST (probe's own study)",
@@ -124,4 +163,5 @@ STUDY = Study(
     presets=PRESETS,
     grid=lambda s: {"encoder": list(s.encoders), "target": list(s.targets), "estimator": list(s.estimators)},
     run_cell=run_cell,
+    verdict=verdict,
 )

@@ -22,7 +22,8 @@ from probe.training import CellResult
 # study name -> (grid dims in order, variables over step every cell must hold, a quantile variable?)
 EXPECTED = {
     "adversarial-encoder": (("lr_source",), ("probe_accuracy", "classifier_loss", "classifier_accuracy",
-                                             "encoder_loss", "inverse_round_trip_error", "loss", "wall_time"), True),
+                                             "encoder_loss", "inverse_round_trip_error",
+                                             "inverse_round_trip_error_float64", "loss", "wall_time"), True),
     "hard-to-invert": (("estimator",), ("bound_test", "bound_train", "probe_accuracy", "loss", "wall_time"), True),
     "critic-capacity": (("estimator", "critic"), ("bound_test", "bound_train", "probe_accuracy", "loss"), False),
     "encoder-architecture": (("encoder", "target", "estimator"),
@@ -79,6 +80,7 @@ def test_smoke_results_hold_the_paper_quantities(smoke_results):
     adv = smoke_results["adversarial-encoder"]
     # The flow stays a bijection: the round trip is exact up to float32 rounding.
     assert float(adv["inverse_round_trip_error"].max()) < 1e-3
+    assert float(adv["inverse_round_trip_error_float64"].max()) < 1e-10
     gap = smoke_results["encoder-architecture"]
     expected = np.abs(gap["bound_test"] - gap["target"])
     np.testing.assert_allclose(gap["target_gap"].values, expected.transpose(*gap["target_gap"].dims).values)
@@ -235,3 +237,12 @@ def test_matched_target_families_keep_or_reduce_the_width():
         assert encoder(torch.from_numpy(views)).shape == (4, width), family
     with pytest.raises(UnknownNameError, match="Did you mean 'resmlp'"):
         matched_targets.make_family_encoder("resnet", settings, data, torch.Generator())
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_verdict_reads_a_real_smoke_result(smoke_results, name):
+    from probe import verdict as v
+
+    verdict = find_study(name).verdict(smoke_results[name])
+    assert verdict.outcome in (v.HELD, v.PARTLY, v.NOT_HELD, v.UNDECIDED)
+    assert verdict.claim and verdict.evidence and all(isinstance(line, str) for line in verdict.evidence)

@@ -1,0 +1,177 @@
+"""An index of a runs folder: every study's report page and one verdict line per study.
+
+`write_index(runs_dir, out_dir)` finds every `results.nc` under `runs_dir` (as `probe run-study`
+lays them out), writes each one's report page into `out_dir`, and writes `out_dir/index.html`:
+one row per study in the paper's order, saying whether the run showed the paper's effect
+(`probe.verdict`), the numbers that decide it, the chart that shows it, and which preset,
+dataset and seeds made it. Studies with no result get a row with the command that makes one.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import xarray as xr
+
+from probe import report, verdict as verdicts
+from probe.errors import DataUnavailableError, InputValueError
+from probe.study import Study, list_studies
+
+CALLER = "probe report --all"
+BADGES = {
+    verdicts.HELD: ("#1a7f37", "#dafbe1"),
+    verdicts.PARTLY: ("#9a6700", "#fff8c5"),
+    verdicts.NOT_HELD: ("#cf222e", "#ffebe9"),
+    verdicts.UNDECIDED: ("#59636e", "#eff2f5"),
+}
+
+
+@dataclass
+class Entry:
+    study: Study
+    results: Path
+    page: Path
+    ds: xr.Dataset
+    verdict: verdicts.Verdict
+
+
+def find_results(runs_dir: str | os.PathLike) -> list[Path]:
+    """Every `results.nc` under `runs_dir`, newest first."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise DataUnavailableError(
+            f"{CALLER}: '{root}' is not a folder. Give the folder `probe run-study --out` wrote to (default: runs)."
+        )
+    found = sorted(root.rglob("results.nc"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not found:
+        raise DataUnavailableError(
+            f"{CALLER}: no results.nc under '{root}'. Run a study first, e.g. "
+            "`probe run-study invertible-encoders --preset quick --out runs`."
+        )
+    return found
+
+
+def judge(study: Study, ds: xr.Dataset) -> verdicts.Verdict:
+    """The study's verdict on `ds`; undecided (with the reason) if the study has none or it fails."""
+    if study.verdict is None:
+        return verdicts.undecided("—", "this study declares no verdict", "—")
+    try:
+        return study.verdict(ds)
+    except (KeyError, ValueError, IndexError) as err:  # a partial or foreign result: say what is missing
+        return verdicts.undecided("—", f"could not be decided from this result ({type(err).__name__}: {err})", "—")
+
+
+def write_index(runs_dir: str | os.PathLike, out_dir: str | os.PathLike = "reports") -> Path:
+    """Write every study's page and `index.html` into `out_dir`; return the index's path."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputValueError(f"{CALLER}: --out '{out}' is a file; with --all it must be a folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    by_name = {s.name: s for s in list_studies()}
+    entries: dict[str, list[Entry]] = {}
+    unreadable: list[str] = []
+    for path in find_results(runs_dir):
+        try:
+            ds = xr.load_dataset(path)
+        except Exception as err:  # a truncated or foreign file: list it, do not stop the index
+            unreadable.append(f"{path} ({type(err).__name__})")
+            continue
+        study = by_name.get(str(ds.attrs.get("study", "")))
+        if study is None:
+            unreadable.append(f"{path} (not a probe study result)")
+            continue
+        same = entries.setdefault(study.name, [])
+        name = study.name if not same else f"{study.name}-{_slug(ds.attrs.get('preset', ''))}-{len(same)}"
+        page = report.write_report(ds, out / f"{name}.html")
+        same.append(Entry(study, path, page, ds, judge(study, ds)))
+    index = out / "index.html"
+    _atomic_write(index, _render(list(by_name.values()), entries, unreadable, Path(runs_dir)))
+    return index
+
+
+def _slug(text: object) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip(".-") or "run"
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _badge(outcome: str) -> str:
+    fg, bg = BADGES.get(outcome, BADGES[verdicts.UNDECIDED])
+    return f'<span class="badge" style="color:{fg};background:{bg};border-color:{fg}">{_e(outcome)}</span>'
+
+
+def _row(study: Study, entry: Entry | None) -> str:
+    head = (f'<td><strong>{_e(study.name)}</strong><br><span class="muted">{_e(study.figure)}</span></td>')
+    if entry is None:
+        command = f"probe run-study {study.name} --preset quick --out RUNS_DIR"
+        return (f"<tr>{head}<td>{_badge('not run')}</td><td colspan=\"3\" class=\"muted\">{_e(study.description)} "
+                f"Make it with <code>{_e(command)}</code>.</td></tr>")
+    ds, v = entry.ds, entry.verdict
+    made = (f"preset <code>{_e(ds.attrs.get('preset', '?'))}</code> · {_e(ds.attrs.get('dataset', '?'))} · seeds "
+            f"{_e(report._seed_text(str(ds.attrs.get('seeds', '?'))))} · {_e(ds.attrs.get('device', '?'))} · "
+            f"{_e(report._human_duration(ds.attrs.get('total_wall_time')))}")
+    evidence = "".join(f"<li>{_e(part)}</li>" for part in v.evidence)
+    return (f"<tr>{head}<td>{_badge(v.outcome)}</td>"
+            f"<td>{_e(v.claim)}<ul class=\"evidence\">{evidence}</ul></td>"
+            f"<td class=\"muted\">{_e(v.decided_by)}</td>"
+            f"<td><a href=\"{_e(entry.page.name)}\">report page</a><br><span class=\"muted\">{made}</span></td></tr>")
+
+
+def _render(studies: list[Study], entries: dict[str, list[Entry]], unreadable: list[str], runs_dir: Path) -> str:
+    rows = []
+    for study in studies:
+        found = entries.get(study.name) or [None]
+        rows += [_row(study, entry) for entry in found]
+    counts = {}
+    for found in entries.values():
+        for entry in found:
+            counts[entry.verdict.outcome] = counts.get(entry.verdict.outcome, 0) + 1
+    summary = " · ".join(f"{_badge(k)} {n}" for k, n in sorted(counts.items()))
+    skipped = ""
+    if unreadable:
+        skipped = ('<div class="callout bad"><strong>Skipped</strong><ul>'
+                   + "".join(f"<li>{_e(s)}</li>" for s in unreadable) + "</ul></div>")
+    body = f"""<header><h1>What probe reproduces</h1>
+<p class="meta">Tschannen et al., <em>On Mutual Information Maximization for Representation Learning</em>,
+ICLR 2020 · runs from <code>{_e(runs_dir)}</code> · written {_e(dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))}</p>
+<p class="takeaway">One row per study: the paper's claim with the threshold that decides it, whether this run
+showed it, the numbers that decide it (mean ± sd over seeds at the last evaluation unless stated) and the chart
+on the study's page that shows it. A reduced preset can miss an effect the paper's protocol shows: the verdict
+is about this run, not about the paper.</p>
+<p>{summary}</p>{skipped}</header>
+<section><div class="table-wrap"><table class="data index">
+<thead><tr><th>study</th><th>verdict</th><th>claim and evidence</th><th>decided by</th><th>run</th></tr></thead>
+<tbody>{"".join(rows)}</tbody></table></div></section>"""
+    css = report._CSS + """
+.badge { display:inline-block; padding:1px 8px; border:1px solid; border-radius:12px; font-size:0.85em;
+  font-weight:600; white-space:nowrap; }
+.muted { color:var(--muted); font-size:0.9em; }
+ul.evidence { margin:4px 0 0; padding-left:18px; color:var(--muted); font-size:0.92em; }
+table.index td { padding:10px 12px; }
+"""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>probe: what it reproduces</title><style>{css}</style></head>
+<body><main>{body}<footer>probe report --all · {_e(report.reference.CITATION)}</footer></main></body>
+</html>
+"""
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
