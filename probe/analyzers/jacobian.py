@@ -39,6 +39,14 @@ def _jacobian_dtype(encoder: Callable, raw_inputs: Any) -> torch.dtype:
     return torch.float32 if raw_dtype in (np.float32, torch.float32) else torch.float64
 
 
+def _jacobian_device(encoder: Callable, raw_inputs: Any) -> torch.device:
+    """Where the encoder's parameters live (a CUDA module takes numpy inputs too); else the inputs' device."""
+    if isinstance(encoder, torch.nn.Module):
+        for param in encoder.parameters():
+            return param.device
+    return raw_inputs.device if isinstance(raw_inputs, torch.Tensor) else torch.device("cpu")
+
+
 def _check_output(encoder: Callable, x: torch.Tensor) -> int:
     """Run the encoder once on a batch and return d_out, with a clear error on a bad output."""
     try:
@@ -85,7 +93,7 @@ def _singular_values(encoder: Callable, x: torch.Tensor, batch_size: int) -> tup
                     f"{CALLER}: the encoder could not be differentiated with respect to its input: {err}. "
                     "It must be a differentiable torch function of a (n, d_in) tensor."
                 ) from err
-        blocks.append(torch.linalg.svdvals(jac.to(torch.float64)).numpy())
+        blocks.append(torch.linalg.svdvals(jac.to(torch.float64)).cpu().numpy())
     return np.concatenate(blocks), method
 
 
@@ -134,7 +142,7 @@ def condition_numbers(
         if max_samples < rows.size:
             rows = np.sort(np.random.default_rng(seed).choice(rows.size, max_samples, replace=False))
     dtype = _jacobian_dtype(encoder, inputs)
-    x = torch.as_tensor(x_np[rows], dtype=dtype)
+    x = torch.as_tensor(x_np[rows], dtype=dtype, device=_jacobian_device(encoder, inputs))
 
     modes = [(m, m.training) for m in encoder.modules()] if isinstance(encoder, torch.nn.Module) else []
     if isinstance(encoder, torch.nn.Module):
