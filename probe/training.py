@@ -286,6 +286,8 @@ class Evaluator:
         if self.jacobian_inputs is not None:
             cond = analyzers.condition_numbers(g1, self.jacobian_inputs)
             out["log_condition_number"] = cond["log_condition_number_quantile"].values.astype(np.float64)
+            # ln cond of a numerically rank-deficient Jacobian is round-off (~17 in float32), not conditioning.
+            out["jacobian_rank_deficient"] = float(cond["rank_deficient"].mean())
             out["quantile"] = cond["quantile"].values
         for m in (g1, g2, critic):
             m.train()

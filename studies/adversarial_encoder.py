@@ -201,6 +201,7 @@ class _Evaluation:
                 with torch.enable_grad():
                     cond = analyzers.condition_numbers(flow, self.jacobian_inputs)
                 out["log_condition_number"] = cond["log_condition_number_quantile"].values.astype(np.float64)
+                out["jacobian_rank_deficient"] = float(cond["rank_deficient"].mean())
                 out["quantile"] = cond["quantile"].values
             return out
         finally:

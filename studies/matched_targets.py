@@ -151,6 +151,11 @@ def verdict(ds):
                 if means:
                     lo, hi = min(means, key=means.get), max(means, key=means.get)
                     texts.append(f"{label} {means[lo]:.3g} ({lo}) to {means[hi]:.3g} ({hi}), p = {p:.1g}")
+            if "jacobian_rank_deficient" in ds:
+                deficient = [str(e) for e in ds["encoder"].values
+                             if np.nanmean(at_step(ds, "jacobian_rank_deficient", encoder=e, **cell)) > 0.5]
+                if deficient:
+                    texts.append(f"rank-deficient Jacobians (ln cond is float32 round-off): {', '.join(deficient)}")
             parts.append(f"{est} t={float(t):g} (worst L_t {gap:.2f}): " + "; ".join(texts))
     return Verdict(claim, outcome(*(all(v) for v in differ.values())), tuple(parts), decided_by)
 

@@ -89,6 +89,12 @@ def test_smoke_results_hold_the_paper_quantities(smoke_results):
     # Synthetic data: no pixel baseline, and the run says which data it drew.
     assert "pixel_probe_accuracy" not in nn and nn.attrs["dataset"] == "synthetic-gaussian"
     assert "pixel_probe_accuracy" in smoke_results["hard-to-invert"]
+    # A ConvNet with 8 channels before its 16-d output has Jacobians of rank <= 8: all deficient;
+    # a residual MLP near the identity is full rank.
+    mt = smoke_results["matched-targets"]
+    assert (mt["jacobian_rank_deficient"].sel(encoder="convnet") == 1).all()
+    assert (mt["jacobian_rank_deficient"].sel(encoder="resmlp") == 0).all()
+    assert (smoke_results["hard-to-invert"]["jacobian_rank_deficient"] == 0).all()
 
 
 # ------------------------------------------------------------------- paper presets vs REFERENCE.md
