@@ -574,7 +574,8 @@ def _verdict_note(ds: xr.Dataset) -> str:
     items = "".join(f"<li>{_e(line)}</li>" for line in verdict.evidence)
     return (f'<div class="callout" style="background:{bg};border-color:{fg}"><p><strong>This run: the paper\'s '
             f"claim {_e(verdict.outcome)}.</strong> {_e(verdict.claim)}.</p><ul>{items}</ul>"
-            f"<p class=\"hint\">Decided by: {_e(verdict.decided_by)}.</p></div>")
+            + (f"<p>{_e(verdict.paper[0].upper() + verdict.paper[1:])}.</p>" if verdict.paper else "")
+            + f"<p class=\"hint\">Decided by: {_e(verdict.decided_by)}.</p></div>")
 
 
 def _paper_note(study: _Study) -> str:

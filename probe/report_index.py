@@ -118,8 +118,9 @@ def _row(study: Study, entry: Entry | None) -> str:
             f"{_e(report._seed_text(str(ds.attrs.get('seeds', '?'))))} · {_e(ds.attrs.get('device', '?'))} · "
             f"{_e(report._human_duration(ds.attrs.get('total_wall_time')))}")
     evidence = "".join(f"<li>{_e(part)}</li>" for part in v.evidence)
+    paper = f'<p class="paper">{_e(v.paper)}</p>' if v.paper else ""
     return (f"<tr>{head}<td>{_badge(v.outcome)}</td>"
-            f"<td>{_e(v.claim)}<ul class=\"evidence\">{evidence}</ul></td>"
+            f"<td>{_e(v.claim)}<ul class=\"evidence\">{evidence}</ul>{paper}</td>"
             f"<td class=\"muted\">{_e(v.decided_by)}</td>"
             f"<td><a href=\"{_e(entry.page.name)}\">report page</a><br><span class=\"muted\">{made}</span></td></tr>")
 
@@ -154,6 +155,7 @@ is about this run, not about the paper.</p>
   font-weight:600; white-space:nowrap; }
 .muted { color:var(--muted); font-size:0.9em; }
 ul.evidence { margin:4px 0 0; padding-left:18px; color:var(--muted); font-size:0.92em; }
+p.paper { margin:4px 0 0; font-size:0.88em; color:#0550ae; }
 table.index td { padding:10px 12px; }
 """
     return f"""<!DOCTYPE html>

@@ -83,6 +83,7 @@ def verdict(ds):
     """Fig. 3: the concat critic gives the highest I_NWJ but not the best accuracy."""
     claim = ("The concat critic has the highest I_NWJ (held-out pairs, and training batches: what the notebook "
              "plotted) but not the best probe accuracy (under InfoNCE and NWJ)")
+    paper = "paper (20k steps): I_NWJ concat 6.2, bilinear 5.4, separable 5.5; accuracy (InfoNCE) 0.856 / 0.880 / 0.877"
     decided_by = "bound_test, bound_train and probe_accuracy over step"
     critics = [str(c) for c in ds["critic"].values]
     if "concat" not in critics or len(critics) < 2 or "nwj" not in ds["estimator"].values:
@@ -101,7 +102,7 @@ def verdict(ds):
                         for est in ds["estimator"].values)
         rows.append(f"{c}: I_NWJ held-out {fmt(at_step(ds, 'bound_test', estimator='nwj', critic=c), 2)}, "
                     f"train {fmt(at_step(ds, 'bound_train', estimator='nwj', critic=c), 2)}; accuracy {acc}")
-    return Verdict(claim, outcome(tight_test, tight_train, all(not_best)), tuple(rows), decided_by)
+    return Verdict(claim, outcome(tight_test, tight_train, all(not_best)), tuple(rows), decided_by, paper)
 
 
 STUDY = Study(

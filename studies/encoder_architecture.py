@@ -110,6 +110,7 @@ def verdict(ds):
     """Fig. 4a/b: at equal t the ConvNet gives the better representation."""
     claim = ("At equal t the ConvNet beats the MLP: higher last-evaluation probe accuracy for every "
              "(estimator, t); bounds count as matched when both L_t ≤ 0.5 nats")
+    paper = "paper (20k steps, InfoNCE): t=2 ConvNet 0.894 vs MLP 0.850; t=4 0.905 vs 0.869"
     decided_by = "probe_accuracy and target_gap over step"
     encoders = [str(e) for e in ds["encoder"].values]
     if "convnet" not in encoders or "mlp" not in encoders:
@@ -124,7 +125,7 @@ def verdict(ds):
             matched = "matched" if max(gaps) <= 0.5 else f"not matched: L_t {gaps[0]:.2f} / {gaps[1]:.2f}"
             parts.append(f"{est} t={float(t):g}: ConvNet {fmt(conv)} vs MLP {fmt(mlp)} ({matched})")
     state = HELD if all(wins) else (NOT_HELD if not any(wins) else PARTLY)
-    return Verdict(claim, state, tuple(parts), decided_by)
+    return Verdict(claim, state, tuple(parts), decided_by, paper)
 
 
 STUDY = Study(

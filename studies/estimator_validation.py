@@ -320,6 +320,7 @@ def verdict(ds):
     """Poole et al. 2019: InfoNCE saturates at log K; NWJ's variance grows with the true MI."""
     claim = ("At the highest true MI, InfoNCE sits just under its cap log K (mean estimate within 0.5 nats "
              "below it, never above) and NWJ's per-step sd exceeds InfoNCE's, for every critic (identity transform)")
+    paper = "Poole et al. 2019: InfoNCE ≤ log K with low variance; NWJ's variance grows exponentially with MI"
     decided_by = "estimate_smoothed over step, against true_mi and infonce_cap"
     estimators = [str(e) for e in ds["estimator"].values]
     if "infonce" not in estimators or "nwj" not in estimators or "estimate_mean" not in ds:
@@ -337,7 +338,7 @@ def verdict(ds):
         noisier.append(nwj_sd > nce_sd)
         parts.append(f"{critic}: InfoNCE {nce:.2f} (log K {cap:.2f}), sd NWJ {nwj_sd:.2f} vs InfoNCE {nce_sd:.2f}")
     evidence = (f"true MI {top:g} nats", *parts)
-    return Verdict(claim, outcome(all(saturated), all(noisier)), evidence, decided_by)
+    return Verdict(claim, outcome(all(saturated), all(noisier)), evidence, decided_by, paper)
 
 
 STUDY = Study(

@@ -88,6 +88,7 @@ def verdict(ds):
     """Fig. 2: the Jacobian's ln condition number grows from about 0."""
     claim = ("ln(σ_max/σ_min) of g1's Jacobian starts near 0 (median ≤ 0.5 at step 0) and grows (median at "
              "the last evaluation at least 1 nat higher), for every estimator")
+    paper = "paper (20k steps): median ≈ 4.6 (InfoNCE), 3.4 (NWJ); max ≈ 6.7 / 5.4; accuracy 0.840 → 0.880 / 0.878"
     decided_by = "log_condition_number percentile bands over step"
     if "log_condition_number" not in ds:
         return undecided(claim, "no log_condition_number in the results (jacobian_inputs = 0?)", decided_by)
@@ -101,7 +102,7 @@ def verdict(ds):
         grows.append(mean(first) <= 0.5 and mean(last) - mean(first) >= 1.0)
         parts.append(f"{est}: p{q * 100:.0f} {fmt(first, 2)} → {fmt(last, 2)}, max {fmt(top, 2)}; "
                      f"accuracy {fmt(acc)}")
-    return Verdict(claim, HELD if all(grows) else NOT_HELD, tuple(parts), decided_by)
+    return Verdict(claim, HELD if all(grows) else NOT_HELD, tuple(parts), decided_by, paper)
 
 
 STUDY = Study(

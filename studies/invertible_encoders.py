@@ -75,6 +75,7 @@ def verdict(ds):
     """Fig. 1a/b: the probe accuracy rises although every encoder is a bijection."""
     claim = ("Accuracy rises although g1 is a bijection (true MI constant): last-evaluation probe accuracy "
              "at least 0.01 above step 0, for every estimator")
+    paper = "paper (MNIST, 20k steps): 0.862 → 0.896 (InfoNCE), 0.890 (NWJ)"
     decided_by = "probe_accuracy over step"
     if "probe_accuracy" not in ds:
         return undecided(claim, "no probe_accuracy in the results", decided_by)
@@ -83,7 +84,7 @@ def verdict(ds):
         first, last = at_step(ds, "probe_accuracy", "first", estimator=est), at_step(ds, "probe_accuracy", estimator=est)
         rises.append(mean(last) - mean(first) >= 0.01)
         parts.append(f"{est}: accuracy {fmt(first)} → {fmt(last)}")
-    return Verdict(claim, HELD if all(rises) else NOT_HELD, tuple(parts), decided_by)
+    return Verdict(claim, HELD if all(rises) else NOT_HELD, tuple(parts), decided_by, paper)
 
 
 STUDY = Study(

@@ -125,6 +125,7 @@ def verdict(ds):
     """probe's question: at equal estimated MI, do encoder families differ?"""
     claim = ("At equal t, encoder families differ in probe accuracy, V-information and the median ln condition "
              "number (one-way ANOVA across families over seeds, p < 0.01, at every (estimator, t))")
+    paper = "no paper figure: probe's own question (Fig. 4a/b asks it for two architectures)"
     decided_by = "probe_accuracy, v_information, log_condition_number and target_gap over step"
     if ds.sizes.get("seed", 0) < 2 or ds.sizes.get("encoder", 0) < 2:
         return undecided(claim, "needs at least 2 seeds and 2 encoder families", decided_by)
@@ -157,7 +158,7 @@ def verdict(ds):
                 if deficient:
                     texts.append(f"rank-deficient Jacobians (ln cond is float32 round-off): {', '.join(deficient)}")
             parts.append(f"{est} t={float(t):g} (worst L_t {gap:.2f}): " + "; ".join(texts))
-    return Verdict(claim, outcome(*(all(v) for v in differ.values())), tuple(parts), decided_by)
+    return Verdict(claim, outcome(*(all(v) for v in differ.values())), tuple(parts), decided_by, paper)
 
 
 STUDY = Study(

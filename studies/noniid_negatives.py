@@ -201,6 +201,7 @@ def verdict(ds):
     """Fig. 4c: non-i.i.d. negatives push the estimate above the true MI."""
     claim = ("With one shared Z per batch the smoothed estimate ends above 1.5 × the true MI; with i.i.d. "
              "batches it does not (InfoNCE and NWJ)")
+    paper = "paper: non-i.i.d. InfoNCE 0.17–0.20, NWJ 0.09–0.10; i.i.d. just under 0.0204"
     decided_by = "bound_train_smoothed over step, against the true-MI line"
     negatives = [str(n) for n in ds["negatives"].values]
     if "iid" not in negatives or "noniid" not in negatives:
@@ -214,7 +215,7 @@ def verdict(ds):
         below.append(mean(iid) <= 1.5 * true_mi)
         parts.append(f"{est}: non-i.i.d. {fmt(noniid, 4)}, i.i.d. {fmt(iid, 4)}")
     evidence = (f"true MI {true_mi:.4f} nats", *parts)
-    return Verdict(claim, outcome(all(above), all(below)), evidence, decided_by)
+    return Verdict(claim, outcome(all(above), all(below)), evidence, decided_by, paper)
 
 
 STUDY = Study(

@@ -4,7 +4,6 @@ The studies and analyzers take numpy inputs and modules wherever they live; thes
 check that nothing assumes the CPU (a CUDA encoder with numpy inputs, every study's smoke
 cell on the GPU) and that the GPU gives the CPU's numbers where the arithmetic is the same.
 """
-import dataclasses
 
 import numpy as np
 import pytest

@@ -49,7 +49,6 @@ def make_result(
         variables["probe_accuracy"][1][..., 1, 3:] = np.nan
         status[(0,) * len(grid) + (1,)] = "non-finite loss at step 2345"
     if quantiles:
-        q = np.linspace(0, 1, 6)
         kappa = np.sort(rng.gamma(2, 1, shape[:-2] + (6,) + shape[-2:]), axis=len(grid)) * progress
         variables["log_condition_number"] = (
             tuple(grid) + ("quantile", "seed", "step"), kappa, {"long_name": "ln condition number of the Jacobian", "units": "1"})
