@@ -137,6 +137,18 @@ def test_paper_values_shown_for_mnist(page):
     assert "5.3-6.1" in page  # NWJ band in the final table
 
 
+def test_a_short_run_ends_beside_the_papers_last_values(tmp_path):
+    short = make_result().isel(step=slice(0, 2))  # steps 0 and 4,000: the paper's 20k is off its axis
+    page = write_report(short, tmp_path / "short.html").read_text(encoding="utf-8")
+    assert "End of training: ours beside the paper" in page
+    payload = chart_payload(page)
+    rows = [row for data in payload["datasets"].values() for row in data if isinstance(row, dict)]
+    paper = {(r["label"], r["value"]) for r in rows if str(r.get("source", "")).startswith("paper, step 20,000")}
+    assert ("infonce", 0.896) in paper and ("nwj", 0.89) in paper      # accuracy at 20k [F]
+    assert any(r.get("source") == "ours, step 4000" and r["label"] == "nwj" for r in rows)
+    assert any("5.3-6.1" in str(r.get("source", "")) for r in rows)    # the NWJ band at 20k, as a range
+
+
 def test_paper_values_absent_for_digits(tmp_path):
     ds = make_result(dataset="digits", quantiles=False)
     before = ds.copy(deep=True)
@@ -145,6 +157,7 @@ def test_paper_values_absent_for_digits(tmp_path):
     page = out.read_text(encoding="utf-8")
     assert "paper (Tschannen et al. 2020)" not in json.dumps(chart_payload(page))
     assert "are for MNIST" in page and "digits" in page
+    assert "End of training: ours beside the paper" not in page  # no paper values to set beside ours
 
 
 def test_failed_runs_listed_and_band_uses_remaining_seeds(page):
