@@ -336,7 +336,7 @@ def verdict(ds):
         nwj_sd = float(np.nanmean(ds["estimate_sd"].sel(estimator="nwj", **cell).values))
         saturated.append(cap - 0.5 <= nce <= cap + 1e-3)
         noisier.append(nwj_sd > nce_sd)
-        parts.append(f"{critic}: InfoNCE {nce:.2f} (log K {cap:.2f}), sd NWJ {nwj_sd:.2f} vs InfoNCE {nce_sd:.2f}")
+        parts.append(f"{critic}: InfoNCE {nce:.2f} (log K {cap:.2f}), sd NWJ {nwj_sd:.3g} vs InfoNCE {nce_sd:.3g}")
     evidence = (f"true MI {top:g} nats", *parts)
     return Verdict(claim, outcome(all(saturated), all(noisier)), evidence, decided_by, paper)
 
