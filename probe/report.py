@@ -347,71 +347,79 @@ def _line_chart(study: _Study, name: str) -> alt.LayerChart | None:
     return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT, title=alt.Title(long_name, subtitle=subtitle))
 
 
-def _endpoint_charts(study: _Study) -> list[alt.LayerChart]:
-    """Our last evaluation (mean ± 1 sd over seeds) beside the paper's last reported value, per
-    grid cell: a short run ends long before the paper's 20k steps, so its curves cannot meet the
-    paper's end points on a shared step axis; this puts the two end states side by side."""
-    if study.paper is None:
-        return []
-    entry, last = study.paper, int(study.steps[-1])
-    keys = list(dict.fromkeys([*entry["values"], *entry["bands"]]))
-    charts = []
-    for key in keys:
-        name, _, stat = key.partition(":")
-        if name not in study.variables:
+def _endpoint_charts(study: _Study) -> tuple[list[alt.LayerChart], bool]:
+    """Our last evaluation (mean ± 1 sd over seeds) per grid cell, beside the paper's last reported
+    value where the paper has one: a short run ends long before the paper's 20k steps, so its
+    curves cannot meet the paper's end points on a shared step axis. For a study the paper has no
+    values for, every variable's end state, so the grid cells compare at a glance. Returns the
+    charts and whether they carry paper values."""
+    keys: list[str] = []
+    if study.paper is not None:
+        keys = [k for k in dict.fromkeys([*study.paper["values"], *study.paper["bands"]])
+                if k.partition(":")[0] in study.variables]
+    with_paper = bool(keys)
+    if not with_paper:
+        keys = [n if "quantile" not in study.ds[n].dims else f"{n}:median"
+                for n in study.variables if n not in LAST]
+    charts = [c for c in (_endpoint_chart(study, key, with_paper) for key in keys) if c is not None]
+    return charts, with_paper
+
+
+def _endpoint_chart(study: _Study, key: str, with_paper: bool) -> alt.LayerChart | None:
+    name, _, stat = key.partition(":")
+    last = int(study.steps[-1])
+    values = _arrange(study, name)
+    if values.ndim == 4:
+        if stat not in reference.QUANTILE_STATS:
+            return None
+        q = np.asarray(study.ds["quantile"].values, dtype=float)
+        pick = int(np.argmin(np.abs(q - reference.QUANTILE_STATS[stat])))
+        stat = f"p{q[pick] * 100:g}"
+        values = values[:, pick]
+    mean, sd, n = _seed_stats(values)
+    points, bands = _paper_points(study, key) if with_paper else ([], [])
+    ours, paper = [], []
+    for i, label in enumerate(study.labels):
+        mine = [p for p in points if p["label"] == label]
+        ranges = [b for b in bands if b["label"] == label]
+        if (with_paper and not (mine or ranges)) or n[i, -1] == 0:
             continue
-        values = _arrange(study, name)
-        if values.ndim == 4:
-            if stat not in reference.QUANTILE_STATS:
-                continue
-            q = np.asarray(study.ds["quantile"].values, dtype=float)
-            values = values[:, int(np.argmin(np.abs(q - reference.QUANTILE_STATS[stat])))]
-        mean, sd, n = _seed_stats(values)
-        points, bands = _paper_points(study, key)
-        ours, paper = [], []
-        for i, label in enumerate(study.labels):
-            mine = [p for p in points if p["label"] == label]
-            ranges = [b for b in bands if b["label"] == label]
-            if not (mine or ranges) or n[i, -1] == 0:
-                continue
-            m, s = float(mean[i, -1]), float(sd[i, -1]) if n[i, -1] > 1 else 0.0
-            ours.append({"label": label, "value": _round(m), "lo": _round(m - s), "hi": _round(m + s),
-                         "source": f"ours, step {last}", "n": int(n[i, -1])})
-            if mine:
-                end = max(mine, key=lambda p: p["step"])
-                paper.append({"label": label, "value": end["value"], "source": f"paper, step {end['step']:,}",
-                              "tag": end["tag"]})
-            if ranges:
-                end = max(ranges, key=lambda b: b["step"])
-                paper.append({"label": label, "value": (end["lo"] + end["hi"]) / 2, "lo": end["lo"], "hi": end["hi"],
-                              "source": f"paper, step {end['step']:,} (range {end['range']})", "tag": end["tag"]})
-        if not ours:
-            continue
-        long_name, title = _titles(study.ds, name)
-        x = alt.X("value:Q", title=title + (f" ({stat})" if stat else ""), scale=alt.Scale(zero=False))
-        y = alt.Y("label:N", title=None, sort=study.labels)
-        tip = ["label:N", "source:N", alt.Tooltip("value:Q", format=".4f")]
-        frame = pd.DataFrame(ours)
-        layers = [
-            alt.Chart(frame).mark_rule(strokeWidth=2).encode(x="lo:Q", x2="hi:Q", y=y, color=_colour(study)),
-            alt.Chart(frame).mark_circle(size=70, opacity=1).encode(
-                x=x, y=y, color=_colour(study), tooltip=tip + [alt.Tooltip("n:Q", title="seeds")]),
-        ]
-        if paper:
-            pframe = pd.DataFrame(paper)
-            if "lo" in pframe:
-                ranged = pframe.dropna(subset=["lo"])
-                if len(ranged):
-                    layers.append(alt.Chart(ranged).mark_rule(strokeWidth=6, opacity=0.3, color="#59636e")
-                                  .encode(x="lo:Q", x2="hi:Q", y=y))
-            layers.append(alt.Chart(pframe).mark_point(shape="diamond", filled=True, size=110, color="#1f2328",
-                                                       opacity=0.85).encode(x=x, y=y, tooltip=tip + ["tag:N"]))
-        height = max(60, 26 * len(ours))
-        charts.append(alt.layer(*layers).properties(
-            width=WIDTH, height=height,
-            title=alt.Title(long_name + (f", {stat}" if stat else ""),
-                            subtitle=f"{name}: ours (circle, ± 1 sd) at step {last}; paper (◆) at its last step")))
-    return charts
+        m, s = float(mean[i, -1]), float(sd[i, -1]) if n[i, -1] > 1 else 0.0
+        ours.append({"label": label, "value": _round(m), "lo": _round(m - s), "hi": _round(m + s),
+                     "source": f"ours, step {last}", "n": int(n[i, -1])})
+        if mine:
+            end = max(mine, key=lambda p: p["step"])
+            paper.append({"label": label, "value": end["value"], "source": f"paper, step {end['step']:,}",
+                          "tag": end["tag"]})
+        if ranges:
+            end = max(ranges, key=lambda b: b["step"])
+            paper.append({"label": label, "value": (end["lo"] + end["hi"]) / 2, "lo": end["lo"], "hi": end["hi"],
+                          "source": f"paper, step {end['step']:,} (range {end['range']})", "tag": end["tag"]})
+    if not ours:
+        return None
+    long_name, title = _titles(study.ds, name)
+    x = alt.X("value:Q", title=title + (f" ({stat})" if stat else ""), scale=alt.Scale(zero=False))
+    y = alt.Y("label:N", title=None, sort=study.labels)
+    tip = ["label:N", "source:N", alt.Tooltip("value:Q", format=".4f")]
+    frame = pd.DataFrame(ours)
+    layers = [
+        alt.Chart(frame).mark_rule(strokeWidth=2).encode(x="lo:Q", x2="hi:Q", y=y, color=_colour(study)),
+        alt.Chart(frame).mark_circle(size=70, opacity=1).encode(
+            x=x, y=y, color=_colour(study), tooltip=tip + [alt.Tooltip("n:Q", title="seeds")]),
+    ]
+    if paper:
+        pframe = pd.DataFrame(paper)
+        if "lo" in pframe:
+            ranged = pframe.dropna(subset=["lo"])
+            if len(ranged):
+                layers.append(alt.Chart(ranged).mark_rule(strokeWidth=6, opacity=0.3, color="#59636e")
+                              .encode(x="lo:Q", x2="hi:Q", y=y))
+        layers.append(alt.Chart(pframe).mark_point(shape="diamond", filled=True, size=110, color="#1f2328",
+                                                   opacity=0.85).encode(x=x, y=y, tooltip=tip + ["tag:N"]))
+    subtitle = f"{name}: ours (circle, ± 1 sd) at step {last}" + ("; paper (◆) at its last step" if with_paper else "")
+    return alt.layer(*layers).properties(
+        width=WIDTH - 120, height=max(60, 26 * len(ours)),  # leaves room for the cell labels
+        title=alt.Title(long_name + (f", {stat}" if stat else ""), subtitle=subtitle))
 
 
 def _quantile_charts(study: _Study, name: str) -> list[tuple[str, alt.LayerChart]]:
@@ -639,8 +647,8 @@ def _verdict_note(ds: xr.Dataset) -> str:
     verdict = judge(study, ds)
     fg, bg = BADGES[verdict.outcome]
     items = "".join(f"<li>{_e(line)}</li>" for line in verdict.evidence)
-    return (f'<div class="callout" style="background:{bg};border-color:{fg}"><p><strong>This run: the paper\'s '
-            f"claim {_e(verdict.outcome)}.</strong> {_e(verdict.claim)}.</p><ul>{items}</ul>"
+    return (f'<div class="callout" style="background:{bg};border-color:{fg}"><p><strong>This run: the claim '
+            f"{_e(verdict.outcome)}.</strong> {_e(verdict.claim)}.</p><ul>{items}</ul>"
             + (f"<p>{_e(verdict.paper[0].upper() + verdict.paper[1:])}.</p>" if verdict.paper else "")
             + f"<p class=\"hint\">Decided by: {_e(verdict.decided_by)}.</p></div>")
 
@@ -744,17 +752,23 @@ def _render(study: _Study) -> str:
             else:
                 figures.append(charts.add(chart))
     correlation = [charts.add(c) for _, c in _correlation_charts(study)]
-    endpoints = [charts.add(c) for c in _endpoint_charts(study)]
+    end_charts, with_paper = _endpoint_charts(study)
+    endpoints = [charts.add(c) for c in end_charts]
     sections = [
         _header(study),
         _paper_note(study),
     ]
-    if endpoints:
+    if endpoints and with_paper:
         sections.append(
             '<section><h2>End of training: ours beside the paper</h2><p class="hint">Our last evaluation '
             "against the paper's last reported value for the same grid cell. A reduced preset stops earlier "
             f'than the paper\'s runs: read the gap as how far the short run got.</p><div class="grid">'
             f'{"".join(endpoints)}</div></section>')
+    elif endpoints:
+        sections.append(
+            '<section><h2>End of training, per grid cell</h2><p class="hint">Every quantity at the last '
+            "evaluation, mean ± 1 sd over seeds: where the cells share a bound value, what differs is what "
+            f'the bound does not measure.</p><div class="grid">{"".join(endpoints)}</div></section>')
     sections += [
         f'<section><h2>Training curves</h2><div class="grid">{"".join(figures)}</div></section>',
     ]

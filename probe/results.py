@@ -28,8 +28,8 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "triplet_margin_mean": ("mean triplet margin f(a,p) - f(a,n) under the critic, paired views", "1"),
     "triplet_violation_fraction": ("fraction of triplets with margin < 0", "1"),
     "log_condition_number": ("quantiles of ln(sigma_max / sigma_min) of g1's Jacobian", "nats"),
-    "jacobian_rank_deficient": ("fraction of g1's Jacobians that are numerically rank deficient "
-                                "(sigma_min <= max(d_in, d_out) * eps * sigma_max)", "1"),
+    # rank deficient: sigma_min <= max(d_in, d_out) * eps * sigma_max in the Jacobian's dtype
+    "jacobian_rank_deficient": ("fraction of g1's Jacobians numerically rank deficient", "1"),
     "wall_time": ("wall time since the run started", "s"),
     "loss": ("training loss at the last update", "nats"),
     "status": ("run status", ""),

@@ -158,6 +158,7 @@ def test_paper_values_absent_for_digits(tmp_path):
     assert "paper (Tschannen et al. 2020)" not in json.dumps(chart_payload(page))
     assert "are for MNIST" in page and "digits" in page
     assert "End of training: ours beside the paper" not in page  # no paper values to set beside ours
+    assert "End of training, per grid cell" in page             # the cells side by side instead
 
 
 def test_failed_runs_listed_and_band_uses_remaining_seeds(page):
