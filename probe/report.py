@@ -40,6 +40,7 @@ NOT_CORRELATED = frozenset({"bound_test", "loss", "wall_time"})
 RESERVED_DIMS = ("seed", "step", "quantile")
 WIDTH, HEIGHT = 420, 240
 PAPER_NAME = f"paper ({reference.CITATION})"
+MAX_ENDPOINT_CELLS = 12    # end-of-training dot plots without paper values: more rows stop being a glance
 MAX_SCATTER_POINTS = 3000  # the correlation uses every point; the plot thins to keep pages small
 PALETTE = (
     "#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b", "#9d755d",
@@ -358,7 +359,7 @@ def _endpoint_charts(study: _Study) -> tuple[list[alt.LayerChart], bool]:
         keys = [k for k in dict.fromkeys([*study.paper["values"], *study.paper["bands"]])
                 if k.partition(":")[0] in study.variables]
     with_paper = bool(keys)
-    if not with_paper:
+    if not with_paper and len(study.labels) <= MAX_ENDPOINT_CELLS:
         keys = [n if "quantile" not in study.ds[n].dims else f"{n}:median"
                 for n in study.variables if n not in LAST]
     charts = [c for c in (_endpoint_chart(study, key, with_paper) for key in keys) if c is not None]
