@@ -238,3 +238,36 @@ def test_bad_seed_raises(spec_id):
     spec = SPECS[spec_id]
     _raises(spec, InputValueError, "seed", seed=-1)
     _raises(spec, InputTypeError, "seed", seed=1.5)
+
+
+# ----------------------------------------------------------------------------- BLAS threads
+
+def _blas_threads_inside():
+    from threadpoolctl import threadpool_info
+
+    from probe.analyzers._common import capped_blas_threads
+
+    return capped_blas_threads(lambda: max(i["num_threads"] for i in threadpool_info()))()
+
+
+@pytest.mark.parametrize("cores, expected", [(2, 1), (8, 2), (16, 4), (64, 4)])
+def test_sklearn_fits_use_a_quarter_of_the_cores_at_most_4(monkeypatch, cores, expected):
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    with threadpool_limits(64):
+        assert _blas_threads_inside() == expected
+
+
+def test_a_lower_thread_limit_in_force_is_never_raised(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    with threadpool_limits(1):
+        assert _blas_threads_inside() == 1
+
+
+def test_capped_analyzers_keep_their_signature_and_docs():
+    import inspect
+
+    from probe import analyzers
+
+    for function in (analyzers.v_information, analyzers.linear_probe):
+        assert function.__doc__ and function.__name__ in ("v_information", "linear_probe")
+        assert "seed" in inspect.signature(function).parameters

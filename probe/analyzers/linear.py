@@ -20,7 +20,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import MinMaxScaler
 
 from probe.analyzers._common import (
-    check_choice, check_label_pair, check_positive_float, check_seed, held_out_cross_entropy,
+    capped_blas_threads, check_choice, check_label_pair, check_positive_float, check_seed, held_out_cross_entropy,
     make_dataset, run_quietly, split_indices, var,
 )
 from probe.errors import InputValueError
@@ -63,6 +63,7 @@ def _cross_validate(z, y, folds, **fit) -> np.ndarray:
     return np.array([_score(z[tr], y[tr], z[te], y[te], **fit) for tr, te in splitter.split(z, y)])
 
 
+@capped_blas_threads
 def linear_probe(
     train_z: Any,
     train_y: Any,

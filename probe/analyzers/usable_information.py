@@ -28,8 +28,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from probe.analyzers._common import (
-    NATS_PER_BIT, PROB_FLOOR, check_label_pair, check_positive_float, check_seed, held_out_cross_entropy,
-    make_dataset, run_quietly, split_indices, var,
+    NATS_PER_BIT, PROB_FLOOR, capped_blas_threads, check_label_pair, check_positive_float, check_seed,
+    held_out_cross_entropy, make_dataset, run_quietly, split_indices, var,
 )
 from probe.errors import InputValueError
 from probe.validation import check_array, check_fraction, check_labels, check_same_length, check_same_width
@@ -165,6 +165,7 @@ def _held_out(z, labels_or_target, test_z, test_other, *, mode, test_fraction, s
     return z[tr], other[tr], z[te], other[te]
 
 
+@capped_blas_threads
 def v_information(
     z: Any,
     y: Any = None,
