@@ -135,6 +135,18 @@ def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, dev
         from probe.report import write_report
 
         click.echo(f"report: {write_report(path)}", err=True)
+    _echo_verdict(study, path)
+
+
+def _echo_verdict(study, path) -> None:
+    """One line on whether this run showed the paper's effect, and the numbers that decide it."""
+    from probe.report_index import judge
+    from probe.results import load_dataset
+
+    verdict = judge(study, load_dataset(path))
+    click.echo(f"verdict: the claim {verdict.outcome}: {verdict.claim}", err=True)
+    for line in verdict.evidence:
+        click.echo(f"  {line}", err=True)
 
 
 @main.command("report")

@@ -34,6 +34,8 @@ def test_run_study_smoke_writes_results_and_report(runner, tmp_path, monkeypatch
     assert result.exit_code == 0, result.output
     assert list((tmp_path / "runs" / "invertible-encoders").glob("*/results.nc"))
     assert (tmp_path / "reports" / "invertible-encoders.html").stat().st_size > 10_000
+    # the run ends with whether it showed the paper's effect, and the numbers that decide it
+    assert "verdict: the claim " in result.output and "infonce: accuracy " in result.output
 
 
 def _fails_cleanly(result, *needles):
