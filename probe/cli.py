@@ -183,9 +183,11 @@ def list_studies_cmd():
     """List the studies with the paper figure each reproduces."""
     from probe.study import list_studies
 
-    for study in list_studies():
+    studies = list_studies()
+    width = max(len(s.figure) for s in studies)
+    for study in studies:
         presets = ", ".join(study.presets)
-        click.echo(f"{study.name:<22} {study.figure:<10} {study.description}  [presets: {presets}]")
+        click.echo(f"{study.name:<22} {study.figure:<{width}}  {study.description}  [presets: {presets}]")
 
 
 @main.command("datasets")
