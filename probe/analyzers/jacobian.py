@@ -93,7 +93,9 @@ def _singular_values(encoder: Callable, x: torch.Tensor, batch_size: int) -> tup
                     f"{CALLER}: the encoder could not be differentiated with respect to its input: {err}. "
                     "It must be a differentiable torch function of a (n, d_in) tensor."
                 ) from err
-        blocks.append(torch.linalg.svdvals(jac.to(torch.float64)).cpu().numpy())
+        # float64 SVDs on the CPU: 1.8 s vs 2.8 s on an H200 for 128 x 392², and GPUs without full
+        # float64 units are far slower still (bench/evaluation_profile.py, bench/README.md).
+        blocks.append(torch.linalg.svdvals(jac.detach().to("cpu", torch.float64)).numpy())
     return np.concatenate(blocks), method
 
 
