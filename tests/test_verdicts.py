@@ -226,3 +226,17 @@ def test_report_all_on_a_folder_without_results_says_what_to_run(tmp_path):
 def test_report_on_a_folder_without_all_points_to_it(tmp_path):
     result = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert result.exit_code != 0 and "--all" in result.output
+
+
+def test_report_all_keeps_two_runs_of_one_study_apart(tmp_path):
+    runs = tmp_path / "runs"
+    for i, gain in enumerate((0.03, 0.0)):
+        ds = grid_dataset("invertible-encoders", {"estimator": ["infonce"]},
+                          {"probe_accuracy": lambda ids, s, g=gain: 0.8 + g * s, "bound_test": lambda ids, s: s})
+        _save(ds, runs / "invertible-encoders" / f"quick-{i}" / "results.nc")
+    result = CliRunner().invoke(main, ["report", "--all", str(runs), "--out", str(tmp_path / "site")])
+    assert result.exit_code == 0, result.output
+    pages = sorted(p.name for p in (tmp_path / "site").glob("invertible-encoders*.html"))
+    assert pages == ["invertible-encoders-quick-1.html", "invertible-encoders.html"]
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert ">held<" in index and ">did not hold<" in index
