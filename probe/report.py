@@ -86,6 +86,12 @@ def write_report(results: xr.Dataset | str | os.PathLike, out: str | os.PathLike
     study = _describe(ds, source)
     page = _render(study)
     path = _out_path(out, study)
+    write_page(path, page)
+    return path
+
+
+def write_page(path: Path, text: str) -> None:
+    """Write an HTML page to a temporary name, then move it into place: no reader sees half a page."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -93,12 +99,11 @@ def write_report(results: xr.Dataset | str | os.PathLike, out: str | os.PathLike
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is meant to be shared
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(page)
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 # ----------------------------------------------------------------------------- input
@@ -179,8 +184,13 @@ def _attr(ds: xr.Dataset, key: str, default: str = "") -> str:
     return default if value is None else str(value)
 
 
+def file_name(text: object, default: str) -> str:
+    """`text` as a safe file-name stem (letters, digits, '.', '_', '-'), or `default` if nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip(".-") or default
+
+
 def _out_path(out: str | os.PathLike | None, study: _Study) -> Path:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", _attr(study.ds, "study")).strip(".-") or "report"
+    name = file_name(_attr(study.ds, "study"), "report")
     if out is None:
         return Path.cwd() / "reports" / f"{name}.html"
     path = Path(out)

@@ -9,10 +9,7 @@ dataset and seeds made it. Studies with no result get a row with the command tha
 from __future__ import annotations
 
 import datetime as dt
-import html
 import os
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from probe.errors import DataUnavailableError, InputValueError
 from probe.study import Study, list_studies
 
 CALLER = "probe report --all"
+_e = report._e  # the report pages' HTML escaping
 BADGES = {
     verdicts.HELD: ("#1a7f37", "#dafbe1"),
     verdicts.PARTLY: ("#9a6700", "#fff8c5"),
@@ -86,20 +84,13 @@ def write_index(runs_dir: str | os.PathLike, out_dir: str | os.PathLike = "repor
             unreadable.append(f"{path} (not a probe study result)")
             continue
         same = entries.setdefault(study.name, [])
-        name = study.name if not same else f"{study.name}-{_slug(ds.attrs.get('preset', ''))}-{len(same)}"
+        preset = report.file_name(ds.attrs.get("preset", ""), "run")
+        name = study.name if not same else f"{study.name}-{preset}-{len(same)}"
         page = report.write_report(ds, out / f"{name}.html")
         same.append(Entry(study, path, page, ds, judge(study, ds)))
     index = out / "index.html"
-    _atomic_write(index, _render(list(by_name.values()), entries, unreadable, Path(runs_dir)))
+    report.write_page(index, _render(list(by_name.values()), entries, unreadable, Path(runs_dir)))
     return index
-
-
-def _slug(text: object) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip(".-") or "run"
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _badge(outcome: str) -> str:
@@ -166,14 +157,3 @@ table.index td { padding:10px 12px; }
 </html>
 """
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
