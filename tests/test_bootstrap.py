@@ -132,3 +132,26 @@ def test_ci_variable_is_labelled_and_survives_netcdf(tmp_path):
 def test_ci_variable_refuses_dims_that_do_not_match():
     with pytest.raises(InputValueError, match="^ci_variable: lower has shape"):
         ci_variable([0.0, 0.1], [0.2, 0.3], "x", "1", level=0.95, n_bootstrap=10)
+
+
+def test_estimate_recentres_the_replicates_on_it_and_keeps_their_spread():
+    # The max of n rows is biased low on redrawn rows; recentred, the interval holds the max.
+    x = np.random.default_rng(5).standard_normal(50)
+    plain = bootstrap_ci(lambda rows: x[rows].max(), 50, n_bootstrap=200, seed=0)
+    reps = bootstrap_replicates(lambda rows: x[rows].max(), 50, n_bootstrap=200, seed=0)
+    lower, upper = bootstrap_ci(lambda rows: x[rows].max(), 50, n_bootstrap=200, seed=0, estimate=x.max())
+    shift = x.max() - np.median(reps)
+    assert (lower, upper) == pytest.approx((plain[0] + shift, plain[1] + shift), rel=1e-12)
+    assert lower <= x.max() <= upper
+
+
+def test_recentring_an_infinite_median_leaves_the_replicates_alone():
+    x = np.array([np.inf, np.inf, 1.0])
+    assert bootstrap_ci(lambda rows: x[rows].max(), 3, n_bootstrap=50, seed=0, estimate=np.inf) == \
+        bootstrap_ci(lambda rows: x[rows].max(), 3, n_bootstrap=50, seed=0)
+
+
+def test_ci_variable_method_names_what_was_redrawn():
+    ci = ci_variable(0.0, 1.0, "x", "1", level=0.9, n_bootstrap=5, resampled="anchor rows", recentred=True)
+    assert ci.attrs["method"] == "percentile bootstrap over anchor rows, replicates recentred on the estimate"
+    assert ci.attrs["long_name"] == "90% confidence interval of the x"

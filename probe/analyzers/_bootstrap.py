@@ -8,6 +8,15 @@ Introduction to the Bootstrap, 1993, Sec. 13.3): the alpha/2 and 1 - alpha/2 ord
 of the replicates, alpha = 1 - level. It describes the variation from the held-out rows only:
 a probe's or critic's training variation is not in it.
 
+Redrawn rows repeat about a third of the rows, and a statistic that is not an average of
+per-row terms can shift under that: spectra and similarity indices of n rows in d dimensions
+(RankMe, linear CKA) move by several times their spread when d is not small against n (RankMe
+of 200 x 64 standard normal rows: 61.0, replicates 57.4 to 58.7). Pass `estimate` for such a
+statistic: the replicates are then recentred so that their median is the estimate, and the
+interval keeps the bootstrap's spread around the value reported beside it. That spread is
+then conservative: for those 200 x 64 rows the 95% interval of RankMe is 1.26 wide against
+0.34 for the central 95% of RankMe over fresh draws of 200 rows (linear CKA: 0.035 against 0.023).
+
 Usage, in an analyzer:
 
     n_bootstrap = check_n_bootstrap(n_bootstrap, CALLER)
@@ -106,7 +115,8 @@ def percentile_interval(replicates: np.ndarray, level: float) -> tuple[np.ndarra
 
 
 def bootstrap_ci(statistic: Callable[[np.ndarray], float | np.ndarray], n_rows: int, *, n_bootstrap: int,
-                 seed: int, level: float = 0.95) -> tuple[float | np.ndarray, float | np.ndarray]:
+                 seed: int, level: float = 0.95, estimate: float | np.ndarray | None = None,
+                 ) -> tuple[float | np.ndarray, float | np.ndarray]:
     """Percentile bootstrap interval of `statistic` over `n_rows` held-out rows.
 
     Args:
@@ -114,26 +124,36 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], float | np.ndarray], n_rows: 
             or an array of fixed shape; it must not refit anything on those rows' neighbours.
         n_rows: number of held-out rows (or sampled units) the indices range over.
         n_bootstrap: resamples (>= 1). seed: the resampler. level: coverage in (0, 1).
+        estimate: the statistic on all rows, for a statistic the redraws bias (see the module
+            docstring): the replicates are shifted so their median equals it, so the interval
+            always holds it. None (for averages of per-row terms): the plain percentile interval.
 
     Returns:
         (lower, upper): floats for a scalar statistic, else arrays of the statistic's shape.
 
     Reference: Efron & Tibshirani 1993, Sec. 13.3 (percentile interval).
     """
-    lower, upper = percentile_interval(
-        bootstrap_replicates(statistic, n_rows, n_bootstrap=n_bootstrap, seed=seed), level)
+    replicates = bootstrap_replicates(statistic, n_rows, n_bootstrap=n_bootstrap, seed=seed)
+    if estimate is not None:
+        with np.errstate(invalid="ignore"):  # an infinite median is left alone below
+            shift = np.asarray(estimate, dtype=np.float64) - np.median(replicates, axis=0)
+        replicates = replicates + np.where(np.isfinite(shift), shift, 0.0)
+    lower, upper = percentile_interval(replicates, level)
     if lower.ndim == 0:
         return float(lower), float(upper)
     return lower, upper
 
 
 def ci_variable(lower: Any, upper: Any, long_name: str, units: str, *, level: float, n_bootstrap: int,
-                dims: str | Sequence[str] = (), coords: dict | None = None) -> xr.DataArray:
+                dims: str | Sequence[str] = (), coords: dict | None = None,
+                resampled: str = "held-out rows", recentred: bool = False) -> xr.DataArray:
     """The `<var>_ci` variable: the interval along a trailing `interval` dim ("lower", "upper").
 
     `lower` and `upper` have the shape of the variable (over `dims`, whose coordinates may be
-    given in `coords`); `long_name` and `units` are the variable's own. Attributes (level,
-    n_bootstrap, method) are netCDF-safe.
+    given in `coords`); `long_name` and `units` are the variable's own; `resampled` names the
+    units redrawn when they are not plain held-out rows (method "percentile bootstrap over
+    anchor rows"); `recentred` says the interval came from `bootstrap_ci(..., estimate=...)`.
+    Attributes (level, n_bootstrap, method) are netCDF-safe.
     """
     dims = (dims,) if isinstance(dims, str) else tuple(dims)
     values = np.stack([np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)], axis=-1)
@@ -142,6 +162,8 @@ def ci_variable(lower: Any, upper: Any, long_name: str, units: str, *, level: fl
             f"ci_variable: lower has shape {np.shape(lower)} but dims are {dims}; one dim per axis is required."
         )
     attrs = {"long_name": f"{level:.0%} confidence interval of the {long_name}", "units": units,
-             "level": float(level), "n_bootstrap": int(n_bootstrap), "method": CI_METHOD}
+             "level": float(level), "n_bootstrap": int(n_bootstrap),
+             "method": f"percentile bootstrap over {resampled}"
+                       + (", replicates recentred on the estimate" if recentred else "")}
     all_coords = {**(coords or {}), CI_DIM: np.array(CI_BOUNDS)}
     return xr.DataArray(values, dims=(*dims, CI_DIM), coords=all_coords, attrs=attrs)
