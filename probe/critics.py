@@ -6,13 +6,15 @@ triplet margins measured with the critic's own similarity).
 Sizes follow the paper's notebook (REFERENCE.md, "Critics"): bilinear xᵀWy with W of size
 d_x x d_y; separable φ1(x)ᵀφ2(y) with one 100-unit ReLU hidden layer and a 100-unit output;
 concat MLP on [x, y] with one 200-unit ReLU hidden layer and a scalar output, evaluated on all
-K² pairs.
+K² pairs. Initialisation as Keras `Dense` (the notebook builds every critic from it):
+Glorot-uniform weights, zero biases.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from probe.encoders import dense_stack
 from probe.errors import InputValueError, unknown_name
 
 
@@ -49,22 +51,14 @@ class InnerProductCritic(nn.Module):
         return (x * y).sum(dim=1)
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 class SeparableCritic(nn.Module):
-    """f(x, y) = φ1(x)ᵀ φ2(y), each φ an MLP (hidden..., output) with ReLU between layers."""
+    """f(x, y) = φ1(x)ᵀ φ2(y), each φ an MLP (hidden..., output) with ReLU between layers,
+    Glorot-uniform weights and zero biases."""
 
     def __init__(self, dim_x: int, dim_y: int, hidden: tuple[int, ...] = (100,), out: int = 100):
         super().__init__()
-        self.phi_x = _mlp([dim_x, *hidden, out])
-        self.phi_y = _mlp([dim_y, *hidden, out])
+        self.phi_x = dense_stack([dim_x, *hidden, out])
+        self.phi_y = dense_stack([dim_y, *hidden, out])
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.phi_x(x) @ self.phi_y(y).T
@@ -74,11 +68,12 @@ class SeparableCritic(nn.Module):
 
 
 class ConcatCritic(nn.Module):
-    """f(x, y) = MLP([x, y]) -> scalar, evaluated on all K² pairs (K² forward passes)."""
+    """f(x, y) = MLP([x, y]) -> scalar, evaluated on all K² pairs; Glorot-uniform weights and
+    zero biases."""
 
     def __init__(self, dim_x: int, dim_y: int, hidden: tuple[int, ...] = (200,)):
         super().__init__()
-        self.net = _mlp([dim_x + dim_y, *hidden, 1])
+        self.net = dense_stack([dim_x + dim_y, *hidden, 1])
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         k = x.shape[0]

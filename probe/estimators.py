@@ -62,9 +62,16 @@ def infonce(scores: torch.Tensor) -> torch.Tensor:
     """InfoNCE (van den Oord et al. 2018): log K + mean_i (S_ii - logsumexp_j S_ij).
 
     Bounded above by log K (4.852 nats at K = 128): low variance, biased when MI > log K.
+    Computed as log K - mean_i logsumexp_j (S_ij - S_ii): the same value, but each row is
+    shifted by its own positive first, so scores of size 1e3 in float32 do not lose the O(1)
+    result to rounding at 1e3 (ulp 6e-5).
     """
     k = _check_scores(scores, "infonce")
-    return math.log(k) + (scores.diagonal() - torch.logsumexp(scores, dim=1)).mean()
+    diag = scores.diagonal()
+    # The value does not depend on the shift; a non-finite positive score is not subtracted
+    # from itself (inf - inf = NaN) but left in, so it gives -inf as the plain formula does.
+    shift = torch.where(torch.isfinite(diag), diag, torch.zeros_like(diag)).detach()
+    return math.log(k) - (torch.logsumexp(scores - shift[:, None], dim=1) - (diag - shift)).mean()
 
 
 def nwj(scores: torch.Tensor) -> torch.Tensor:
@@ -94,20 +101,43 @@ def tuba(scores: torch.Tensor, log_baseline: torch.Tensor | float = 0.0) -> torc
     return 1.0 + (scores.diagonal() - a).mean() - torch.exp(_off_diagonal_logmeanexp(scores) - a)
 
 
-def js(scores: torch.Tensor) -> torch.Tensor:
-    """Jensen-Shannon training (Hjelm et al. 2019, Poole et al. 2019 Sec. 2.3), NWJ value reported.
-
-    The returned value equals NWJ(S + 1) (the JS-optimal critic estimates log p/q, NWJ wants
-    1 + log p/q), but its gradient is that of the f-GAN JS objective
-    E_p[-softplus(-S)] - E_q[softplus(S)]: stable training, a valid lower bound reported.
-    """
-    k = _check_scores(scores, "js")
+def _js_objective(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """f-GAN Jensen-Shannon objective (Nowozin et al. 2016): E_p[-softplus(-S)] - E_q[softplus(S)]."""
     eye = torch.eye(k, dtype=torch.bool, device=scores.device)
-    js_objective = -F.softplus(-scores.diagonal()).mean() - F.softplus(scores[~eye]).mean()
-    value = nwj(scores + 1.0)
+    return -F.softplus(-scores.diagonal()).mean() - F.softplus(scores[~eye]).mean()
+
+
+def _value_with_js_gradient(value: torch.Tensor, scores: torch.Tensor, k: int) -> torch.Tensor:
+    """`value` forward, the JS objective's gradient backward (the published stop-gradient sum)."""
+    js_objective = _js_objective(scores, k)
     if not torch.isfinite(js_objective):  # the straight-through sum would turn -inf into NaN
         return value
     return js_objective + (value - js_objective).detach()
+
+
+def js(scores: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon training, NWJ value reported (Poole et al. 2019 Sec. 2.3; Hjelm et al. 2019).
+
+    As `js_lower_bound` in Poole et al.'s vbmi code and Song & Ermon's SMILE code: the value is
+    NWJ(S) = mean_i S_ii - e^{-1} mean_{i != j} e^{S_ij} (their `nwj_lower_bound`, i.e.
+    `tuba_lower_bound(S - 1)`), the gradient that of the f-GAN JS objective. At the JS-optimal
+    critic S = log p/q this value is MI - 1/e; `js_shifted` reports NWJ(S + 1) instead.
+    """
+    k = _check_scores(scores, "js")
+    return _value_with_js_gradient(nwj(scores), scores, k)
+
+
+def js_shifted(scores: torch.Tensor) -> torch.Tensor:
+    """JS training with NWJ(S + 1) = 1 + mean_i S_ii - mean_{i != j} e^{S_ij} reported.
+
+    The JS-optimal critic estimates log p/q and NWJ's optimal critic is 1 + log p/q, so this
+    value is tight (= MI) at the JS optimum, 1/e above what `js` and the published code report.
+    Still a valid lower bound for any critic. Gradient: the f-GAN JS objective's, as `js`.
+    """
+    k = _check_scores(scores, "js_shifted")
+    # Written out rather than nwj(scores + 1): adding 1 would round every score first.
+    value = 1.0 + scores.diagonal().mean() - torch.exp(_off_diagonal_logmeanexp(scores))
+    return _value_with_js_gradient(value, scores, k)
 
 
 def smile(scores: torch.Tensor, tau: float = 5.0) -> torch.Tensor:
@@ -123,14 +153,11 @@ def smile(scores: torch.Tensor, tau: float = 5.0) -> torch.Tensor:
     if not tau > 0:
         raise InputValueError(f"smile: tau is {tau}; a positive clipping threshold is required.")
     value = scores.diagonal().mean() - _off_diagonal_logmeanexp(scores.clamp(-tau, tau))
-    eye = torch.eye(k, dtype=torch.bool, device=scores.device)
-    js_objective = -F.softplus(-scores.diagonal()).mean() - F.softplus(scores[~eye]).mean()
-    if not torch.isfinite(js_objective):
-        return value
-    return js_objective + (value - js_objective).detach()
+    return _value_with_js_gradient(value, scores, k)
 
 
-ESTIMATORS: dict[str, Estimator] = {"infonce": infonce, "nwj": nwj, "dv": dv, "tuba": tuba, "js": js, "smile": smile}
+ESTIMATORS: dict[str, Estimator] = {"infonce": infonce, "nwj": nwj, "dv": dv, "tuba": tuba, "js": js,
+                                     "js_shifted": js_shifted, "smile": smile}
 
 
 def get_estimator(name: str) -> Estimator:

@@ -271,3 +271,62 @@ def test_capped_analyzers_keep_their_signature_and_docs():
     for function in (analyzers.v_information, analyzers.linear_probe):
         assert function.__doc__ and function.__name__ in ("v_information", "linear_probe")
         assert "seed" in inspect.signature(function).parameters
+
+
+# ----------------------------------------------------------------------------- bootstrap intervals
+
+# spec id -> the variables that get a `<var>_ci` with n_bootstrap > 0. An analyzer that gains
+# intervals adds its spec ids here, and the checks below then hold it to the same contract.
+CI_VARIABLES: dict[str, tuple[str, ...]] = {
+    "triplet_margins": ("margin_mean", "violation_fraction"),
+    "triplet_margins[labels]": ("margin_mean", "violation_fraction"),
+    "geometry": ("effective_rank", "uniformity", "linear_cka", "alignment", "knn_accuracy"),
+}
+N_BOOTSTRAP = 50
+
+
+@pytest.mark.parametrize("spec_id", CI_VARIABLES)
+def test_every_interval_is_labelled_and_holds_its_value(spec_id):
+    ds = SPECS[spec_id].call(n_bootstrap=N_BOOTSTRAP)
+    expected = {f"{name}_ci" for name in CI_VARIABLES[spec_id]}
+    assert {name for name in ds.data_vars if name.endswith("_ci")} == expected
+    for name in CI_VARIABLES[spec_id]:
+        value, ci = ds[name], ds[f"{name}_ci"]
+        assert ci.dims == (*value.dims, "interval") and ci["interval"].values.tolist() == ["lower", "upper"]
+        assert np.isfinite(ci.values).all(), name
+        lower, upper = ci.sel(interval="lower", drop=True), ci.sel(interval="upper", drop=True)
+        assert bool((lower <= value).all()) and bool((value <= upper).all()), (name, ci.values, value.values)
+        assert ci.attrs["units"] == value.attrs["units"] and ci.attrs["long_name"]
+        assert ci.attrs["level"] == 0.95 and ci.attrs["n_bootstrap"] == N_BOOTSTRAP
+        assert ci.attrs["method"].startswith("percentile bootstrap over"), ci.attrs["method"]
+
+
+@pytest.mark.parametrize("spec_id", CI_VARIABLES)
+def test_intervals_survive_netcdf_and_the_same_seed_gives_the_same_interval(spec_id, tmp_path):
+    spec = SPECS[spec_id]
+    ds = spec.call(n_bootstrap=N_BOOTSTRAP, seed=3)
+    xr.testing.assert_identical(ds, spec.call(n_bootstrap=N_BOOTSTRAP, seed=3))
+    other = spec.call(n_bootstrap=N_BOOTSTRAP, seed=4)
+    assert any(not np.array_equal(ds[f"{name}_ci"].values, other[f"{name}_ci"].values)
+               for name in CI_VARIABLES[spec_id])
+    ds.to_netcdf(tmp_path / "ci.nc", engine="netcdf4")
+    with xr.open_dataset(tmp_path / "ci.nc", engine="netcdf4") as back:
+        xr.testing.assert_identical(ds, back.load())
+
+
+@pytest.mark.parametrize("spec_id", CI_VARIABLES)
+def test_no_bootstrap_is_the_default_output_and_a_lower_level_is_narrower(spec_id):
+    spec = SPECS[spec_id]
+    xr.testing.assert_identical(spec.call(n_bootstrap=0), spec.call())
+    wide, narrow = spec.call(n_bootstrap=N_BOOTSTRAP), spec.call(n_bootstrap=N_BOOTSTRAP, ci_level=0.5)
+    for name in CI_VARIABLES[spec_id]:
+        assert bool((wide[f"{name}_ci"].sel(interval="lower") <= narrow[f"{name}_ci"].sel(interval="lower")).all())
+        assert bool((narrow[f"{name}_ci"].sel(interval="upper") <= wide[f"{name}_ci"].sel(interval="upper")).all())
+
+
+@pytest.mark.parametrize("spec_id", CI_VARIABLES)
+def test_bad_n_bootstrap_or_ci_level_raises(spec_id):
+    spec = SPECS[spec_id]
+    _raises(spec, InputValueError, "n_bootstrap", n_bootstrap=-1)
+    _raises(spec, InputTypeError, "n_bootstrap", n_bootstrap=1.5)
+    _raises(spec, InputValueError, "ci_level", n_bootstrap=10, ci_level=1.5)

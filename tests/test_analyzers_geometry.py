@@ -105,3 +105,88 @@ def test_errors_name_the_problem():
         geometry(z, labels=np.arange(10) % 2, k=10)
     with pytest.raises(InputValueError, match="but paired has 9"):
         geometry(z, paired=z[:9])
+
+
+# ----------------------------------------------------------------------------- bootstrap intervals
+
+def _percentile(values, level=0.95):
+    ordered, last = sorted(values), len(values) - 1
+    return ordered[math.floor((1 - level) / 2 * last + 1e-9)], ordered[math.ceil((1 + level) / 2 * last - 1e-9)]
+
+
+def _rankme(z):
+    sigma = np.linalg.svd(z, compute_uv=False)
+    p = sigma / sigma.sum() + 1e-7
+    return math.exp(-sum(p * np.log(p)))
+
+
+def test_bootstrap_intervals_match_loops_over_redrawn_rows():
+    from probe.analyzers._bootstrap import BOOTSTRAP_STREAM
+
+    rng = np.random.default_rng(13)
+    n, n_bootstrap = 14, 30
+    z, labels = rng.standard_normal((n, 3)), np.arange(n) % 2
+    paired = z + 0.5 * rng.standard_normal((n, 3))
+    ds = geometry(z, paired=paired, labels=labels, k=3, seed=5, n_bootstrap=n_bootstrap)
+
+    u = [row / np.linalg.norm(row) for row in z]
+    v = [row / np.linalg.norm(row) for row in paired]
+    correct = []
+    for i in range(n):
+        near = sorted((np.linalg.norm(z[i] - z[j]), j) for j in range(n) if j != i)[:3]
+        correct.append(np.argmax(np.bincount([labels[j] for _, j in near], minlength=2)) == labels[i])
+    draws = np.random.default_rng([5, BOOTSTRAP_STREAM])
+    reps = {name: [] for name in ("effective_rank", "linear_cka", "alignment", "knn_accuracy", "uniformity")}
+    for _ in range(n_bootstrap):
+        rows = draws.integers(0, n, n).tolist()
+        reps["effective_rank"].append(_rankme(z[rows]))
+        reps["linear_cka"].append(linear_cka(z[rows], paired[rows]))
+        reps["alignment"].append(np.mean([np.sum((u[r] - v[r]) ** 2) for r in rows]))
+        reps["knn_accuracy"].append(np.mean([correct[r] for r in rows]))
+        # Pairs of draws that are distinct original rows (n <= max_samples: every row is in the subset).
+        kernel = [math.exp(-2 * np.sum((u[a] - u[b]) ** 2)) for a in rows for b in rows if a != b]
+        reps["uniformity"].append(math.log(np.mean(kernel)))
+    for name in ("effective_rank", "linear_cka"):  # recentred: the replicates' median moved to the value
+        shift = ds[name].item() - np.median(reps[name])
+        reps[name] = [r + shift for r in reps[name]]
+    for name, values in reps.items():
+        np.testing.assert_allclose(ds[f"{name}_ci"].values, _percentile(values), rtol=1e-9, err_msg=name)
+        assert ds[f"{name}_ci"].attrs["n_bootstrap"] == n_bootstrap and ds[f"{name}_ci"].dims == ("interval",)
+    assert ds.effective_rank_ci.attrs["method"].endswith("recentred on the estimate")
+    assert ds.alignment_ci.attrs["method"] == "percentile bootstrap over held-out rows"
+
+
+def test_rankme_and_cka_intervals_hold_their_values_where_redraws_bias_them():
+    # 200 x 32: redrawn rows lower RankMe and raise CKA by more than their spread; recentring
+    # keeps the interval around the reported value.
+    rng = np.random.default_rng(14)
+    z = rng.standard_normal((200, 32))
+    ds = geometry(z, paired=z + rng.standard_normal(z.shape), n_bootstrap=100)
+    for name in ("effective_rank", "linear_cka", "alignment", "uniformity"):
+        lower, upper = ds[f"{name}_ci"].values
+        assert lower <= ds[name].item() <= upper, name
+
+
+def test_uniformity_interval_uses_the_seeded_subset():
+    z = np.random.default_rng(15).standard_normal((120, 3))
+    ds = geometry(z, max_samples=40, seed=2, n_bootstrap=50)
+    lower, upper = ds.uniformity_ci.values
+    assert lower <= ds.uniformity.item() <= upper
+    assert ds.uniformity_ci.attrs["method"] == "percentile bootstrap over the rows of the uniformity subset"
+    other_subset = geometry(z, max_samples=40, seed=3, n_bootstrap=50)
+    assert not np.array_equal(other_subset.uniformity_ci.values, ds.uniformity_ci.values)
+
+
+def test_no_interval_unless_asked():
+    z = np.random.default_rng(16).standard_normal((30, 3))
+    ds = geometry(z, paired=z, labels=np.arange(30) % 2)
+    assert not [name for name in ds.data_vars if name.endswith("_ci")] and "interval" not in ds.dims
+    assert list(ds.data_vars) == ["effective_rank", "uniformity", "linear_cka", "alignment", "knn_accuracy"]
+
+
+def test_bootstrap_errors_name_the_problem():
+    z = np.random.default_rng(17).standard_normal((10, 2))
+    with pytest.raises(InputValueError, match="^geometry: n_bootstrap is -5"):
+        geometry(z, n_bootstrap=-5)
+    with pytest.raises(InputValueError, match="^geometry: ci_level is 0"):
+        geometry(z, n_bootstrap=10, ci_level=0)

@@ -1,4 +1,7 @@
-"""Each critic's score matrix against a plain loop S[i][j] = f(x_i, y_j)."""
+"""Each critic's score matrix against a plain loop S[i][j] = f(x_i, y_j); initialisations
+against the notebook's Keras Dense defaults (Glorot-uniform weights, zero biases)."""
+import math
+
 import pytest
 import torch
 
@@ -37,6 +40,38 @@ def test_paper_sizes():
     assert [m.out_features for m in sep.phi_x if hasattr(m, "out_features")] == [100, 100]
     concat = make_critic("concat", 100, 100)
     assert [m.out_features for m in concat.net if hasattr(m, "out_features")] == [200, 1]
+
+
+def linears(critic):
+    return [m for m in critic.modules() if isinstance(m, torch.nn.Linear)]
+
+
+@pytest.mark.parametrize("name,sizes", [
+    ("separable", [(100, 100), (100, 100)] * 2),  # phi_x and phi_y: 100 -> 100 -> 100
+    ("concat", [(200, 200), (1, 200)]),  # [x, y] of 200 -> 200 -> 1
+])
+def test_mlp_critics_are_glorot_uniform_with_zero_biases(name, sizes):
+    torch.manual_seed(0)
+    critic = make_critic(name, 100, 100)
+    layers = linears(critic)
+    assert [tuple(layer.weight.shape) for layer in layers] == sizes
+    for layer in layers:
+        fan_out, fan_in = layer.weight.shape
+        limit = math.sqrt(6 / (fan_in + fan_out))
+        w = layer.weight.detach()
+        assert w.abs().max() <= limit
+        assert torch.count_nonzero(layer.bias) == 0
+        if w.numel() >= 10_000:  # U(±limit): variance 2 / (fan_in + fan_out); sample sd 0.9 %
+            assert float(w.var()) == pytest.approx(2 / (fan_in + fan_out), rel=0.05)
+        else:  # 200 weights: the sample variance is within 25 % (4 sd)
+            assert float(w.var()) == pytest.approx(2 / (fan_in + fan_out), rel=0.25)
+
+
+def test_bilinear_is_glorot_uniform():
+    torch.manual_seed(0)
+    w = make_critic("bilinear", 392, 100).weight.detach()
+    limit = math.sqrt(6 / (392 + 100))
+    assert w.abs().max() <= limit and float(w.var()) == pytest.approx(2 / 492, rel=0.05)
 
 
 def test_errors():

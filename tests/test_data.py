@@ -286,7 +286,7 @@ def test_unknown_name_suggests():
 
 def test_describe_datasets(cache):
     rows = {row["name"]: row for row in data.describe_datasets()}
-    assert set(rows) == {"digits", "mnist", "fashion-mnist"}
+    assert set(rows) == {"digits", "mnist", "fashion-mnist", "cifar10"}
     assert rows["digits"]["cached"] and not rows["mnist"]["cached"]
     assert rows["mnist"]["cache_path"] == str(cache / "mnist")
     assert rows["mnist"]["urls"][0].startswith("https://")
