@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 
 import probe  # noqa: F401  (before torch: sets passive OpenMP waiting, see probe/__init__.py)
+from probe.data import load_image_pairs
 from probe.devices import resolve_device
-from probe.pairs import load_image_pairs
 from studies import list_studies
 
 # Grid dims that change only the loss or the data's parameters, not the cost of a step.

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from probe import analyzers
+from probe.data import load_image_pairs
 from probe.encoders import RealNVP
-from probe.pairs import load_image_pairs
 from studies import find_study, list_studies
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [  # bottom first; a module belongs to the first prefix it matches, longest prefixes first
     ("probe.errors", "probe.io", "probe.devices", "probe.validation", "probe.reference"),
     ("probe.results", "probe.embeddings", "probe.verdict", "probe.estimators", "probe.critics", "probe.encoders",
-     "probe.data", "probe.ground_truth", "probe.study", "probe.pairs"),
+     "probe.data", "probe.ground_truth", "probe.study"),
     ("probe.analyzers",),
     ("probe.training", "probe.ensemble"),
     ("studies",),

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from probe.data import load_image_pairs
 from probe.devices import device_label, resolve_device
 from probe.embeddings import saving_embeddings
 from probe.errors import InputValueError
-from probe.pairs import load_image_pairs
 from probe.results import cell_dataset, save_dataset
 from probe.runner.options import RunOptions
 from probe.study import Cell, Study, settings_json

@@ -22,10 +22,10 @@ import torch
 import xarray as xr
 
 import probe
+from probe.data import PairData, load_image_pairs
 from probe.devices import resolve_device
 from probe.errors import InputValueError
 from probe.io import atomic_write_text
-from probe.pairs import PairData, load_image_pairs
 from probe.results import CellResult, cell_dataset, combine_cells, load_dataset, save_dataset
 from probe.runner import executors
 from probe.runner.cells import CellJob

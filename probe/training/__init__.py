@@ -7,7 +7,7 @@
 - `evaluation`: what is measured at each evaluation step;
 - `checkpoint`: mid-cell checkpoints that resume with the same numbers.
 """
-from probe.pairs import PairData
+from probe.data import PairData
 from probe.results import CellResult
 from probe.training.config import TrainConfig
 from probe.training.evaluation import (

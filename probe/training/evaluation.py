@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from probe.data import PairData
 from probe.embeddings import embeddings_folder, save_embeddings
 from probe.errors import InputValueError
 from probe.estimators import get_estimator
-from probe.pairs import PairData
 from probe.training.config import TrainConfig
 from probe.training.noise import noisy_numpy
 from probe.training.streams import note_seed, stream_rng

@@ -18,8 +18,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from probe.data import PairData
 from probe.estimators import get_estimator
-from probe.pairs import PairData
 from probe.results import CellResult, collect_records
 from probe.training.checkpoint import TrainingCheckpoint, global_rng_state, restored, set_global_rng_state, storable
 from probe.training.config import TrainConfig

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from probe.data import load_dataset as load_images
-from probe.data import split_views
+from probe.data.registry import load_dataset as load_images
+from probe.data.views import split_views
 
 
 @dataclass(frozen=True)
