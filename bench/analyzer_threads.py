@@ -13,9 +13,9 @@ import argparse
 import os
 import time
 
-import probe  # noqa: F401  (before torch and BLAS: passive OpenMP waiting)
 from threadpoolctl import threadpool_limits
 
+import probe  # noqa: F401  (before torch and BLAS: passive OpenMP waiting)
 from probe import analyzers
 from probe.analyzers import usable_information
 from probe.data import load_dataset, split_views

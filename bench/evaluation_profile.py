@@ -14,15 +14,14 @@ import argparse
 import time
 
 import numpy as np
-
-import probe  # noqa: F401  (before torch: passive OpenMP waiting)
 import torch
 from torch.func import jacrev, vmap
 
+import probe  # noqa: F401  (before torch: passive OpenMP waiting)
 from probe import analyzers
 from probe.data import load_dataset, split_views
+from probe.devices import resolve_device
 from probe.encoders import RealNVP
-from probe.study import resolve_device
 
 
 def timed(label: str, device: torch.device, fn, repeats: int = 1):

@@ -20,10 +20,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
 def main(argv: list[str]) -> int:
+    import test_fuzz
     import torch
     from threadpoolctl import threadpool_limits
-
-    import test_fuzz
 
     torch.set_num_threads(1)
     verbose = "--verbose" in argv

@@ -30,10 +30,12 @@ import statistics
 import time
 from pathlib import Path
 
-import probe  # noqa: F401  (before torch: sets passive OpenMP waiting, see probe/__init__.py)
 import torch
 
-from probe.study import list_studies, load_image_pairs, resolve_device
+import probe  # noqa: F401  (before torch: sets passive OpenMP waiting, see probe/__init__.py)
+from probe.data import load_image_pairs
+from probe.devices import resolve_device
+from studies import list_studies
 
 # Grid dims that change only the loss or the data's parameters, not the cost of a step.
 COST_FREE_DIMS = ("estimator", "target", "negatives", "lr_source", "transform")

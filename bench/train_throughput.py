@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-import probe  # noqa: F401  (before torch: sets passive OpenMP waiting, see probe/__init__.py)
 import torch
 
+import probe  # noqa: F401  (before torch: sets passive OpenMP waiting, see probe/__init__.py)
 from probe.critics import make_critic
 from probe.encoders import RealNVP
 from probe.estimators import infonce

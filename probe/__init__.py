@@ -4,7 +4,8 @@ Reproduces and extends Tschannen et al., "On Mutual Information Maximization for
 Representation Learning" (ICLR 2020). `probe.analyzers` measures what MI does not see.
 """
 import os as _os
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 # OpenMP threads that spin while waiting make torch's small matmuls 10-20x slower whenever
 # another process shares the cores (measured on a loaded 2-core machine: 1,631 vs 92 ms per

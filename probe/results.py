@@ -7,16 +7,51 @@ temporary name and renamed, so a crash never leaves a half-written result behind
 from __future__ import annotations
 
 import os
-import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from probe.errors import DataFormatError, DataUnavailableError
-from probe.training import CellResult
+from probe.io import atomic_path
 
 ENGINE = "netcdf4"
+
+
+@dataclass
+class CellResult:
+    """Per-evaluation values of one run: `variables[name] = (dims, array)`, dims start with "step"."""
+
+    steps: np.ndarray
+    variables: dict[str, tuple[tuple[str, ...], np.ndarray]] = field(default_factory=dict)
+    coords: dict[str, np.ndarray] = field(default_factory=dict)
+    status: str = "ok"
+
+
+def collect_records(eval_steps: np.ndarray, records: list[dict], status: str, *,
+                    empty: tuple[str, ...] = ("bound_test", "bound_train", "probe_accuracy"),
+                    **series: list[float]) -> CellResult:
+    """One evaluation record per step (dicts of scalars, or arrays over `quantile` with the
+    coordinate under "quantile") as a CellResult; steps never reached are NaN. `series` are
+    extra per-evaluation lists (wall_time, loss). A run with no record has NaN `empty` variables."""
+    n = len(eval_steps)
+    result = CellResult(steps=eval_steps, status=status)
+    if records and "quantile" in records[0]:
+        result.coords["quantile"] = np.asarray(records[0]["quantile"], dtype=np.float64)
+    names = [k for k in records[0] if k != "quantile"] if records else [e for e in empty if e not in series]
+    for name in names:
+        first = np.asarray(records[0][name], dtype=np.float64) if records else np.float64(np.nan)
+        values = np.full((n, *first.shape), np.nan)
+        for i, rec in enumerate(records):
+            values[i] = rec[name]
+        result.variables[name] = (("step",) if first.ndim == 0 else ("step", "quantile"), values)
+    for name, values_so_far in series.items():
+        values = np.full(n, np.nan)
+        values[: len(values_so_far)] = values_so_far
+        result.variables[name] = (("step",), values)
+    return result
 
 VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "bound_test": ("MI bound on held-out pairs", "nats"),
@@ -33,68 +68,47 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "wall_time": ("wall time since the run started", "s"),
     "loss": ("training loss at the last update", "nats"),
     "status": ("run status", ""),
-    # Study-specific variables.
-    "estimate": ("MI estimate on the step's fresh batch (before its update)", "nats"),
-    "estimate_smoothed": ("MI estimate, mean over the steps up to the next recorded one", "nats"),
-    "true_mi": ("true MI of the batch's distribution (closed form)", "nats"),
-    "infonce_cap": ("InfoNCE cap log K", "nats"),
-    "estimate_mean": ("mean estimate over the last window of each MI level", "nats"),
-    "bias": ("mean estimate minus true MI, last window of each MI level", "nats"),
-    "estimate_sd": ("sd of the per-step estimates, last window of each MI level", "nats"),
-    "optimal_critic_estimate": ("MI estimate on the same batch with the closed-form critic", "nats"),
-    "optimal_critic_bias": ("closed-form critic: mean estimate minus true MI, last window of each MI level", "nats"),
-    "optimal_critic_estimate_sd": ("closed-form critic: sd of the per-step estimates, last window of each MI level",
-                                   "nats"),
-    "target_gap": ("L_t = |I_EST - t| on held-out pairs", "nats"),
-    "bound_train_smoothed": ("training-batch MI estimate, Gaussian-smoothed over steps (paper, Fig. 4c)", "nats"),
-    "classifier_loss": ("held-out cross-entropy of the adversary's linear classifier (true labels)", "nats"),
-    "classifier_accuracy": ("held-out accuracy of the adversary's linear classifier", "1"),
-    "encoder_loss": ("held-out cross-entropy of the adversary's output against uniform (ln 10 at best)", "nats"),
-    "inverse_round_trip_error": ("max |g1^-1(g1(x)) - x| over the test inputs (float32)", "1"),
-    "inverse_round_trip_error_float64": ("max |g1^-1(g1(x)) - x| over the test inputs, the flow in float64", "1"),
 }
 
 
-def annotate(ds: xr.Dataset) -> xr.Dataset:
-    """Attach `long_name`/`units` to every known variable (in place) and return `ds`."""
+def annotate(ds: xr.Dataset, variables: Mapping[str, tuple[str, str]] | None = None) -> xr.Dataset:
+    """Attach `long_name`/`units` to every known variable (in place) and return `ds`.
+
+    `variables` are a study's own {name: (long_name, units)}, on top of the shared VARIABLE_ATTRS.
+    """
+    known = {**VARIABLE_ATTRS, **(variables or {})}
     for name, var in ds.data_vars.items():
-        if name in VARIABLE_ATTRS:
-            long_name, units = VARIABLE_ATTRS[name]
+        if name in known:
+            long_name, units = known[name]
             var.attrs.setdefault("long_name", long_name)
             var.attrs.setdefault("units", units)
     return ds
 
 
-def cell_dataset(result: CellResult, ids: dict[str, str | int | float]) -> xr.Dataset:
+def cell_dataset(result: CellResult, ids: dict[str, str | int | float],
+                 variables: Mapping[str, tuple[str, str]] | None = None) -> xr.Dataset:
     """One cell's result as a Dataset with a length-1 dimension per grid id (and `seed`)."""
     coords: dict[str, np.ndarray] = {"step": result.steps, **result.coords}
     data_vars = {name: (dims, values) for name, (dims, values) in result.variables.items()}
     data_vars["status"] = ((), np.array(result.status, dtype=object))
     ds = xr.Dataset(data_vars, coords=coords)
     ds = ds.expand_dims({dim: [value] for dim, value in ids.items()})
-    return annotate(ds)
+    return annotate(ds, variables)
 
 
-def combine_cells(cells: list[xr.Dataset]) -> xr.Dataset:
+def combine_cells(cells: list[xr.Dataset], variables: Mapping[str, tuple[str, str]] | None = None) -> xr.Dataset:
     """Assemble cell Datasets into the study's Dataset (dims in the order the cells give)."""
     ds = xr.combine_by_coords(cells, combine_attrs="drop_conflicts", join="outer")
     if "status" in ds:
         ds["status"] = ds["status"].fillna("missing").astype(str)
-    return annotate(ds)
+    return annotate(ds, variables)
 
 
 def save_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write `ds` to `path` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine=ENGINE, encoding=_string_encoding(ds))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -103,17 +117,48 @@ def _string_encoding(ds: xr.Dataset) -> dict:
     return {name: {"dtype": str} for name, var in ds.variables.items() if var.dtype.kind in "OU"}
 
 
-def load_dataset(path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> xr.Dataset:
-    """Open a results file fully into memory (the file is closed afterwards)."""
+def load_dataset(path: str | os.PathLike, *, required: tuple[str, ...] = (), caller: str = "") -> xr.Dataset:
+    """Open a netCDF file fully into memory (the file is closed afterwards): the one reader of
+    results, cell files and analyses. `caller` prefixes the error messages."""
     path = Path(path)
-    if not path.exists():
-        raise DataUnavailableError(f"No results file at {path}. Run `probe run-study NAME` first; it prints the path.")
+    who = f"{caller}: " if caller else ""
+    if not path.is_file():
+        raise DataUnavailableError(f"{who}No results file at '{path}': it does not exist or is not a file. Check the "
+                                   "path; `probe run-study NAME` prints the path of the results it writes.")
     try:
         with xr.open_dataset(path, engine=ENGINE) as ds:
             ds = ds.load()
-    except (OSError, ValueError) as err:
-        raise DataFormatError(f"{path} is not a readable netCDF results file ({err}).") from err
+    except Exception as err:  # netCDF4/h5 raise many types for a foreign or truncated file
+        raise DataFormatError(f"{who}'{path}' is not a readable netCDF file ({type(err).__name__}: {err}); "
+                              "a probe results file (.nc) is required.") from err
     missing = [name for name in required if name not in ds.variables]
     if missing:
         raise DataFormatError(f"{path} is missing variable(s) {', '.join(missing)}; is it a probe results file?")
     return ds
+
+
+def merge_prefixed(results: Mapping[str, xr.Dataset]) -> xr.Dataset:
+    """Merge analyzer Datasets, prefixing variables and attributes with the analyzer name.
+
+    A dimension whose coordinate (or size) differs between analyzers is renamed
+    <analyzer>_<dim> so nothing is silently aligned or filled with NaN.
+    """
+    seen: dict[str, object] = {}
+    parts = []
+    for analyzer, ds in results.items():
+        renames = {}
+        for dim, size in ds.sizes.items():
+            values = ds[dim].values if dim in ds.coords else size
+            if dim in seen and not np.array_equal(seen[dim], values):
+                renames[dim] = f"{analyzer}_{dim}"
+            else:
+                seen[dim] = values
+        ds = ds.rename({**renames, **{v: f"{analyzer}_{v}" for v in ds.data_vars}})
+        ds.attrs = {f"{analyzer}_{k}": v for k, v in ds.attrs.items()}
+        parts.append(ds)
+    # "override" keeps each variable's own attrs (each name occurs once); dataset attrs are rebuilt below.
+    merged = xr.merge(parts, compat="no_conflicts", join="exact", combine_attrs="override")
+    merged.attrs = {}
+    for ds in parts:
+        merged.attrs.update(ds.attrs)
+    return merged

@@ -75,3 +75,17 @@ def median_quantile(ds: xr.Dataset) -> float:
     the paper's 0, 0.2, ..., 1 grid, which has no 0.5), as the report's tables pick it."""
     q = np.asarray(ds["quantile"].values, dtype=float)
     return float(q[np.argmin(np.abs(q - 0.5))])
+
+
+def judge(study, ds: xr.Dataset) -> Verdict:
+    """`study.verdict(ds)`, or undecided (with the reason) if the study has none or it cannot decide.
+
+    Called once per page, by whoever writes it (`probe run-study`, `probe report`), and handed to
+    the page: the report never has to import the studies.
+    """
+    if getattr(study, "verdict", None) is None:
+        return undecided("—", "this study declares no verdict", "—")
+    try:
+        return study.verdict(ds)
+    except (KeyError, ValueError, IndexError) as err:  # a partial or foreign result: say what is missing
+        return undecided("—", f"could not be decided from this result ({type(err).__name__}: {err})", "—")

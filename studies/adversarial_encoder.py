@@ -35,8 +35,9 @@ from torch import nn
 from probe import analyzers
 from probe.encoders import RealNVP
 from probe.errors import unknown_name
+from probe.results import collect_records
 from probe.study import Study
-from probe.training import ENCODE_CHUNK, BatchSampler, CellResult, PairData, encode, seeded_generator, stream_rng
+from probe.training import ENCODE_CHUNK, BatchSampler, CellResult, PairData, encode, seeded_init, stream_rng
 from probe.verdict import Verdict, at_step, fmt, mean, outcome, undecided
 
 # (classifier, encoder) learning rates by source.
@@ -103,10 +104,7 @@ def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: t
         raise unknown_name("lr_source", source, list(LEARNING_RATES))
     lr_classifier, lr_encoder = (lr * settings.lr_scale for lr in LEARNING_RATES[source])
     n_classes = int(max(data.train_labels.max(), data.test_labels.max())) + 1
-    init = seeded_generator(seed, "init")
-    # trunc_normal_ and Glorot draw from the global generator: seed it from `init`.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=init)))
+    with seeded_init(seed) as init:
         flow = RealNVP(data.dim, settings.n_couplings, tuple(settings.hidden), settings.coupling, settings.init_std,
                        generator=init)
         classifier = make_classifier(data.dim, n_classes)
@@ -166,7 +164,7 @@ def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: t
             break
         if on_step is not None:
             on_step(step, records[-1] if records else {})
-    return _collect(eval_steps, records, status)
+    return collect_records(eval_steps, records, status, empty=("probe_accuracy", "wall_time"))
 
 
 class _Evaluation:
@@ -220,20 +218,6 @@ class _Evaluation:
         return worst
 
 
-def _collect(eval_steps: np.ndarray, records: list[dict], status: str) -> CellResult:
-    result = CellResult(steps=eval_steps, status=status)
-    if records and "quantile" in records[0]:
-        result.coords["quantile"] = np.asarray(records[0]["quantile"], dtype=np.float64)
-    names = [k for k in records[0] if k != "quantile"] if records else ["probe_accuracy", "wall_time"]
-    for name in names:
-        first = np.asarray(records[0][name], dtype=np.float64) if records else np.float64(np.nan)
-        values = np.full((len(eval_steps), *first.shape), np.nan)
-        for i, record in enumerate(records):
-            values[i] = record[name]
-        result.variables[name] = (("step",) if first.ndim == 0 else ("step", "quantile"), values)
-    return result
-
-
 def verdict(ds):
     """Fig. 1c: accuracy collapses while the encoder stays invertible."""
     claim = ("Probe accuracy collapses (drops by at least 0.15 from step 0; paper 0.86 → 0.48) while g1 stays "
@@ -263,6 +247,16 @@ def verdict(ds):
     return Verdict(claim, outcome(all(collapsed), all(bijective), all(invertible32)), tuple(parts), decided_by, paper)
 
 
+# The names and units of the variables only this study records (probe.results has the shared ones).
+VARIABLES = {
+    "classifier_loss": ("held-out cross-entropy of the adversary's linear classifier (true labels)", "nats"),
+    "classifier_accuracy": ("held-out accuracy of the adversary's linear classifier", "1"),
+    "encoder_loss": ("held-out cross-entropy of the adversary's output against uniform (ln 10 at best)", "nats"),
+    "inverse_round_trip_error": ("max |g1^-1(g1(x)) - x| over the test inputs (float32)", "1"),
+    "inverse_round_trip_error_float64": ("max |g1^-1(g1(x)) - x| over the test inputs, the flow in float64", "1"),
+}
+
+
 STUDY = Study(
     name="adversarial-encoder",
     title="Adversarial invertible encoder: MI stays maximal while linear accuracy collapses",
@@ -272,4 +266,5 @@ STUDY = Study(
     grid=lambda s: {"lr_source": list(s.lr_sources)},
     run_cell=run_cell,
     verdict=verdict,
+    variables=VARIABLES,
 )

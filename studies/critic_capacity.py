@@ -17,7 +17,7 @@ import torch
 from probe.critics import make_critic
 from probe.encoders import MLPEncoder
 from probe.study import Study
-from probe.training import CellResult, PairData, TrainConfig, seeded_generator, train_pair
+from probe.training import CellResult, PairData, TrainConfig, seeded_init, train_pair
 from probe.verdict import Verdict, at_step, fmt, mean, outcome, undecided
 
 # The notebook's critic sizes (REFERENCE.md, "Critics"), as keyword arguments of make_critic.
@@ -65,17 +65,11 @@ PRESETS = {
 
 def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: torch.device,
              on_step=None) -> CellResult:
-    init = seeded_generator(seed, "init")
-    # Glorot and torch's default initialisers draw from the global generator: seed it from `init`.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=init)))
+    with seeded_init(seed):
         g1 = MLPEncoder(data.dim, settings.hidden, settings.out)
         g2 = MLPEncoder(data.dim, settings.hidden, settings.out)
         critic = make_critic(ids["critic"], settings.out, settings.out, **CRITIC_SIZES.get(ids["critic"], {}))
-    config = TrainConfig(estimator=ids["estimator"], steps=settings.steps, batch_size=settings.batch_size,
-                         learning_rate=settings.learning_rate, grad_clip=settings.grad_clip,
-                         eval_every=settings.eval_every, jacobian_inputs=settings.jacobian_inputs,
-                         analyzers=settings.analyzers)
+    config = TrainConfig.from_settings(settings, estimator=ids["estimator"])
     return train_pair(g1, g2, critic, data, config, seed=seed, device=device, on_step=on_step)
 
 

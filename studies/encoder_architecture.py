@@ -26,7 +26,7 @@ from probe.critics import make_critic
 from probe.encoders import ConvEncoder, MLPEncoder
 from probe.errors import unknown_name
 from probe.study import Study
-from probe.training import CellResult, PairData, TrainConfig, seeded_generator, train_pair
+from probe.training import CellResult, PairData, TrainConfig, seeded_init, train_pair
 from probe.verdict import HELD, NOT_HELD, PARTLY, Verdict, at_step, fmt, mean, undecided
 
 ENCODERS = ("convnet", "mlp")
@@ -85,17 +85,11 @@ def make_pair_encoder(name: str, settings: Settings, data: PairData) -> nn.Modul
 def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: torch.device,
              on_step=None) -> CellResult:
     target = float(ids["target"])
-    init = seeded_generator(seed, "init")
-    # Glorot and torch's default initialisers draw from the global generator: seed it from `init`.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=init)))
+    with seeded_init(seed):
         g1 = make_pair_encoder(ids["encoder"], settings, data)
         g2 = make_pair_encoder(ids["encoder"], settings, data)
         critic = make_critic(settings.critic, settings.out, settings.out)
-    config = TrainConfig(estimator=ids["estimator"], steps=settings.steps, batch_size=settings.batch_size,
-                         learning_rate=settings.learning_rate, grad_clip=settings.grad_clip,
-                         eval_every=settings.eval_every, target=target, jacobian_inputs=settings.jacobian_inputs,
-                         analyzers=settings.analyzers)
+    config = TrainConfig.from_settings(settings, estimator=ids["estimator"], target=target)
     return add_target_gap(train_pair(g1, g2, critic, data, config, seed=seed, device=device, on_step=on_step), target)
 
 
@@ -128,6 +122,12 @@ def verdict(ds):
     return Verdict(claim, state, tuple(parts), decided_by, paper)
 
 
+# The names and units of the variables only this study records (probe.results has the shared ones).
+VARIABLES = {
+    "target_gap": ("L_t = |I_EST - t| on held-out pairs", "nats"),
+}
+
+
 STUDY = Study(
     name="encoder-architecture",
     title="Encoder architecture: at the same bound value a ConvNet beats an MLP",
@@ -137,4 +137,5 @@ STUDY = Study(
     grid=lambda s: {"encoder": list(s.encoders), "target": list(s.targets), "estimator": list(s.estimators)},
     run_cell=run_cell,
     verdict=verdict,
+    variables=VARIABLES,
 )

@@ -232,10 +232,10 @@ def run_cell(settings: Settings, ids: dict, seed: int, data: GaussianStaircase, 
         wall[step] = time.perf_counter() - start
         if on_step is not None:
             on_step(step + 1, {"bound_test": estimates[step]})
-    return _collect(settings, data, estimates, reference, wall, status)
+    return _cell_result(settings, data, estimates, reference, wall, status)
 
 
-def _collect(settings: Settings, data: GaussianStaircase, estimates: np.ndarray, reference: np.ndarray,
+def _cell_result(settings: Settings, data: GaussianStaircase, estimates: np.ndarray, reference: np.ndarray,
              wall: np.ndarray, status: str) -> CellResult:
     every = max(1, (settings.steps // len(settings.mi_levels)) // settings.records_per_level)
     recorded = np.arange(0, settings.steps, every)
@@ -341,6 +341,21 @@ def verdict(ds):
     return Verdict(claim, outcome(all(saturated), all(noisier)), evidence, decided_by, paper)
 
 
+# The names and units of the variables only this study records (probe.results has the shared ones).
+VARIABLES = {
+    "estimate": ("MI estimate on the step's fresh batch (before its update)", "nats"),
+    "estimate_smoothed": ("MI estimate, mean over the steps up to the next recorded one", "nats"),
+    "true_mi": ("true MI of the batch's distribution (closed form)", "nats"),
+    "infonce_cap": ("InfoNCE cap log K", "nats"),
+    "estimate_mean": ("mean estimate over the last window of each MI level", "nats"),
+    "bias": ("mean estimate minus true MI, last window of each MI level", "nats"),
+    "estimate_sd": ("sd of the per-step estimates, last window of each MI level", "nats"),
+    "optimal_critic_estimate": ("MI estimate on the same batch with the closed-form critic", "nats"),
+    "optimal_critic_bias": ("closed-form critic: mean estimate minus true MI, last window of each MI level", "nats"),
+    "optimal_critic_estimate_sd": ("closed-form critic: sd of the per-step estimates, last window of each MI level", "nats"),
+}
+
+
 STUDY = Study(
     name="estimator-validation",
     title="Estimator validation: every bound against a closed-form MI staircase",
@@ -352,6 +367,7 @@ STUDY = Study(
     run_cell=run_cell,
     verdict=verdict,
     load_data=load_data,
+    variables=VARIABLES,
 )
 
 

@@ -21,7 +21,7 @@ import torch
 from probe.critics import make_critic
 from probe.encoders import ResidualMLPEncoder
 from probe.study import Study
-from probe.training import CellResult, PairData, TrainConfig, seeded_generator, train_pair
+from probe.training import CellResult, PairData, TrainConfig, seeded_init, train_pair
 from probe.verdict import HELD, NOT_HELD, Verdict, at_step, fmt, mean, median_quantile, undecided
 
 
@@ -69,18 +69,11 @@ PRESETS = {
 
 def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: torch.device,
              on_step=None) -> CellResult:
-    init = seeded_generator(seed, "init")
-    # trunc_normal_ draws from the global generator: seed it from `init`, leave it as it was.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=init)))
+    with seeded_init(seed):
         g1 = ResidualMLPEncoder(data.dim, settings.n_layers, settings.init_std)
         g2 = ResidualMLPEncoder(data.dim, settings.n_layers, settings.init_std)
         critic = make_critic(settings.critic, data.dim, data.dim)
-    config = TrainConfig(estimator=ids["estimator"], steps=settings.steps, batch_size=settings.batch_size,
-                         learning_rate=settings.learning_rate, grad_clip=settings.grad_clip,
-                         eval_every=settings.eval_every, noise_std=settings.noise_std,
-                         noise_coupled=settings.noise_coupled, jacobian_inputs=settings.jacobian_inputs,
-                         analyzers=settings.analyzers)
+    config = TrainConfig.from_settings(settings, estimator=ids["estimator"])
     return train_pair(g1, g2, critic, data, config, seed=seed, device=device, on_step=on_step)
 
 

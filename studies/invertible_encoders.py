@@ -13,7 +13,7 @@ import torch
 from probe.critics import make_critic
 from probe.encoders import RealNVP
 from probe.study import Study
-from probe.training import CellResult, PairData, TrainConfig, seeded_generator, train_pair
+from probe.training import CellResult, PairData, TrainConfig, seeded_init, train_pair
 from probe.verdict import HELD, NOT_HELD, Verdict, at_step, fmt, mean, undecided
 
 
@@ -57,17 +57,12 @@ PRESETS = {
 def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: torch.device,
              on_step=None) -> CellResult:
     torch.manual_seed(seed)
-    init = seeded_generator(seed, "init")
-    # trunc_normal_ and randperm draw from the global generator / `init`; seed both.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=init)))
+    with seeded_init(seed) as init:
         flow = lambda: RealNVP(data.dim, settings.n_couplings, settings.hidden, settings.coupling,  # noqa: E731
                                settings.init_std, generator=init)
         g1, g2 = flow(), flow()
         critic = make_critic(settings.critic, data.dim, data.dim)
-    config = TrainConfig(estimator=ids["estimator"], steps=settings.steps, batch_size=settings.batch_size,
-                         learning_rate=settings.learning_rate, grad_clip=settings.grad_clip, eval_every=settings.eval_every,
-                         jacobian_inputs=settings.jacobian_inputs, analyzers=settings.analyzers)
+    config = TrainConfig.from_settings(settings, estimator=ids["estimator"])
     return train_pair(g1, g2, critic, data, config, seed=seed, device=device, on_step=on_step)
 
 

@@ -27,7 +27,7 @@ from probe.critics import make_critic
 from probe.encoders import ConvEncoder, MLPEncoder, RealNVP, ResidualMLPEncoder
 from probe.errors import unknown_name
 from probe.study import Study
-from probe.training import CellResult, PairData, TrainConfig, seeded_generator, train_pair
+from probe.training import CellResult, PairData, TrainConfig, seeded_init, train_pair
 from probe.verdict import Verdict, at_step, median_quantile, outcome, undecided
 from studies.encoder_architecture import add_target_gap
 
@@ -106,18 +106,12 @@ def output_width(name: str, settings: Settings, data: PairData) -> int:
 def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: torch.device,
              on_step=None) -> CellResult:
     target, family = float(ids["target"]), ids["encoder"]
-    init = seeded_generator(seed, "init")
-    # Initialisers draw from the global generator (and permutations from `init`): seed it from `init`.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=init)))
+    with seeded_init(seed) as init:
         g1 = make_family_encoder(family, settings, data, init)
         g2 = make_family_encoder(family, settings, data, init)
         width = output_width(family, settings, data)
         critic = make_critic(settings.critic, width, width)
-    config = TrainConfig(estimator=ids["estimator"], steps=settings.steps, batch_size=settings.batch_size,
-                         learning_rate=settings.learning_rate, grad_clip=settings.grad_clip,
-                         eval_every=settings.eval_every, target=target, jacobian_inputs=settings.jacobian_inputs,
-                         analyzers=settings.analyzers)
+    config = TrainConfig.from_settings(settings, estimator=ids["estimator"], target=target)
     return add_target_gap(train_pair(g1, g2, critic, data, config, seed=seed, device=device, on_step=on_step), target)
 
 
@@ -161,6 +155,12 @@ def verdict(ds):
     return Verdict(claim, outcome(*(all(v) for v in differ.values())), tuple(parts), decided_by, paper)
 
 
+# The names and units of the variables only this study records (probe.results has the shared ones).
+VARIABLES = {
+    "target_gap": ("L_t = |I_EST - t| on held-out pairs", "nats"),
+}
+
+
 STUDY = Study(
     name="matched-targets",
     title="Matched targets: five encoder families held at the same I_EST (probe's own study)",
@@ -170,4 +170,5 @@ STUDY = Study(
     grid=lambda s: {"encoder": list(s.encoders), "target": list(s.targets), "estimator": list(s.estimators)},
     run_cell=run_cell,
     verdict=verdict,
+    variables=VARIABLES,
 )

@@ -27,7 +27,7 @@ from probe.critics import make_critic
 from probe.errors import InputValueError, unknown_name
 from probe.estimators import get_estimator
 from probe.study import Study
-from probe.training import CellResult, seeded_generator, stream_rng
+from probe.training import CellResult, seeded_init, stream_rng
 from probe.verdict import Verdict, at_step, fmt, mean, outcome, undecided
 
 DATASET = "synthetic-gaussian"
@@ -132,9 +132,7 @@ def run_cell(settings: Settings, ids: dict, seed: int, data: GaussianPairs, devi
              on_step=None) -> CellResult:
     """Train one concat critic on one estimator with fresh batches of one sampling scheme."""
     estimator, negatives, k = get_estimator(ids["estimator"]), ids["negatives"], settings.batch_size
-    init = seeded_generator(seed, "init")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=init)))
+    with seeded_init(seed):
         critic = make_critic("concat", 1, 1, hidden=settings.hidden)
     critic.to(device).train()
     optimizer = torch.optim.Adam(critic.parameters(), lr=settings.learning_rate)
@@ -168,7 +166,7 @@ def run_cell(settings: Settings, ids: dict, seed: int, data: GaussianPairs, devi
             optimizer.step()
             if on_step is not None:
                 on_step(step + 1, {"bound_test": held_out_values[-1]})
-    return _collect(settings, data, recorded, estimates, held_out_values, wall, status)
+    return _cell_result(settings, data, recorded, estimates, held_out_values, wall, status)
 
 
 @torch.no_grad()
@@ -179,7 +177,7 @@ def _held_out(critic: torch.nn.Module, estimator, batches) -> float:
     return value
 
 
-def _collect(settings: Settings, data: GaussianPairs, recorded: np.ndarray, estimates: np.ndarray,
+def _cell_result(settings: Settings, data: GaussianPairs, recorded: np.ndarray, estimates: np.ndarray,
              held_out: list[float], wall: list[float], status: str) -> CellResult:
     smoothed = np.full_like(estimates, np.nan)
     if np.isfinite(estimates).all():
@@ -218,6 +216,13 @@ def verdict(ds):
     return Verdict(claim, outcome(all(above), all(below)), evidence, decided_by, paper)
 
 
+# The names and units of the variables only this study records (probe.results has the shared ones).
+VARIABLES = {
+    "bound_train_smoothed": ("training-batch MI estimate, Gaussian-smoothed over steps (paper, Fig. 4c)", "nats"),
+    "true_mi": ("true MI of the batch's distribution (closed form)", "nats"),
+}
+
+
 STUDY = Study(
     name="noniid-negatives",
     title="Non-i.i.d. negatives: InfoNCE and NWJ exceed the true MI when a batch shares a latent",
@@ -228,4 +233,5 @@ STUDY = Study(
     run_cell=run_cell,
     verdict=verdict,
     load_data=load_data,
+    variables=VARIABLES,
 )

@@ -8,7 +8,7 @@ import xarray as xr
 from click.testing import CliRunner
 from threadpoolctl import threadpool_limits
 
-from probe.cli_analyze import analyze
+from probe.cli.analyze import analyze
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -127,7 +127,7 @@ def test_help_explains_every_option_with_an_example():
 
 
 def test_merge_renames_a_dimension_whose_coordinate_differs_between_analyzers():
-    from probe.cli_analyze import _prefixed
+    from probe.results import merge_prefixed as _prefixed
 
     a = xr.Dataset({"q": ("quantile", [1.0, 2.0], {"units": "1", "long_name": "a"})}, coords={"quantile": [0.0, 1.0]},
                    attrs={"seed": 0})

@@ -252,13 +252,13 @@ def _blas_threads_inside():
 
 @pytest.mark.parametrize("cores, expected", [(2, 1), (8, 2), (16, 4), (64, 4)])
 def test_sklearn_fits_use_a_quarter_of_the_cores_at_most_4(monkeypatch, cores, expected):
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.setattr("probe.devices.cores", lambda: cores)  # the cores this process may use
     with threadpool_limits(64):
         assert _blas_threads_inside() == expected
 
 
 def test_a_lower_thread_limit_in_force_is_never_raised(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr("probe.devices.cores", lambda: 64)
     with threadpool_limits(1):
         assert _blas_threads_inside() == 1
 

@@ -51,9 +51,9 @@ def test_linear_cka_matches_the_hsic_form_on_a_tiny_input():
     rng = np.random.default_rng(6)
     x, y = rng.standard_normal((7, 3)), rng.standard_normal((7, 2))
     h = np.eye(7) - 1 / 7
-    k, l = h @ x @ x.T @ h, h @ y @ y.T @ h
+    kx, ky = h @ x @ x.T @ h, h @ y @ y.T @ h
     hsic = lambda a, b: np.trace(a @ b)  # noqa: E731 - constants cancel in the ratio
-    assert linear_cka(x, y) == pytest.approx(hsic(k, l) / math.sqrt(hsic(k, k) * hsic(l, l)), rel=1e-12)
+    assert linear_cka(x, y) == pytest.approx(hsic(kx, ky) / math.sqrt(hsic(kx, kx) * hsic(ky, ky)), rel=1e-12)
 
 
 def test_uniformity_and_alignment_match_loops():

@@ -18,14 +18,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-
 from test_report import make_result
 
 pytestmark = pytest.mark.browser

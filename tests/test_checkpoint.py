@@ -10,11 +10,12 @@ import torch
 import xarray as xr
 
 import studies.invertible_encoders as invertible
-from probe.checkpoint import TrainingCheckpoint, checkpointing
 from probe.errors import InputValueError
 from probe.results import load_dataset
-from probe.study import find_study, run_study
+from probe.runner import run_study
 from probe.training import TrainConfig, _stream_seed
+from probe.training.checkpoint import TrainingCheckpoint, checkpointing
+from studies import find_study
 
 STUDY = find_study("invertible-encoders")
 ONE_CELL = {"estimators": "nwj"}  # 1 cell of the smoke preset: 20 steps, evaluated at 0, 10, 20

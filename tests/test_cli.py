@@ -1,6 +1,7 @@
 """The command line through click's CliRunner: the happy path and every user mistake, each a
 one-line error without a traceback."""
 import gzip
+
 import pytest
 from click.testing import CliRunner
 

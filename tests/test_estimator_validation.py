@@ -11,7 +11,8 @@ import studies.estimator_validation as ev
 from probe.data import correlated_gaussian, gaussian_mi
 from probe.errors import InputValueError, UnknownNameError
 from probe.results import load_dataset
-from probe.study import find_study, run_study
+from probe.runner import run_study
+from studies import find_study
 
 SMOKE = ev.PRESETS["smoke"]
 
@@ -37,7 +38,7 @@ def test_level_stats_match_a_naive_loop():
     data = ev.staircase(settings)
     estimates = np.random.default_rng(0).normal(size=40) + np.repeat([1.5, 4.0], 20)
     mean, sd = ev._level_stats(settings, data, estimates)
-    for i, (lo, hi) in enumerate([(0, 20), (20, 40)]):
+    for i, (_lo, hi) in enumerate([(0, 20), (20, 40)]):
         window = [estimates[t] for t in range(hi - 5, hi)]  # the last quarter of 20 steps
         m = sum(window) / len(window)
         assert mean[i] == pytest.approx(m)

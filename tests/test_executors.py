@@ -10,12 +10,13 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
+import probe.runner.executors as executors
 import studies.invertible_encoders as invertible
-import probe.executors as executors
 from probe.cli import main
 from probe.errors import InputValueError, UnknownNameError
 from probe.results import load_dataset
-from probe.study import find_study, run_study
+from probe.runner import run_study
+from studies import find_study
 
 distributed = pytest.importorskip("distributed")
 

@@ -510,8 +510,10 @@ def results_files(rng: np.random.Generator) -> dict[str, tuple[bytes, bool, bool
 
 
 def loader_cases() -> list[Case]:
-    from probe.cli_analyze import _main_array, _read_arrays
-    from probe.data import load_dataset as load_images, read_idx
+    from probe.cli.analyze import _main_array
+    from probe.data import load_dataset as load_images
+    from probe.data import read_idx
+    from probe.embeddings import read_arrays as _read_arrays
     from probe.report import write_report
     from probe.results import load_dataset
 
@@ -553,7 +555,7 @@ def loader_cases() -> list[Case]:
     def analyze_cli(w: Path, suffix: str, content: bytes) -> Any:
         from click.testing import CliRunner
 
-        from probe.cli_analyze import analyze
+        from probe.cli.analyze import analyze
 
         path = _write(w, f"emb{suffix}", content)
         result = CliRunner().invoke(analyze, [str(path), "--analyzers", "geometry", "--out", str(w / "out")])
@@ -737,7 +739,7 @@ def test_failing_cell_leaves_only_whole_cells(tmp_path):
 
     import studies.estimator_validation as ev
     from probe.results import load_dataset
-    from probe.study import run_study
+    from probe.runner import run_study
 
     calls = []
 
@@ -758,21 +760,28 @@ def test_failing_cell_leaves_only_whole_cells(tmp_path):
 
 
 def test_failed_report_write_keeps_the_previous_page(tmp_path, monkeypatch):
-    import os
-
-    import probe.report as report
     from test_report import make_result
+
+    import probe.io
+    import probe.report as report
 
     out = report.write_report(make_result(seeds=2, steps=3), tmp_path / "page.html")
     before = out.read_bytes()
-    real_fdopen = os.fdopen
 
-    def failing_fdopen(fd, *args, **kwargs):
-        handle = real_fdopen(fd, *args, **kwargs)
-        handle.write = lambda text: (_ for _ in ()).throw(OSError(28, "No space left on device"))
-        return handle
+    class FullDisk:
+        def __init__(self, path, mode):
+            self.handle = open(path, mode)
 
-    monkeypatch.setattr(report.os, "fdopen", failing_fdopen)
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(probe.io, "open", FullDisk, raising=False)
     with pytest.raises(OSError):
         report.write_report(make_result(seeds=2, steps=3, study="other"), out)
     monkeypatch.undo()
@@ -782,7 +791,7 @@ def test_failed_report_write_keeps_the_previous_page(tmp_path, monkeypatch):
 def test_failed_analyze_write_leaves_no_partial_file(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from probe.cli_analyze import analyze
+    from probe.cli.analyze import analyze
 
     z = np.random.default_rng(0).standard_normal((30, 3))
     np.save(tmp_path / "emb.npy", z)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.study import list_studies
+from studies import list_studies
 
 GALLERY = Path(__file__).resolve().parents[1] / "reports" / "gallery"
 PAGES = sorted(GALLERY.glob("*.html"))

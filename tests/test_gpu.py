@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from probe import analyzers
+from probe.data import load_image_pairs
 from probe.encoders import RealNVP
-from probe.study import find_study, list_studies, load_image_pairs
+from studies import find_study, list_studies
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -33,5 +34,5 @@ def test_every_study_trains_a_smoke_cell_on_the_gpu(name):
     ids = {dim: values[0] for dim, values in study.grid(settings).items()}
     result = study.run_cell(settings, ids, settings.seeds[0], data, torch.device("cuda"))
     assert result.status == "ok", result.status
-    for var, (dims, values) in result.variables.items():
+    for var, (_dims, values) in result.variables.items():
         assert np.isfinite(np.atleast_1d(np.asarray(values, dtype=float))[1:]).all(), var

@@ -16,8 +16,9 @@ import studies.matched_targets as matched_targets
 import studies.noniid_negatives as noniid
 from probe.errors import InputValueError, UnknownNameError
 from probe.results import load_dataset
-from probe.study import find_study, run_study
+from probe.runner import run_study
 from probe.training import CellResult
+from studies import find_study
 
 # study name -> (grid dims in order, variables over step every cell must hold, a quantile variable?)
 EXPECTED = {

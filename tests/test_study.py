@@ -10,8 +10,9 @@ import xarray as xr
 import studies.invertible_encoders as invertible
 from probe.errors import InputValueError, UnknownNameError
 from probe.results import load_dataset
-from probe.study import find_study, list_studies, run_study
+from probe.runner import run_study
 from probe.training import TrainConfig
+from studies import find_study, list_studies
 
 STUDY = find_study("invertible-encoders")
 
@@ -68,9 +69,10 @@ def test_changed_setting_gets_a_new_run_folder(smoke_run, tmp_path):
 
 
 def test_diverging_cell_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
-    import probe.training as training
+    import probe.training.evaluation as evaluation
+    import probe.training.loop as loop
 
-    real = training.get_estimator
+    real = loop.get_estimator
 
     def poisoned(name):
         fn = real(name)
@@ -78,7 +80,8 @@ def test_diverging_cell_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
             return fn
         return lambda s: fn(s) * torch.tensor(float("nan"))
 
-    monkeypatch.setattr(training, "get_estimator", poisoned)
+    monkeypatch.setattr(loop, "get_estimator", poisoned)
+    monkeypatch.setattr(evaluation, "get_estimator", poisoned)
     ds = load_dataset(run_study(STUDY, "smoke", out=tmp_path, progress=False, log=lambda m: None))
     assert str(ds["status"].sel(estimator="nwj", seed=0).values).startswith("non-finite")
     assert str(ds["status"].sel(estimator="infonce", seed=0).values) == "ok"

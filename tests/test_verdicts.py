@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from probe import verdict as v
 from probe.cli import main
-from probe.study import find_study, list_studies
+from studies import find_study, list_studies
 
 SEEDS = [0, 1, 2]
 STEPS = [0, 500, 1000]

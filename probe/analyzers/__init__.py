@@ -27,6 +27,7 @@ from probe.analyzers.bounds import mi_bounds
 from probe.analyzers.jacobian import condition_numbers
 from probe.analyzers.ksg import ksg_mi
 from probe.analyzers.linear import linear_probe
+from probe.analyzers.registry import REGISTRY
 from probe.analyzers.representation_geometry import geometry
 from probe.analyzers.triplets import triplet_margins
 from probe.analyzers.usable_information import v_information
@@ -34,15 +35,8 @@ from probe.errors import unknown_name
 
 Analyzer = Callable[..., xr.Dataset]
 
-ANALYZERS: dict[str, Analyzer] = {
-    "linear_probe": linear_probe,
-    "v_information": v_information,
-    "triplet_margins": triplet_margins,
-    "condition_numbers": condition_numbers,
-    "mi_bounds": mi_bounds,
-    "ksg_mi": ksg_mi,
-    "geometry": geometry,
-}
+# Every analyzer by name (probe.analyzers.registry says what each takes).
+ANALYZERS: dict[str, Analyzer] = {entry.name: entry.function for entry in REGISTRY}
 
 
 def get_analyzer(name: str) -> Analyzer:
@@ -53,4 +47,5 @@ def get_analyzer(name: str) -> Analyzer:
         raise unknown_name("analyzer", name, list(ANALYZERS)) from None
 
 
-__all__ = ["ANALYZERS", "get_analyzer", *ANALYZERS]
+__all__ = ["ANALYZERS", "REGISTRY", "get_analyzer", "condition_numbers", "geometry", "ksg_mi", "linear_probe",
+           "mi_bounds", "triplet_margins", "v_information"]

@@ -4,16 +4,14 @@ Nothing here is public; each analyzer module imports what it needs.
 """
 from __future__ import annotations
 
-import functools
 import math
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import xarray as xr
-from threadpoolctl import threadpool_info, threadpool_limits
 
+from probe.devices import MAX_FIT_THREADS, capped_blas_threads, fit_threads  # noqa: F401
 from probe.errors import InputValueError
 from probe.validation import check_positive_int
 
@@ -23,28 +21,7 @@ QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 # held-out label probability 0 costs at most -ln(1e-12) = 27.6 nats on that sample, not inf.
 PROB_FLOOR = 1e-12
 NATS_PER_BIT = math.log(2.0)
-# BLAS threads for scikit-learn's fits on (thousands x hundreds) arrays: a quarter of the cores,
-# at most 4. Measured with bench/analyzer_threads.py (V-information, 4,000 x 392, same value
-# every time): 16 cores: 14.8 s with 16 OpenBLAS threads, 0.74 s with 4, 1.2 s with 1;
-# 2 cores: 5.6 s with 2 threads, 2.7 s with 1, 57 s with 4. The matrices are too small for more.
-MAX_FIT_THREADS = 4
-
-
-def fit_threads() -> int:
-    return max(1, min(MAX_FIT_THREADS, (os.cpu_count() or 1) // 4))
-
-
-def capped_blas_threads(function: Callable) -> Callable:
-    """Run `function` with at most `fit_threads()` BLAS/OpenMP threads; a lower limit already in
-    force (`probe run-study --threads 1`, a user's threadpool_limits) is kept, never raised."""
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        current = min((info["num_threads"] for info in threadpool_info()), default=1)
-        with threadpool_limits(min(fit_threads(), current)):
-            return function(*args, **kwargs)
-    return wrapper
-
-
+# Thread caps live with the other thread and core choices (probe.devices); re-exported for the analyzers.
 def var(dims: str | tuple[str, ...], values: Any, long_name: str, units: str) -> tuple:
     """One data variable in the (dims, values, attrs) form xr.Dataset accepts."""
     dims = (dims,) if isinstance(dims, str) else tuple(dims)

@@ -19,8 +19,8 @@ Datasets:
 
 Modules, each importing only those above it in this list: `containers` (Split, ImageDataset),
 `download` (the cache and checked downloads), `idx`, `cifar10`, `digits` (the readers),
-`registry` (names, mirrors, checksums, `load_dataset`), and the independent `views` and
-`synthetic`.
+`registry` (names, mirrors, checksums, `load_dataset`), `pairs` (PairData: the two views a
+study trains on), and the independent `views` and `synthetic`.
 """
 from __future__ import annotations
 
@@ -28,12 +28,13 @@ from probe.data.cifar10 import read_cifar10_batch
 from probe.data.containers import ImageDataset, Split
 from probe.data.download import DOWNLOAD_TIMEOUT_S, cache_dir
 from probe.data.idx import IDX_FILES, read_idx
+from probe.data.pairs import PairData, load_image_pairs
 from probe.data.registry import DEFAULT_DATASET, KNOWN_DATASETS, MIRRORS, SHA256, describe_datasets, load_dataset
 from probe.data.synthetic import correlated_gaussian, gaussian_mi, rho_for_mi
 from probe.data.views import add_noise, split_views
 
 __all__ = [
     "DEFAULT_DATASET", "DOWNLOAD_TIMEOUT_S", "IDX_FILES", "KNOWN_DATASETS", "MIRRORS", "SHA256",
-    "ImageDataset", "Split", "add_noise", "cache_dir", "correlated_gaussian", "describe_datasets",
-    "gaussian_mi", "load_dataset", "read_cifar10_batch", "read_idx", "rho_for_mi", "split_views",
+    "ImageDataset", "PairData", "Split", "add_noise", "cache_dir", "correlated_gaussian", "describe_datasets",
+    "gaussian_mi", "load_dataset", "load_image_pairs", "read_cifar10_batch", "read_idx", "rho_for_mi", "split_views",
 ]

@@ -1,33 +1,23 @@
 """`probe analyze`: run analyzers on saved embeddings and write analysis.nc and analysis.html.
 
-Registered in the main group with `main.add_command(analyze)`. Heavy imports (torch,
-scikit-learn, the analyzers) happen inside the command, so `probe --help` stays fast.
+Which analyzers exist, what each needs and how each is called on saved embeddings is
+`probe.analyzers.registry`; this module reads the user's files, resolves the options to arrays,
+runs the chosen analyzers and writes the results.
 """
 from __future__ import annotations
 
-import os
-
-import html
-import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
 
-from probe.results import save_dataset
+from probe.embeddings import read_arrays
 from probe.errors import DataFormatError, ProbeError, UnknownNameError, unknown_name
 
-# Analyzers the command can run, and what each needs besides the embeddings.
-NEEDS = {
-    "linear_probe": ("labels",),
-    "v_information": ("labels or paired",),
-    "triplet_margins": ("labels or paired",),
-    "mi_bounds": ("paired",),
-    "ksg_mi": ("paired",),
-    "geometry": (),
-}
-KSG_AUTO_MAX_DIMS = 20
+if TYPE_CHECKING:  # the analyzers load torch and scikit-learn: imported when the command runs
+    from probe.analyzers.registry import Entry, Inputs, Options
+
 DEFAULT_KEYS = ("z", "embeddings")
 
 EXAMPLES = """\b
@@ -57,49 +47,6 @@ summary table.
 
 # --- reading ---------------------------------------------------------------------------------
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array in a .npy/.npz/.nc file, by name (a .npy file's single array under its stem)."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            loaded = np.load(path, allow_pickle=False)
-            if not isinstance(loaded, np.ndarray):  # np.load opens a zip (npz) whatever the suffix says
-                if hasattr(loaded, "close"):
-                    loaded.close()
-                raise DataFormatError(f"{path.name}: the file is an .npz archive, not a .npy array; rename it to .npz.")
-            return {path.stem: loaded}
-        if suffix == ".npz":
-            arrays = {}
-            with np.load(path, allow_pickle=False) as npz:
-                for name in npz.files:
-                    try:
-                        arrays[name] = npz[name]
-                        if not isinstance(arrays[name], np.ndarray):  # a zip member that is not a .npy file
-                            raise DataFormatError(
-                                f"{path.name}: member '{name}' is not a .npy array; an .npz must hold only arrays "
-                                "written by np.savez."
-                            )
-                    except ValueError as err:
-                        raise DataFormatError(
-                            f"{path.name}: array '{name}' holds Python objects (dtype=object), which probe does not "
-                            "load (allow_pickle=False). Save it with a numeric or string dtype, e.g. "
-                            "np.asarray(x, dtype=float)."
-                        ) from err
-            return arrays
-        if suffix == ".nc":
-            import xarray as xr
-
-            with xr.open_dataset(path, engine="netcdf4") as ds:
-                return {str(name): np.asarray(var.values) for name, var in ds.data_vars.items()}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        if isinstance(err, ProbeError):
-            raise
-        reason = "holds Python objects (dtype=object), which probe does not load (allow_pickle=False)" \
-            if "Object arrays" in str(err) else f"could not be read as {suffix} ({type(err).__name__}: {err})"
-        raise DataFormatError(f"{path.name}: the file {reason}. Is it truncated or in another format?") from err
-    raise DataFormatError(f"{path.name}: unsupported file type '{path.suffix}'; use .npy, .npz or .nc.")
-
-
 def _pick(arrays: dict[str, np.ndarray], ndim: int, preferred: tuple[str, ...], what: str, source: str) -> str:
     """The name of the only `ndim`-D array, else the first preferred name present."""
     candidates = [name for name, a in arrays.items() if a.ndim == ndim]
@@ -124,7 +71,7 @@ def _resolve(spec: str | None, main: dict[str, np.ndarray], main_name: str, *, n
         array = main[spec]
     elif Path(spec).is_file():
         path = Path(spec)
-        arrays = _read_arrays(path)
+        arrays = read_arrays(path)
         array = arrays[_pick(arrays, ndim, preferred, option.lstrip("-"), path.name)]
     else:
         raise DataFormatError(
@@ -148,147 +95,55 @@ def _main_array(arrays: dict[str, np.ndarray], key: str | None, path: Path) -> n
 
 # --- running ---------------------------------------------------------------------------------
 
-def _choose(requested: str, have_labels: bool, paired: np.ndarray | None, z: np.ndarray) -> list[str]:
+def _choose(requested: str, inputs: Inputs) -> list[Entry]:
     from probe.analyzers import get_analyzer
+    from probe.analyzers.registry import REGISTRY, describe_needs, entries
 
+    known = entries()
     if requested == "auto":
-        names = ["geometry"]
-        if have_labels:
-            names += ["linear_probe", "v_information", "triplet_margins"]
-        if paired is not None:
-            names += [n for n in ("v_information", "triplet_margins", "mi_bounds") if n not in names]
-            if z.shape[1] + paired.shape[1] <= KSG_AUTO_MAX_DIMS:
-                names.append("ksg_mi")
-        return names
-    names = [n.strip() for n in requested.split(",") if n.strip()]
+        return [entry for entry in REGISTRY if entry.auto(inputs)]
+    names = list(dict.fromkeys(n.strip() for n in requested.split(",") if n.strip()))
+    chosen = []
     for name in names:
         try:
             get_analyzer(name)
         except UnknownNameError as err:
             raise click.BadParameter(str(err), param_hint="--analyzers") from None
-        if name not in NEEDS:
+        entry = known[name]
+        if entry.run is None:
             raise click.BadParameter(
                 f"{name} needs a model, not saved embeddings; call probe.analyzers.{name} from Python.",
                 param_hint="--analyzers",
             )
-        need = NEEDS[name]
-        missing = need and not (("labels" in need[0] and have_labels) or ("paired" in need[0] and paired is not None))
-        if missing:
-            raise click.UsageError(f"{name} needs {need[0]}: pass --{need[0].split()[0]}" +
-                                   (" or --paired." if "or" in need[0] else "."))
-    return list(dict.fromkeys(names))
+        if not entry.fits(inputs):
+            raise click.UsageError(f"{name} needs {entry.needs}: pass {describe_needs(entry)}.")
+        chosen.append(entry)
+    return chosen
 
 
-def _run(name: str, data: dict[str, Any], opts: dict[str, Any]):
-    from probe.analyzers import get_analyzer
-
-    fn, seed = get_analyzer(name), opts["seed"]
-    z, y, p = data["z"], data["y"], data["paired"]
-    tz, ty, tp = data["test_z"], data["test_y"], data["test_paired"]
-    if name == "linear_probe":
-        return fn(z, y, tz, ty, protocol=opts["protocol"], seed=seed)
-    if name == "v_information":
-        if y is not None:
-            return fn(z, y, test_z=tz, test_y=ty, seed=seed)
-        return fn(z, target=p, test_z=tz, test_target=tp, seed=seed)
-    if name == "triplet_margins":
-        return fn(data["all_z"], data["all_paired"], labels=data["all_y"], seed=seed)
-    if name == "mi_bounds":
-        return fn(data["all_z"], data["all_paired"], steps=opts["steps"], batch_size=opts["batch_size"],
-                  test_fraction=opts["test_fraction"], seed=seed)
-    if name == "ksg_mi":
-        return fn(data["all_z"], data["all_paired"], seed=seed)
-    return fn(data["all_z"], labels=data["all_y"], paired=data["all_paired"], seed=seed)
-
-
-def _held_out(z, y, paired, test_z, test_y, test_paired, opts) -> dict[str, Any]:
+def _held_out(z, y, paired, test_z, test_y, test_paired, opts: Options, names: list[str]) -> Inputs:
     """Train/test parts for the analyzers that score held-out rows."""
+    from probe.analyzers.registry import Inputs
+
     data = {"all_z": z, "all_y": y, "all_paired": paired}
     if test_z is not None:
         if y is not None and test_y is None:
             raise click.UsageError("--test-key was given with --labels but without --test-labels.")
-        if y is None and paired is not None and test_paired is None and "v_information" in opts["names"]:
+        if y is None and paired is not None and test_paired is None and "v_information" in names:
             raise click.UsageError("v_information on --paired with --test-key needs --test-paired too.")
-        return {**data, "z": z, "y": y, "paired": paired,
-                "test_z": test_z, "test_y": test_y, "test_paired": test_paired}
+        return Inputs(**data, z=z, y=y, paired=paired, test_z=test_z, test_y=test_y, test_paired=test_paired)
     from probe.analyzers._common import split_indices
     from probe.validation import check_fraction, check_labels, check_same_length
 
     if paired is not None:
         check_same_length(z, paired, names=("the embeddings", "--paired"), caller="analyze")
 
-    fraction = check_fraction(opts["test_fraction"], name="--test-fraction", caller="analyze")
+    fraction = check_fraction(opts.test_fraction, name="--test-fraction", caller="analyze")
     strata = None if y is None else check_labels(y, name="labels", caller="analyze", n_samples=z.shape[0])
-    tr, te = split_indices(z.shape[0], fraction, opts["seed"], labels=strata, caller="analyze")
+    tr, te = split_indices(z.shape[0], fraction, opts.seed, labels=strata, caller="analyze")
     part = lambda a, rows: None if a is None else a[rows]  # noqa: E731
-    return {**data, "z": z[tr], "y": part(y, tr), "paired": part(paired, tr),
-            "test_z": z[te], "test_y": part(y, te), "test_paired": part(paired, te)}
-
-
-# --- writing ---------------------------------------------------------------------------------
-
-def _prefixed(results: dict[str, Any]):
-    """Merge analyzer Datasets, prefixing variables and attributes with the analyzer name.
-
-    A dimension whose coordinate (or size) differs between analyzers is renamed
-    <analyzer>_<dim> so nothing is silently aligned or filled with NaN.
-    """
-    import xarray as xr
-
-    seen: dict[str, Any] = {}
-    parts = []
-    for analyzer, ds in results.items():
-        renames = {}
-        for dim, size in ds.sizes.items():
-            values = ds[dim].values if dim in ds.coords else size
-            if dim in seen and not np.array_equal(seen[dim], values):
-                renames[dim] = f"{analyzer}_{dim}"
-            else:
-                seen[dim] = values
-        ds = ds.rename({**renames, **{v: f"{analyzer}_{v}" for v in ds.data_vars}})
-        ds.attrs = {f"{analyzer}_{k}": v for k, v in ds.attrs.items()}
-        parts.append(ds)
-    # "override" keeps each variable's own attrs (each name occurs once); dataset attrs are rebuilt below.
-    merged = xr.merge(parts, compat="no_conflicts", join="exact", combine_attrs="override")
-    merged.attrs = {}
-    for ds in parts:
-        merged.attrs.update(ds.attrs)
-    return merged
-
-
-def _format(variable) -> str:
-    values = variable.values
-    if values.ndim == 0:
-        return f"{values.item():.4g}" if values.dtype.kind == "f" else str(values.item())
-    if values.ndim == 1 and values.size <= 25:
-        dim = variable.dims[0]
-        labels = variable[dim].values if dim in variable.coords else range(values.size)
-        fmt = (lambda v: f"{v:.4g}") if values.dtype.kind == "f" else str
-        return ", ".join(f"{lab}: {fmt(v)}" for lab, v in zip(labels, values))
-    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
-    summary = f", median {np.median(finite):.4g}" if finite.size else ""
-    return f"array {dict(variable.sizes)}{summary}"
-
-
-def _html(results: dict[str, Any], title: str, settings: dict[str, Any]) -> str:
-    e = html.escape
-    rows = []
-    for analyzer, ds in results.items():
-        rows.append(f'<h2>{e(analyzer)}</h2><p class="method">{e(str(ds.attrs.get("method", "")))}</p>')
-        rows.append("<table><tr><th>variable</th><th>value</th><th>units</th><th>meaning</th></tr>")
-        for name, var in ds.data_vars.items():
-            cells = (name, _format(var), var.attrs.get("units", ""), var.attrs.get("long_name", ""))
-            rows.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
-        rows.append("</table>")
-        params = "; ".join(f"{k}={v}" for k, v in ds.attrs.items() if k not in ("analyzer", "method"))
-        rows.append(f'<p class="params">{e(params)}</p>')
-    setting_rows = "".join(f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td></tr>" for k, v in settings.items())
-    style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
-             "text-align:left;vertical-align:top}th{background:#f3f3f3}.method,.params{color:#555;font-size:.9em}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{e(title)}</h1><table>{setting_rows}</table>"
-            f"{''.join(rows)}</body></html>\n")
+    return Inputs(**data, z=z[tr], y=part(y, tr), paired=part(paired, tr),
+                  test_z=z[te], test_y=part(y, te), test_paired=part(paired, te))
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -340,7 +195,12 @@ def analyze(embeddings: Path, key, labels, paired, test_key, test_labels, test_p
 
 def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired, requested, protocol,
              steps, batch_size, seed, test_fraction, out, threads) -> None:
-    arrays = _read_arrays(embeddings)
+    from probe.analyzers.registry import Inputs, Options
+    from probe.report.analysis import analysis_page
+    from probe.report.html import write_page
+    from probe.results import merge_prefixed, save_dataset
+
+    arrays = read_arrays(embeddings)
     if key is not None and embeddings.suffix.lower() == ".npy":
         raise click.UsageError("--key applies to .npz and .nc files; a .npy file holds a single array.")
     z = _main_array(arrays, key, embeddings)
@@ -351,10 +211,10 @@ def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired
     tz = resolve(test_key, 2, "--test-key", ("z_test", "test_z"))
     ty = resolve(test_labels, 1, "--test-labels", ("test_labels", "y_test"))
     tp = resolve(test_paired, 2, "--test-paired", ())
-    names = _choose(requested, y is not None, p, z)
-    opts = dict(seed=seed, test_fraction=test_fraction, protocol=protocol, steps=steps, batch_size=batch_size,
-                names=names)
-    data = _held_out(z, y, p, tz, ty, tp, opts)
+    chosen = _choose(requested, Inputs(all_z=z, all_y=y, all_paired=p))
+    names = [entry.name for entry in chosen]
+    opts = Options(seed=seed, test_fraction=test_fraction, protocol=protocol, steps=steps, batch_size=batch_size)
+    data = _held_out(z, y, p, tz, ty, tp, opts, names)
 
     import contextlib
 
@@ -368,23 +228,17 @@ def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired
             previous = torch.get_num_threads()
             torch.set_num_threads(threads)
             stack.callback(torch.set_num_threads, previous)
-        for name in names:
-            click.echo(f"running {name} ...", err=True)
-            results[name] = _run(name, data, opts)
+        for entry in chosen:
+            click.echo(f"running {entry.name} ...", err=True)
+            results[entry.name] = entry(data, opts)
 
     out = out if out is not None else Path("runs") / "analyze" / embeddings.stem
     out.mkdir(parents=True, exist_ok=True)
-    merged = _prefixed(results)
+    merged = merge_prefixed(results)
     settings = {"source": embeddings.name, "key": key or "auto", "labels": labels or "none",
                 "paired": paired or "none", "test_key": test_key or "none", "seed": seed,
                 "test_fraction": test_fraction, "analyzers": ",".join(names)}
     merged.attrs.update({f"analyze_{k}": v for k, v in settings.items()})
     save_dataset(merged, out / "analysis.nc")  # atomic: a failure never leaves half a file
-    page = out / "analysis.html"
-    tmp = page.with_name(f".{page.name}.tmp")
-    try:
-        tmp.write_text(_html(results, f"probe analyze: {embeddings.name}", settings), encoding="utf-8")
-        os.replace(tmp, page)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_page(out / "analysis.html", analysis_page(results, f"probe analyze: {embeddings.name}", settings))
     click.echo(f"wrote {out / 'analysis.nc'} and {out / 'analysis.html'}")

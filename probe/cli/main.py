@@ -1,4 +1,7 @@
-"""The `probe` command line: run studies, write reports, analyse saved embeddings."""
+"""The main `probe` commands: run-study, report, list-studies, datasets (and `analyze`, from its own module).
+
+Every heavy import (torch, the studies, the analyzers) happens inside a command, so `probe --help` stays fast.
+"""
 from __future__ import annotations
 
 import sys
@@ -6,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from probe.cli.analyze import analyze
 from probe.errors import ProbeError
 
 
@@ -17,15 +21,6 @@ class ProbeGroup(click.Group):
             return super().invoke(ctx)
         except ProbeError as err:
             raise click.ClickException(str(err)) from None
-
-
-def set_threads(n: int) -> None:
-    """Limit torch and the BLAS/OpenMP pools. Oversubscribed cores make small matmuls 10-50x slower."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(n)
-    threadpool_limits(n)
 
 
 def _parse_set(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -121,29 +116,30 @@ def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, dev
       probe run-study invertible-encoders --preset quick --executor processes --workers 2
       probe run-study invertible-encoders --executor dask --scheduler tcp://head:8786
     """
-    from probe.study import find_study, run_study
+    from probe.devices import set_threads
+    from probe.results import load_dataset
+    from probe.runner import RunOptions, run
+    from probe.verdict import judge
+    from studies import find_study
 
     study = find_study(name)
     if threads is not None:
         set_threads(threads)
-    path = run_study(study, preset, dataset=dataset, data_dir=data_dir, seeds=_parse_seeds(seeds), steps=steps,
-                     device=device, out=out, progress=not no_progress, set_values=_parse_set(set_values),
-                     executor=executor, scheduler=scheduler, workers=workers, threads=threads,
-                     checkpoint_every=checkpoint_every, save_embeddings=save_embeddings,
-                     log=lambda m: click.echo(m, err=True))
+    options = RunOptions(preset=preset, dataset=dataset, data_dir=data_dir, seeds=_parse_seeds(seeds), steps=steps,
+                         device=device, out=out, progress=not no_progress, set_values=_parse_set(set_values),
+                         executor=executor, scheduler=scheduler, workers=workers, threads=threads,
+                         checkpoint_every=checkpoint_every, save_embeddings=save_embeddings)
+    path = run(study, options, log=lambda m: click.echo(m, err=True))
+    verdict = judge(study, load_dataset(path))
     if report:
         from probe.report import write_report
 
-        click.echo(f"report: {write_report(path)}", err=True)
-    _echo_verdict(study, path)
+        click.echo(f"report: {write_report(path, verdict=verdict)}", err=True)
+    _echo_verdict(verdict)
 
 
-def _echo_verdict(study, path) -> None:
+def _echo_verdict(verdict) -> None:
     """One line on whether this run showed the paper's effect, and the numbers that decide it."""
-    from probe.report_index import judge
-    from probe.results import load_dataset
-
-    verdict = judge(study, load_dataset(path))
     click.echo(f"verdict: the claim {verdict.outcome}: {verdict.claim}", err=True)
     for line in verdict.evidence:
         click.echo(f"  {line}", err=True)
@@ -166,22 +162,28 @@ def report_cmd(results, all_runs, out):
     if Path(results).is_dir() and not all_runs:
         raise click.UsageError(f"'{results}' is a folder: pass --all to report every results.nc under it, "
                                "or give one results.nc file.")
-    if all_runs:
-        from probe.report_index import write_index
+    from studies import list_studies
 
-        index = write_index(Path(results), Path(out) if out else Path("reports"))
+    if all_runs:
+        from probe.report import write_index
+
+        index = write_index(Path(results), list_studies(), Path(out) if out else Path("reports"))
         click.echo(f"index: {index}")
         return
     from probe.report import write_report
+    from probe.results import load_dataset
+    from probe.verdict import judge
 
-    path = write_report(Path(results), out)
+    ds = load_dataset(results, caller="probe report")
+    study = {s.name: s for s in list_studies()}.get(str(ds.attrs.get("study", "")))
+    path = write_report(ds, out, verdict=judge(study, ds) if study is not None else None)
     click.echo(f"report: {path}")
 
 
 @main.command("list-studies")
 def list_studies_cmd():
     """List the studies with the paper figure each reproduces."""
-    from probe.study import list_studies
+    from studies import list_studies
 
     studies = list_studies()
     width = max(len(s.figure) for s in studies)
@@ -203,15 +205,7 @@ def datasets_cmd():
             click.echo(f"  {'':<14} {d['cache_path']}")
 
 
-def _register_optional() -> None:
-    try:
-        from probe.cli_analyze import analyze
-    except ImportError:  # pragma: no cover - analyze ships with the analyzers
-        return
-    main.add_command(analyze)
-
-
-_register_optional()
+main.add_command(analyze)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

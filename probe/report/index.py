@@ -15,18 +15,17 @@ from pathlib import Path
 
 import xarray as xr
 
-from probe import report, verdict as verdicts
+from probe import reference
+from probe import verdict as verdicts
 from probe.errors import DataUnavailableError, InputValueError
-from probe.study import Study, list_studies
+from probe.report.html import CSS, file_name, human_duration, seed_text, write_page
+from probe.report.html import badge as _badge
+from probe.report.html import escape as _e
+from probe.report.page import write_report
+from probe.results import load_dataset
+from probe.study import Study
 
 CALLER = "probe report --all"
-_e = report._e  # the report pages' HTML escaping
-BADGES = {
-    verdicts.HELD: ("#1a7f37", "#dafbe1"),
-    verdicts.PARTLY: ("#9a6700", "#fff8c5"),
-    verdicts.NOT_HELD: ("#cf222e", "#ffebe9"),
-    verdicts.UNDECIDED: ("#59636e", "#eff2f5"),
-}
 
 
 @dataclass
@@ -54,28 +53,22 @@ def find_results(runs_dir: str | os.PathLike) -> list[Path]:
     return found
 
 
-def judge(study: Study, ds: xr.Dataset) -> verdicts.Verdict:
-    """The study's verdict on `ds`; undecided (with the reason) if the study has none or it fails."""
-    if study.verdict is None:
-        return verdicts.undecided("—", "this study declares no verdict", "—")
-    try:
-        return study.verdict(ds)
-    except (KeyError, ValueError, IndexError) as err:  # a partial or foreign result: say what is missing
-        return verdicts.undecided("—", f"could not be decided from this result ({type(err).__name__}: {err})", "—")
+def write_index(runs_dir: str | os.PathLike, studies: list[Study], out_dir: str | os.PathLike = "reports") -> Path:
+    """Write every study's page and `index.html` into `out_dir`; return the index's path.
 
-
-def write_index(runs_dir: str | os.PathLike, out_dir: str | os.PathLike = "reports") -> Path:
-    """Write every study's page and `index.html` into `out_dir`; return the index's path."""
+    `studies` is the catalogue (`studies.list_studies()`): the index has one row per study in
+    its order, and each page opens with that study's verdict on the run.
+    """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputValueError(f"{CALLER}: --out '{out}' is a file; with --all it must be a folder.")
     out.mkdir(parents=True, exist_ok=True)
-    by_name = {s.name: s for s in list_studies()}
+    by_name = {s.name: s for s in studies}
     entries: dict[str, list[Entry]] = {}
     unreadable: list[str] = []
     for path in find_results(runs_dir):
         try:
-            ds = xr.load_dataset(path)
+            ds = load_dataset(path, caller=CALLER)
         except Exception as err:  # a truncated or foreign file: list it, do not stop the index
             unreadable.append(f"{path} ({type(err).__name__})")
             continue
@@ -84,18 +77,14 @@ def write_index(runs_dir: str | os.PathLike, out_dir: str | os.PathLike = "repor
             unreadable.append(f"{path} (not a probe study result)")
             continue
         same = entries.setdefault(study.name, [])
-        preset = report.file_name(ds.attrs.get("preset", ""), "run")
+        preset = file_name(ds.attrs.get("preset", ""), "run")
         name = study.name if not same else f"{study.name}-{preset}-{len(same)}"
-        page = report.write_report(ds, out / f"{name}.html")
-        same.append(Entry(study, path, page, ds, judge(study, ds)))
+        verdict = verdicts.judge(study, ds)
+        page = write_report(ds, out / f"{name}.html", verdict=verdict)
+        same.append(Entry(study, path, page, ds, verdict))
     index = out / "index.html"
-    report.write_page(index, _render(list(by_name.values()), entries, unreadable, Path(runs_dir)))
+    write_page(index, _render(list(by_name.values()), entries, unreadable, Path(runs_dir)))
     return index
-
-
-def _badge(outcome: str) -> str:
-    fg, bg = BADGES.get(outcome, BADGES[verdicts.UNDECIDED])
-    return f'<span class="badge" style="color:{fg};background:{bg};border-color:{fg}">{_e(outcome)}</span>'
 
 
 def _row(study: Study, entry: Entry | None) -> str:
@@ -106,8 +95,8 @@ def _row(study: Study, entry: Entry | None) -> str:
                 f"Make it with <code>{_e(command)}</code>.</td></tr>")
     ds, v = entry.ds, entry.verdict
     made = (f"preset <code>{_e(ds.attrs.get('preset', '?'))}</code> · {_e(ds.attrs.get('dataset', '?'))} · seeds "
-            f"{_e(report._seed_text(str(ds.attrs.get('seeds', '?'))))} · {_e(ds.attrs.get('device', '?'))} · "
-            f"{_e(report._human_duration(ds.attrs.get('total_wall_time')))}")
+            f"{_e(seed_text(str(ds.attrs.get('seeds', '?'))))} · {_e(ds.attrs.get('device', '?'))} · "
+            f"{_e(human_duration(ds.attrs.get('total_wall_time')))}")
     evidence = "".join(f"<li>{_e(part)}</li>" for part in v.evidence)
     paper = f'<p class="paper">{_e(v.paper)}</p>' if v.paper else ""
     return (f"<tr>{head}<td>{_badge(v.outcome)}</td>"
@@ -141,7 +130,7 @@ is about this run, not about the paper.</p>
 <section><div class="table-wrap"><table class="data index">
 <thead><tr><th>study</th><th>verdict</th><th>claim and evidence</th><th>decided by</th><th>run</th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table></div></section>"""
-    css = report._CSS + """
+    css = CSS + """
 .badge { display:inline-block; padding:1px 8px; border:1px solid; border-radius:12px; font-size:0.85em;
   font-weight:600; white-space:nowrap; }
 .muted { color:var(--muted); font-size:0.9em; }
@@ -153,7 +142,7 @@ table.index td { padding:10px 12px; }
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>probe: what it reproduces</title><style>{css}</style></head>
-<body><main>{body}<footer>probe report --all · {_e(report.reference.CITATION)}</footer></main></body>
+<body><main>{body}<footer>probe report --all · {_e(reference.CITATION)}</footer></main></body>
 </html>
 """
 

@@ -22,127 +22,19 @@ import multiprocessing
 import os
 import signal
 import sys
-import threading
-import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from tqdm.auto import tqdm
 
-from probe.checkpoint import checkpointing
-from probe.training import saving_embeddings
+from probe.devices import cores, set_threads
 from probe.errors import InputValueError, unknown_name
-from probe.results import cell_dataset, save_dataset
-from probe.study import Cell, resolve_device, settings_json
-from probe.training import recording_streams
+from probe.runner.cells import CellJob, run_cell_job
+from probe.runner.options import EXECUTORS
 
-EXECUTORS = ("local", "processes", "dask")
 RETRIES = 2
-
-
-@dataclass(frozen=True)
-class CellJob:
-    """Everything a worker needs to run one cell and write its file (picklable, no data)."""
-
-    run_cell: Callable
-    load_data: Callable
-    settings: Any
-    dataset: str | None
-    data_dir: str | None        # absolute: workers may start in another folder
-    dataset_sha256: str         # what the parent hashed; a worker with other data refuses to run
-    device: str                 # "auto" resolves on the worker: its GPU if it has one
-    cells_dir: str              # absolute; on a cluster it must be a folder every worker sees
-    run_key: str                # the settings hash of the run folder
-    cell: Cell
-    checkpoint_every: int | None = None  # None: each training call's own (TrainConfig.checkpoint_every)
-    embeddings_dir: str | None = None    # --save-embeddings: evaluated embeddings go here, per cell
-
-    @property
-    def result_path(self) -> Path:
-        return Path(self.cells_dir) / self.cell.filename()
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return Path(self.cells_dir) / self.cell.filename().replace(".nc", ".ckpt.pt")
-
-    @property
-    def attempts_path(self) -> Path:
-        return Path(self.cells_dir) / f".{self.cell.filename()}.attempts"
-
-
-# ---------------------------------------------------------------------------- one cell, on any worker
-
-_DATA: dict[tuple, Any] = {}
-_DATA_LOCK = threading.Lock()
-
-
-def worker_data(job: CellJob) -> Any:
-    """The study's data, loaded once per worker process (and per run settings), then reused."""
-    key = (getattr(job.load_data, "__module__", ""), getattr(job.load_data, "__qualname__", repr(job.load_data)),
-           settings_json(job.settings), job.dataset, job.data_dir)
-    with _DATA_LOCK:
-        if key not in _DATA:
-            _DATA.clear()  # one run's data at a time: a long-lived dask worker serves many runs
-            data, info = job.load_data(job.settings, job.dataset, job.data_dir)
-            if info.get("dataset_sha256", "") != job.dataset_sha256:
-                raise InputValueError(
-                    f"worker: the data loaded here ({info.get('dataset')}, sha256 {info.get('dataset_sha256', '')[:12]}) "
-                    f"differ from the parent's (sha256 {job.dataset_sha256[:12]}); every worker must see the same "
-                    "--data-dir and data cache. Use a shared folder or PROBE_DATA_DIR on every machine.")
-            _DATA[key] = data
-        return _DATA[key]
-
-
-def run_cell_job(job: CellJob, data: Any = None, on_step: Callable[[int, dict], None] | None = None) -> tuple[Path, str]:
-    """Run one cell (resuming its checkpoint), write its result file atomically; (path, status)."""
-    if data is None:
-        data = worker_data(job)
-    device = resolve_device(job.device)
-    started = time.perf_counter()
-    with recording_streams() as streams, checkpointing(job.checkpoint_path, f"{job.run_key}/{job.cell.filename()}",
-                                                      job.checkpoint_every) as plan, \
-            saving_embeddings(Path(job.embeddings_dir) / Path(job.cell.filename()).stem if job.embeddings_dir else None):
-        result = job.run_cell(job.settings, job.cell.ids, job.cell.seed, data, device, on_step)
-    ds = cell_dataset(result, {**job.cell.ids, "seed": job.cell.seed})
-    ds.attrs.update({
-        "cell_wall_time": time.perf_counter() - started,
-        "resumed_from_step": plan.resumed_from,
-        "device": device_label(device),
-        "run_key": job.run_key,
-        **{f"seed_{_attr_name(stream)}": seed for stream, seed in sorted(streams.items())},
-    })
-    path = save_dataset(ds, job.result_path)
-    job.checkpoint_path.unlink(missing_ok=True)
-    job.attempts_path.unlink(missing_ok=True)
-    return path, result.status
-
-
-def device_label(device: torch.device) -> str:
-    return str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})"
-
-
-def _attr_name(stream: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in stream)
-
-
-def set_threads(n: int) -> None:
-    """Torch and BLAS threads of this process (oversubscribed cores make small matmuls 10-50x slower)."""
-    from threadpoolctl import threadpool_limits
-
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    threadpool_limits(n)
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------- the executors
@@ -188,7 +80,7 @@ def run_local(jobs: list[CellJob], data: Any, *, steps_per_cell: int, progress: 
         bar.set_postfix_str(label)
         done_before = bar.n
 
-        def on_step(step: int, last: dict) -> None:
+        def on_step(step: int, last: dict, done_before: int = done_before, label: str = label) -> None:
             bar.update(done_before + step - bar.n)
             if last and step % 50 == 0:
                 bar.set_postfix_str(f"{label} | bound {last.get('bound_test', float('nan')):.2f} "
@@ -321,7 +213,8 @@ def run_dask(jobs: list[CellJob], *, scheduler: str | None, workers: int, thread
              progress: bool, log: Callable[[str], None]) -> dict[str, str]:
     """Submit every cell to a dask cluster (or a LocalCluster of `workers` single-thread processes)."""
     try:
-        from distributed import Client, LocalCluster, as_completed as dask_completed
+        from distributed import Client, LocalCluster
+        from distributed import as_completed as dask_completed
         from distributed.scheduler import KilledWorker
     except ImportError as err:  # pragma: no cover - a dependency
         raise InputValueError("--executor dask needs dask.distributed: pip install 'dask[distributed]'.") from err

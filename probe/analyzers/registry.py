@@ -1,0 +1,116 @@
+"""Every analyzer with the inputs it takes, so `probe analyze` can call any of them generically.
+
+A new analyzer is its own module plus one `Entry` below: its name, its function, what it needs
+besides the embeddings (labels, a paired view, or a model), whether `--analyzers auto` runs it
+for given inputs, and how to call it on saved embeddings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import xarray as xr
+
+from probe.analyzers.bounds import mi_bounds
+from probe.analyzers.jacobian import condition_numbers
+from probe.analyzers.ksg import ksg_mi
+from probe.analyzers.linear import linear_probe
+from probe.analyzers.representation_geometry import geometry
+from probe.analyzers.triplets import triplet_margins
+from probe.analyzers.usable_information import v_information
+
+KSG_AUTO_MAX_DIMS = 20  # KSG's bias grows with dimension: auto mode runs it only below this
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Saved embeddings and what comes with them. `z`, `y`, `paired` are the training part and
+    `test_*` the held-out part (given, or split off with the seed); `all_*` are every row, for
+    the analyzers that make their own split or need none."""
+
+    all_z: np.ndarray
+    all_y: np.ndarray | None = None
+    all_paired: np.ndarray | None = None
+    z: np.ndarray | None = None
+    y: np.ndarray | None = None
+    paired: np.ndarray | None = None
+    test_z: np.ndarray | None = None
+    test_y: np.ndarray | None = None
+    test_paired: np.ndarray | None = None
+
+    @property
+    def has_labels(self) -> bool:
+        return self.all_y is not None
+
+    @property
+    def has_paired(self) -> bool:
+        return self.all_paired is not None
+
+
+@dataclass(frozen=True)
+class Options:
+    """The settings `probe analyze` passes on (each analyzer takes the ones it uses)."""
+
+    seed: int = 0
+    protocol: str = "paper"
+    steps: int = 2000
+    batch_size: int = 128
+    test_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    function: Callable[..., xr.Dataset]
+    needs: str                                   # "", "labels", "paired", "labels or paired", or "a model"
+    auto: Callable[[Inputs], bool] = lambda inputs: False
+    run: Callable[[Callable, Inputs, Options], xr.Dataset] | None = None  # None: needs a model
+
+    def fits(self, inputs: Inputs) -> bool:
+        """Whether `inputs` hold what this analyzer needs."""
+        if self.run is None:
+            return False
+        return {"": True, "labels": inputs.has_labels, "paired": inputs.has_paired,
+                "labels or paired": inputs.has_labels or inputs.has_paired}[self.needs]
+
+    def __call__(self, inputs: Inputs, options: Options) -> xr.Dataset:
+        return self.run(self.function, inputs, options)
+
+
+def _v_information(f: Callable, d: Inputs, o: Options) -> xr.Dataset:
+    if d.y is not None:
+        return f(d.z, d.y, test_z=d.test_z, test_y=d.test_y, seed=o.seed)
+    return f(d.z, target=d.paired, test_z=d.test_z, test_target=d.test_paired, seed=o.seed)
+
+
+def _small_joint(d: Inputs) -> bool:
+    return d.has_paired and d.all_z.shape[1] + d.all_paired.shape[1] <= KSG_AUTO_MAX_DIMS
+
+
+REGISTRY: tuple[Entry, ...] = (
+    Entry("linear_probe", linear_probe, "labels", lambda d: d.has_labels,
+          lambda f, d, o: f(d.z, d.y, d.test_z, d.test_y, protocol=o.protocol, seed=o.seed)),
+    Entry("v_information", v_information, "labels or paired", lambda d: d.has_labels or d.has_paired, _v_information),
+    Entry("triplet_margins", triplet_margins, "labels or paired", lambda d: d.has_labels or d.has_paired,
+          lambda f, d, o: f(d.all_z, d.all_paired, labels=d.all_y, seed=o.seed)),
+    Entry("condition_numbers", condition_numbers, "a model"),
+    Entry("mi_bounds", mi_bounds, "paired", lambda d: d.has_paired,
+          lambda f, d, o: f(d.all_z, d.all_paired, steps=o.steps, batch_size=o.batch_size,
+                            test_fraction=o.test_fraction, seed=o.seed)),
+    Entry("ksg_mi", ksg_mi, "paired", _small_joint, lambda f, d, o: f(d.all_z, d.all_paired, seed=o.seed)),
+    Entry("geometry", geometry, "", lambda d: True,
+          lambda f, d, o: f(d.all_z, labels=d.all_y, paired=d.all_paired, seed=o.seed)),
+)
+
+
+def entries() -> dict[str, Entry]:
+    return {entry.name: entry for entry in REGISTRY}
+
+
+def describe_needs(entry: Entry) -> str:
+    """'--labels', '--paired' or '--labels or --paired': the options that give what `entry` needs."""
+    return " or ".join(f"--{need}" for need in entry.needs.split(" or ")) if entry.needs else ""
+
+
+__all__: list[Any] = ["Entry", "Inputs", "Options", "REGISTRY", "entries", "describe_needs", "KSG_AUTO_MAX_DIMS"]

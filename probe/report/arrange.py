@@ -1,0 +1,199 @@
+"""A study result arranged for its page: validated, its grid cells labelled, its numbers as
+(cell, [quantile,] seed, step) arrays, means and sample sds over seeds, and the paper's values
+for the same cells (`probe.reference`).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from probe import reference
+from probe.errors import DataFormatError, InputTypeError, InputValueError
+from probe.results import load_dataset
+
+CALLER = "write_report"
+
+
+FIRST = ("probe_accuracy", "bound_test", "bound_train", "v_information")
+
+
+LAST = ("loss", "wall_time")
+
+
+# loss is minus the training bound and wall time is a clock: neither says anything new vs the bound.
+NOT_CORRELATED = frozenset({"bound_test", "loss", "wall_time"})
+
+
+RESERVED_DIMS = ("seed", "step", "quantile")
+
+
+PAPER_NAME = f"paper ({reference.CITATION})"
+
+
+@dataclass
+class StudyView:
+    """A validated result and what the page derives from it once."""
+
+    ds: xr.Dataset
+    source: str
+    grid: tuple[str, ...]
+    labels: list[str]
+    coords: list[dict[str, str]]
+    steps: np.ndarray
+    variables: list[str]
+    skipped: list[str]
+    paper: dict | None
+    paper_reason: str
+
+
+def load_results(results: object) -> tuple[xr.Dataset, str]:
+    if isinstance(results, xr.Dataset):
+        return results, "the dataset"
+    if not isinstance(results, (str, os.PathLike)):
+        raise InputTypeError(
+            f"{CALLER}: results is a {type(results).__name__}; an xarray.Dataset or the path of a "
+            "study result (.nc) is required."
+        )
+    path = Path(results)
+    return load_dataset(path, caller=CALLER), f"'{path}'"
+
+
+
+def describe(ds: xr.Dataset, source: str) -> StudyView:
+    error = DataFormatError if source != "the dataset" else InputValueError
+    if "step" not in ds.dims:
+        raise error(
+            f"{CALLER}: {source} has no 'step' dimension (dims: {names(ds.dims)}); a probe study "
+            "result has variables over (grid dims..., seed, step). Is it a study result?"
+        )
+    if ds["step"].dtype.kind not in "iuf":
+        raise error(
+            f"{CALLER}: {source} has a 'step' coordinate of dtype {ds['step'].dtype}; training steps "
+            "must be numbers (0, 1000, ...)."
+        )
+    ds = ds.sortby("step")
+    candidates = [
+        name for name in ds.data_vars
+        if "step" in ds[name].dims and ds[name].dtype.kind in "biuf"
+    ]
+    dim_sets = [set(ds[n].dims) - set(RESERVED_DIMS) for n in candidates]
+    grid_set = set.intersection(*dim_sets) if dim_sets else set()
+    grid = tuple(d for d in ds.dims if d in grid_set)
+    allowed = grid_set | set(RESERVED_DIMS)
+    variables = [n for n in candidates if set(ds[n].dims) <= allowed and ds[n].size > 0]
+    skipped = [f"{n} (dims {names(ds[n].dims)})" for n in candidates if n not in variables]
+    if not variables:
+        raise error(
+            f"{CALLER}: {source} has no numeric variable over 'step' to plot (variables: "
+            f"{names(ds.data_vars) or 'none'}); a study result holds e.g. probe_accuracy and "
+            "bound_test over (seed, step)."
+        )
+    variables.sort(key=_plot_order)
+    values = [[str(v) for v in ds[d].values] for d in grid]
+    coords = [dict(zip(grid, combo)) for combo in itertools.product(*values)]
+    labels = [" · ".join(c[d] for d in grid) or "probe" for c in coords]
+    paper, reason = reference.comparable_paper_values(attr(ds, "study"), ds.attrs.get("dataset"))
+    return StudyView(ds, source, grid, labels, coords, np.asarray(ds["step"].values), variables, skipped, paper, reason)
+
+
+def _plot_order(name: str) -> tuple[int, int, str]:
+    if name in FIRST:
+        return (0, FIRST.index(name), name)
+    if name in LAST:
+        return (2, LAST.index(name), name)
+    return (1, 0, name)
+
+
+def names(items) -> str:
+    return ", ".join(str(i) for i in items)
+
+
+def attr(ds: xr.Dataset, key: str, default: str = "") -> str:
+    value = ds.attrs.get(key, default)
+    return default if value is None else str(value)
+
+
+def arrange(study: StudyView, name: str, dtype: type = float) -> np.ndarray:
+    """Values of `name` as (label, [quantile,] seed, [step]), NaN where a run diverged."""
+    da = study.ds[name]
+    missing = {d: study.ds[d].values for d in study.grid if d not in da.dims}
+    if missing:
+        da = da.expand_dims(missing)
+    if "seed" not in da.dims:
+        da = da.expand_dims(seed=[0])
+    tail = tuple(d for d in ("quantile", "seed", "step") if d in da.dims)
+    values = np.asarray(da.transpose(*study.grid, *tail).values, dtype=dtype)
+    return values.reshape((-1,) + values.shape[len(study.grid):])
+
+
+def seed_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, sample sd (ddof=1) and count of the finite values along axis -2 (seed)."""
+    finite = np.isfinite(x)
+    n = finite.sum(axis=-2)
+    mean = np.full(n.shape, np.nan)
+    np.divide(np.where(finite, x, 0.0).sum(axis=-2), n, out=mean, where=n > 0)
+    dev = np.where(finite, x - np.expand_dims(mean, -2), 0.0)
+    var = np.full(n.shape, np.nan)
+    np.divide((dev**2).sum(axis=-2), n - 1, out=var, where=n > 1)
+    return mean, np.sqrt(var), n
+
+
+def correlations(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
+    """Pearson and Spearman r of the finite pairs, and their count (NaN when undefined)."""
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, math.nan, int(len(x))
+    pearson = float(np.corrcoef(x, y)[0, 1])
+    ranks = pd.DataFrame({"x": x, "y": y}).rank()
+    spearman = float(np.corrcoef(ranks["x"], ranks["y"])[0, 1])
+    return pearson, spearman, int(len(x))
+
+
+def pixel_accuracy(ds: xr.Dataset) -> float | None:
+    if "pixel_probe_accuracy" not in ds:
+        return None
+    values = np.asarray(ds["pixel_probe_accuracy"].values, dtype=float).ravel()
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
+def paper_points(study: StudyView, key: str) -> tuple[list[dict], list[dict]]:
+    """Paper values and bands for paper variable `key`, one row per matching label of ours."""
+    if study.paper is None:
+        return [], []
+    entry, tag = study.paper, study.paper.get("tags", {}).get(key, "")
+    points, bands = [], []
+    for table, rows, make in (
+        (entry["values"], points, lambda p: {"step": p[0], "value": p[1]}),
+        (entry["bands"], bands, lambda p: {"step": p[0], "lo": p[1], "hi": p[2], "range": f"{p[1]:g}-{p[2]:g}"}),
+    ):
+        for paper_label, series in table.get(key, {}).items():
+            for label, coords in zip(study.labels, study.coords):
+                if reference.label_matches(paper_label, entry["grid"], coords):
+                    rows.extend({"label": label, "source": PAPER_NAME, "tag": f"[{tag}]", **make(p)} for p in series)
+    return points, bands
+
+
+def titles(ds: xr.Dataset, name: str) -> tuple[str, str]:
+    long_name = str(ds[name].attrs.get("long_name", name))
+    units = str(ds[name].attrs.get("units", ""))
+    axis = long_name if units in ("", "1") else f"{long_name} ({units})"
+    return long_name, axis
+
+
+def round5(value: float) -> float | None:
+    if value is None or not np.isfinite(value):
+        return None
+    return float(f"{float(value):.5g}")
+
+
+def fmt_r(value: float) -> str:
+    return "n/a" if not np.isfinite(value) else f"{value:+.2f}"

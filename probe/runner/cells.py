@@ -1,0 +1,104 @@
+"""One cell of a study on any worker: the job that describes it, and running it.
+
+A `CellJob` is small and picklable (the study, its settings, the run's options and paths): the
+worker loads the data itself, once per worker process (`worker_data` caches it at module
+level), runs the cell under a mid-cell checkpoint plan, writes the cell's result file
+atomically and returns its path.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from probe.data import load_image_pairs
+from probe.devices import device_label, resolve_device
+from probe.embeddings import saving_embeddings
+from probe.errors import InputValueError
+from probe.results import cell_dataset, save_dataset
+from probe.runner.options import RunOptions
+from probe.study import Cell, Study, settings_json
+from probe.training.checkpoint import checkpointing
+from probe.training.streams import recording_streams
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """Everything a worker needs to run one cell and write its file (picklable, no data)."""
+
+    study: Study
+    settings: Any
+    options: RunOptions         # data_dir absolute; device "auto" resolves on the worker
+    dataset_sha256: str         # what the parent hashed; a worker with other data refuses to run
+    cells_dir: str              # absolute; on a cluster it must be a folder every worker sees
+    run_key: str                # the settings hash of the run folder
+    cell: Cell
+    embeddings_dir: str | None = None    # --save-embeddings: evaluated embeddings go here, per cell
+
+    @property
+    def checkpoint_every(self) -> int | None:
+        return self.options.checkpoint_every  # None: each training call's own (TrainConfig.checkpoint_every)
+
+    @property
+    def result_path(self) -> Path:
+        return Path(self.cells_dir) / self.cell.filename()
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.cells_dir) / self.cell.filename().replace(".nc", ".ckpt.pt")
+
+    @property
+    def attempts_path(self) -> Path:
+        return Path(self.cells_dir) / f".{self.cell.filename()}.attempts"
+
+
+_DATA: dict[tuple, Any] = {}
+_DATA_LOCK = threading.Lock()
+
+
+def worker_data(job: CellJob) -> Any:
+    """The study's data, loaded once per worker process (and per run settings), then reused."""
+    load_data = job.study.load_data or load_image_pairs
+    key = (getattr(load_data, "__module__", ""), getattr(load_data, "__qualname__", repr(load_data)),
+           settings_json(job.settings), job.options.dataset, job.options.data_dir)
+    with _DATA_LOCK:
+        if key not in _DATA:
+            _DATA.clear()  # one run's data at a time: a long-lived dask worker serves many runs
+            data, info = load_data(job.settings, job.options.dataset, job.options.data_dir)
+            if info.get("dataset_sha256", "") != job.dataset_sha256:
+                raise InputValueError(
+                    f"worker: the data loaded here ({info.get('dataset')}, sha256 {info.get('dataset_sha256', '')[:12]}) "
+                    f"differ from the parent's (sha256 {job.dataset_sha256[:12]}); every worker must see the same "
+                    "--data-dir and data cache. Use a shared folder or PROBE_DATA_DIR on every machine.")
+            _DATA[key] = data
+        return _DATA[key]
+
+
+def run_cell_job(job: CellJob, data: Any = None, on_step: Callable[[int, dict], None] | None = None) -> tuple[Path, str]:
+    """Run one cell (resuming its checkpoint), write its result file atomically; (path, status)."""
+    if data is None:
+        data = worker_data(job)
+    device = resolve_device(job.options.device)
+    started = time.perf_counter()
+    with recording_streams() as streams, checkpointing(job.checkpoint_path, f"{job.run_key}/{job.cell.filename()}",
+                                                      job.checkpoint_every) as plan, \
+            saving_embeddings(Path(job.embeddings_dir) / Path(job.cell.filename()).stem if job.embeddings_dir else None):
+        result = job.study.run_cell(job.settings, job.cell.ids, job.cell.seed, data, device, on_step)
+    ds = cell_dataset(result, {**job.cell.ids, "seed": job.cell.seed}, job.study.variables)
+    ds.attrs.update({
+        "cell_wall_time": time.perf_counter() - started,
+        "resumed_from_step": plan.resumed_from,
+        "device": device_label(device),
+        "run_key": job.run_key,
+        **{f"seed_{_attr_name(stream)}": seed for stream, seed in sorted(streams.items())},
+    })
+    path = save_dataset(ds, job.result_path)
+    job.checkpoint_path.unlink(missing_ok=True)
+    job.attempts_path.unlink(missing_ok=True)
+    return path, result.status
+
+
+def _attr_name(stream: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in stream)

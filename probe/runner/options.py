@@ -1,0 +1,59 @@
+"""How to run a study: one options object from the command line (or Python) to the runner."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from probe.errors import InputValueError
+
+EXECUTORS = ("local", "processes", "dask")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything `probe run-study` takes besides the study's name.
+
+    `seeds` is a count (3 -> 0, 1, 2) or the seeds themselves; `steps` overrides the preset's
+    training steps; `set_values` are `--set KEY=VALUE` overrides, parsed against the preset.
+    `executor` is where cells run (local, processes, dask at `scheduler`) with `workers`
+    processes of `threads` torch threads each. `checkpoint_every`: updates between mid-cell
+    checkpoints (None: TrainConfig's default; 0: none).
+    """
+
+    preset: str = "paper"
+    dataset: str | None = None
+    data_dir: str | None = None
+    seeds: int | tuple[int, ...] | None = None
+    steps: int | None = None
+    device: str = "auto"
+    out: str | Path = "runs"
+    progress: bool = True
+    set_values: dict[str, str] = field(default_factory=dict)
+    executor: str = "local"
+    scheduler: str | None = None
+    workers: int | None = None
+    threads: int | None = None
+    checkpoint_every: int | None = None
+    save_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise InputValueError(f"--steps is {self.steps}; at least 1 training step is required.")
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
+            raise InputValueError(
+                f"--checkpoint-every is {self.checkpoint_every}; give a number of steps, or 0 for none.")
+        if self.data_dir is not None:  # workers may start in another folder
+            object.__setattr__(self, "data_dir", str(Path(self.data_dir).resolve()))
+
+    def seed_tuple(self) -> tuple[int, ...] | None:
+        if self.seeds is None:
+            return None
+        seeds = tuple(range(self.seeds)) if isinstance(self.seeds, int) else tuple(self.seeds)
+        if not seeds:
+            given = self.seeds if isinstance(self.seeds, int) else "an empty list"
+            raise InputValueError(f"--seeds is {given}; at least one seed is required.")
+        return seeds
+
+    def replace(self, **changes) -> "RunOptions":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,162 @@
+"""Run (or resume) a study: every cell of its grid on an executor, then one results file.
+
+The runner loads the data once, runs every cell on an executor (`probe.runner.executors`:
+this process, a process pool or a dask cluster), each cell writing its result atomically to
+`cells/` (keyed by its ids and a hash of the settings, so a rerun of the same command skips
+finished cells and a changed setting never reuses stale ones; a killed cell resumes from its
+mid-cell checkpoint), then assembles the study's Dataset and saves `results.nc`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import itertools
+import json
+import platform
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import xarray as xr
+
+import probe
+from probe.data import PairData, load_image_pairs
+from probe.devices import resolve_device
+from probe.errors import InputValueError
+from probe.io import atomic_write_text
+from probe.results import CellResult, cell_dataset, combine_cells, load_dataset, save_dataset
+from probe.runner import executors
+from probe.runner.cells import CellJob
+from probe.runner.options import RunOptions
+from probe.study import Cell, Study, apply_overrides, settings_json
+from probe.training.evaluation import pixel_probe_accuracy
+
+
+def run_study(study: Study, preset: str = "paper", *, log: Callable[[str], None] = print, **options: Any) -> Path:
+    """Run (or resume) every cell of `study` under `preset`; return the path of results.nc.
+
+    `options` are the fields of `RunOptions` (dataset, data_dir, seeds, steps, device, out,
+    executor, workers, threads, checkpoint_every, save_embeddings, set_values, ...).
+    """
+    return run(study, RunOptions(preset=preset, **options), log=log)
+
+
+def run_settings(study: Study, options: RunOptions) -> Any:
+    """The preset's settings with --seeds, --steps and every --set applied (checked before any training)."""
+    settings = study.settings(options.preset)
+    overrides: dict[str, Any] = {}
+    seeds = options.seed_tuple()
+    if seeds is not None:
+        overrides["seeds"] = seeds
+    if options.steps is not None:
+        overrides["steps"] = options.steps
+    return apply_overrides(dataclasses.replace(settings, **overrides), options.set_values)
+
+
+def run(study: Study, options: RunOptions, *, log: Callable[[str], None] = print) -> Path:
+    """`run_study` with its options as one object (what the command line builds)."""
+    settings = run_settings(study, options)
+    executors.check_executor(options.executor, options.scheduler, options.workers)
+    # Dask workers resolve the device themselves: the cluster may have GPUs this machine lacks.
+    torch_device = None if options.executor == "dask" and options.device in ("auto", "cpu", "cuda") \
+        else resolve_device(options.device)
+
+    data, info = (study.load_data or load_image_pairs)(settings, options.dataset, options.data_dir)
+    key = hashlib.sha256((settings_json(settings) + info.get("dataset_sha256", "")).encode()).hexdigest()[:10]
+    run_dir = Path(options.out) / study.name / f"{options.preset}-{_slug(info['dataset'])}-{key}"
+    cells_dir = run_dir / "cells"
+    try:
+        cells_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "settings.json", settings_json(settings) + "\n")
+    except OSError as err:
+        raise InputValueError(
+            f"--out {options.out}: cannot write to {run_dir} ({err.strerror or err}). "
+            "Choose a writable folder with --out DIR."
+        ) from err
+
+    grid = study.grid(settings)
+    cells = [Cell(dict(zip(grid, combo)), seed)
+             for combo in itertools.product(*grid.values()) for seed in settings.seeds]
+    embeddings = str((run_dir / "embeddings").resolve()) if options.save_embeddings else None
+    jobs = [CellJob(study, settings, options, info.get("dataset_sha256", ""), str(cells_dir.resolve()), key, cell,
+                    embeddings) for cell in cells]
+    pending = [job for job in jobs if not job.result_path.exists()]
+    for job in jobs:
+        if job.result_path.exists():  # killed between writing the result and removing the checkpoint
+            job.checkpoint_path.unlink(missing_ok=True)
+    resuming = sum(job.checkpoint_path.exists() for job in pending)
+    where = f"on {torch_device}" if options.executor == "local" else \
+        f"via {options.executor}" + (f" at {options.scheduler}" if options.scheduler else "")
+    log(f"{study.name} [{options.preset}] on {info['dataset']} ({info.get('n_train', '?')} train / "
+        f"{info.get('n_test', '?')} test), {len(cells)} cells {where}; {len(cells) - len(pending)} already done"
+        + (f", {resuming} resuming mid-cell" if resuming else "") + f" -> {run_dir}")
+
+    failed = executors.run_cells(options.executor, pending, data=data, steps_per_cell=settings.steps,
+                                 workers=options.workers, scheduler=options.scheduler, threads=options.threads,
+                                 progress=options.progress, log=log)
+    parts = [_failed_cell(job.cell, failed[job.cell.filename()], study.variables) if job.cell.filename() in failed
+             else load_dataset(job.result_path) for job in jobs]
+    total_wall = float(sum(p.attrs.get("cell_wall_time", 0.0) for p in parts))
+    devices = sorted({p.attrs["device"] for p in parts if "device" in p.attrs})
+    results = combine_cells(parts, study.variables)
+    results = _add_baseline(results, data, settings)
+    results.attrs = _run_attrs(study, options.preset, settings, info, ", ".join(devices) or str(torch_device),
+                               total_wall)
+    results.attrs.update(executor=options.executor, stream_seeds_json=_stream_seeds(parts))
+    path = save_dataset(results, run_dir / "results.nc")
+    log(f"results: {path}\nreport:  probe report {path}")
+    return path
+
+
+def _add_baseline(results: xr.Dataset, data: Any, settings: Any) -> xr.Dataset:
+    if not isinstance(data, PairData):
+        return results
+
+    noise = getattr(settings, "noise_std", 0.0)
+    values = [pixel_probe_accuracy(data, seed, noise) for seed in results["seed"].values]
+    results["pixel_probe_accuracy"] = (("seed",), np.asarray(values))
+    results["pixel_probe_accuracy"].attrs.update(long_name="linear-probe test accuracy on raw pixels", units="1")
+    return results
+
+
+def _failed_cell(cell: Cell, reason: str, variables: dict) -> xr.Dataset:
+    """A cell that could not finish (its worker kept dying): only its status, NaN elsewhere once
+    combined. No file is written, so a rerun tries it again."""
+    return cell_dataset(CellResult(steps=np.zeros(0, dtype=np.int64), status=reason), {**cell.ids, "seed": cell.seed},
+                        variables)
+
+
+def _stream_seeds(parts: list[xr.Dataset]) -> str:
+    """{seed: {stream: stream seed}} over the cells, from their `seed_<stream>` attrs, as JSON."""
+    seeds: dict[str, dict[str, int]] = {}
+    for part in parts:
+        streams = {k[len("seed_"):]: int(v) for k, v in part.attrs.items() if k.startswith("seed_")}
+        seeds.setdefault(str(int(part["seed"].values[0])), {}).update(streams)
+    return json.dumps(seeds, sort_keys=True)
+
+
+def _run_attrs(study: Study, preset: str, settings: Any, info: dict, device: str, total_wall: float) -> dict:
+    return {
+        "study": study.name,
+        "title": study.title,
+        "figure": study.figure,
+        "preset": preset,
+        "dataset": info["dataset"],
+        "dataset_sha256": info.get("dataset_sha256", ""),
+        "dataset_source": info.get("dataset_source", ""),
+        "seeds": ",".join(str(s) for s in settings.seeds),
+        "eval_batch_size": int(getattr(settings, "batch_size", 0)),
+        "device": device,
+        "probe_version": probe.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "total_wall_time": total_wall,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings_json": settings_json(settings),
+    }
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in text)
