@@ -20,6 +20,7 @@ STUDY_MODULES = (
     "encoder_architecture",
     "noniid_negatives",
     "matched_targets",
+    "mi_ground_truth",
 )
 
 

@@ -22,6 +22,7 @@ import xarray as xr
 from probe import reference
 from probe.report.arrange import StudyView, arrange, attr, describe, load_results, paper_points, seed_stats, titles
 from probe.report.charts import VEGA_CONFIG, correlation_charts, endpoint_charts, line_chart, quantile_charts
+from probe.report.ground_truth import ground_truth_page
 from probe.report.html import (
     BADGES,
     CSS,
@@ -211,6 +212,8 @@ def _status_table(study: StudyView) -> str:
 
 
 def _render(study: StudyView, verdict: Verdict | None) -> str:
+    if "task" in study.ds.dims:  # a ground-truth result: one estimate per cell, not curves (mi-ground-truth)
+        return ground_truth_page(study.ds, _header(study, verdict), _status_table(study))
     charts = Charts()
     figures = []
     for name in study.variables:
