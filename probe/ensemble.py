@@ -32,7 +32,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from probe import critics, encoders
-from probe.ensemble_optim import BatchedAdam, MemberObjective, check_member_values, clip_rows_
+from probe.ensemble_optim import (BatchedAdam, MemberObjective, check_member_values, clip_coefficients,
+                                  member_grad_norms)
 from probe.errors import InputTypeError, InputValueError
 from probe.training import BatchSampler, seeded_generator, stream_rng
 
@@ -325,8 +326,12 @@ class EnsembleTrainer:
         self.ensemble, self.estimators, self.score_dtype, self.tf32 = ensemble, names, score_dtype, bool(tf32)
         self.objective = MemberObjective(names, targets, estimator_options, dev)
         self.optimizer = BatchedAdam(ensemble.flat, torch.tensor(lrs, dtype=torch.float64), betas, eps)
-        self._max_norms = torch.tensor([math.inf if c is None else float(c) for c in clips], dtype=torch.float64,
+        self._max_norms = torch.tensor([math.inf if c is None else float(c) for c in clips], dtype=ensemble.dtype,
                                        device=dev)
+        self._zero = ensemble.flat.new_zeros(())
+        # Gradients land in one (M, P) buffer laid out as the parameters (the optimizer overwrites it).
+        self._grad = torch.zeros_like(ensemble.flat)
+        self._grad_views = [self._grad[:, a:b].view(m, *shape) for _, a, b, shape in ensemble.layout]
         self.alive = torch.ones(m, dtype=torch.bool, device=dev)
         self.first_bad_step = torch.full((m,), -1, dtype=torch.int64, device=dev)
         self.failure = torch.zeros(m, dtype=torch.int64, device=dev)
@@ -345,9 +350,8 @@ class EnsembleTrainer:
             loss = self.objective.losses(self.objective.bounds(scores))
             grads = torch.autograd.grad(loss.sum(), list(ens.params.values()), allow_unused=True)
         with torch.no_grad():
-            flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(ens.n_members, -1)
-                              for g, p in zip(grads, ens.params.values())], dim=1) if grads else ens.flat.new_zeros(ens.flat.shape)
-            norms = clip_rows_(flat, self._max_norms)
+            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, ens.params.values())]
+            norms = member_grad_norms(grads) if grads else loss.new_zeros(ens.n_members)
             loss = loss.detach()
             finite_loss = torch.isfinite(loss)
             bad = self.alive & ~(finite_loss & torch.isfinite(norms))
@@ -355,7 +359,12 @@ class EnsembleTrainer:
             self.failure = torch.where(bad, torch.where(finite_loss, 2, 1), self.failure)
             self._record(torch.where(self.alive, loss.to(torch.float64), math.nan))
             self.alive = self.alive & ~bad
-            self.optimizer.step(flat, self.alive)
+            # One pass per parameter into the (M, P) buffer: frozen members' gradients become 0.
+            for g, view in zip(grads, self._grad_views):
+                torch.where(self.alive.view(-1, *[1] * (g.ndim - 1)), g, self._zero, out=view)
+            coef = torch.where(self.alive, clip_coefficients(norms, self._max_norms), self._zero)  # no NaN in
+            self._grad.mul_(coef[:, None])
+            self.optimizer.step(self._grad, self.alive)
         self.steps_done += 1
 
     def _record(self, loss: torch.Tensor) -> None:

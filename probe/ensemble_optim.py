@@ -7,7 +7,7 @@ each member's update the one `train_pair` would make for it alone:
 - `MemberObjective`: per-member estimator (InfoNCE for some members, NWJ for others) on the
   (M, K, K) score stack, and per-member loss, -I (maximise) or |I - t| (Tschannen et al.,
   ICLR 2020, Sec. 3.3, Fig. 4a/b);
-- `clip_rows_`: `torch.nn.utils.clip_grad_norm_` per member (global norm of that member's
+- `member_grad_norms`, `clip_coefficients`: `torch.nn.utils.clip_grad_norm_` per member (global norm of that member's
   gradient, coefficient max_norm / (norm + 1e-6), capped at 1);
 - `BatchedAdam`: `torch.optim.Adam`'s update (Kingma & Ba 2015, as torch implements it) with one
   learning rate per member and a mask of members that take this step; a masked member's
@@ -131,12 +131,24 @@ class MemberObjective:
 
 # ---------------------------------------------------------------------------- clipping
 @torch.no_grad()
+def member_grad_norms(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Each member's global gradient norm, (M,), from per-parameter gradients (M, *shape): the
+    norm of the per-tensor norms, as `torch.nn.utils.clip_grad_norm_` computes it."""
+    per_tensor = [torch.linalg.vector_norm(g, dim=tuple(range(1, g.ndim))) if g.ndim > 1 else g.abs() for g in grads]
+    return torch.linalg.vector_norm(torch.stack(per_tensor), dim=0)
+
+
+def clip_coefficients(norms: torch.Tensor, max_norms: torch.Tensor) -> torch.Tensor:
+    """clip_grad_norm_'s factor per member, min(max_norm / (norm + 1e-6), 1); max_norm inf: no clipping."""
+    return (max_norms / (norms + 1e-6)).clamp(max=1.0)
+
+
+@torch.no_grad()
 def clip_rows_(grads: torch.Tensor, max_norms: torch.Tensor) -> torch.Tensor:
-    """Scale each row of `grads` (M, P) in place by min(max_norm / (‖row‖ + 1e-6), 1), as
-    `clip_grad_norm_` does for one member's gradients; `max_norms` (M,), inf for no clipping.
-    Returns the rows' norms before clipping (M,)."""
+    """Scale each row of `grads` (M, P) in place as `clip_grad_norm_` scales one member's
+    gradients; `max_norms` (M,), inf for no clipping. Returns the rows' norms before clipping."""
     norms = torch.linalg.vector_norm(grads, dim=1)
-    grads.mul_((max_norms / (norms + 1e-6)).clamp(max=1.0).to(grads.dtype)[:, None])
+    grads.mul_(clip_coefficients(norms, max_norms.to(grads.dtype))[:, None])
     return norms
 
 
@@ -145,37 +157,50 @@ class BatchedAdam:
     """Adam on the rows of one (M, P) parameter tensor, updated in place; one learning rate per row.
 
     The update of an active row is `torch.optim.Adam`'s (defaults: no weight decay, no amsgrad)
-    op for op: m ← lerp(m, g, 1 - β1); v ← β2·v + (1 - β2)·g²; p ← p - lr/(1 - β1ᵗ) · m /
-    (√v / √(1 - β2ᵗ) + ε), with the bias corrections in float64 on the host. A row that is not
-    active takes no step: its gradient is replaced by 0 and its coefficients by (0, 1, 0), so p,
-    m and v keep their exact bits. Rows must not become active again once inactive: all active
-    rows share the step count t.
+    op for op: m ← lerp(m, g, 1 - β1); v ← β2·v + (1 - β2)·g²; p ← p + (-lr/(1 - β1ᵗ)·m) /
+    (√v / √(1 - β2ᵗ) + ε), bias corrections in float64 on the host. A row that is not active
+    takes no step and keeps p, m and v bit for bit: its coefficients become (0, 1) and its ε
+    inf, so its update is m / inf = 0 (its gradient must be 0, as the trainer passes it).
+    Rows must not become active again once inactive: all active rows share the step count t.
+    Every operation writes into the moments, the gradient (which `step` overwrites) or one work
+    tensor made once: on the CPU a fresh (M, P) temporary costs more in page faults than its
+    arithmetic.
     """
 
     def __init__(self, params: torch.Tensor, lrs: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8):
-        self.params, self.lrs = params, lrs.to(device=params.device, dtype=torch.float64)
+        self.params = params
         self.beta1, self.beta2 = (float(b) for b in betas)
         self.eps = float(eps)
         self.exp_avg, self.exp_avg_sq = torch.zeros_like(params), torch.zeros_like(params)
+        self._set_lrs(lrs)
         self.step_count = 0
         # Made once: a tensor built from a Python number on the GPU every step is a host copy.
-        self._zero = params.new_zeros(())
-        self._one = params.new_ones(())
+        self._one, self._inf = params.new_ones(()), params.new_full((), math.inf)
+
+    def _set_lrs(self, lrs: torch.Tensor) -> None:
+        values = lrs.tolist()
+        self.lrs = lrs.to(device=self.params.device, dtype=torch.float64)
+        # One learning rate for all rows: a scalar step size, as torch.optim.Adam's addcdiv_.
+        self._common_lr = values[0] if len(set(values)) == 1 else None
+        self._work = None if self._common_lr is not None else torch.empty_like(self.params)
 
     @torch.no_grad()
     def step(self, grads: torch.Tensor, active: torch.Tensor) -> None:
-        """One update of the active rows (`active`: (M,) bool) with `grads` (M, P)."""
+        """One update of the active rows (`active`: (M,) bool) with `grads` (M, P), which it overwrites."""
         self.step_count += 1
-        t = self.step_count
-        on = active.to(self.params.dtype)[:, None]
-        g = torch.where(active[:, None], grads, self._zero)
-        self.exp_avg.lerp_(g, (1 - self.beta1) * on)
-        self.exp_avg_sq.mul_(torch.where(active[:, None], self._one * self.beta2, self._one))
+        t, col = self.step_count, active[:, None]
+        g = grads
+        self.exp_avg.lerp_(g, (1 - self.beta1) * col.to(g.dtype))
+        self.exp_avg_sq.mul_(torch.where(col, self._one * self.beta2, self._one))
         self.exp_avg_sq.addcmul_(g, g, value=1 - self.beta2)
-        denom = (self.exp_avg_sq.sqrt() / (1 - self.beta2 ** t) ** 0.5).add_(self.eps)
-        step_size = (self.lrs / (1 - self.beta1 ** t)).to(self.params.dtype)[:, None] * on
-        self.params.addcdiv_(self.exp_avg * -step_size, denom)
+        denom = torch.sqrt(self.exp_avg_sq, out=g).div_((1 - self.beta2 ** t) ** 0.5)
+        denom.add_(torch.where(col, self._one * self.eps, self._inf))
+        if self._common_lr is not None:
+            self.params.addcdiv_(self.exp_avg, denom, value=-(self._common_lr / (1 - self.beta1 ** t)))
+        else:
+            step_size = (self.lrs / (1 - self.beta1 ** t)).to(g.dtype)[:, None]
+            self.params.addcdiv_(torch.mul(self.exp_avg, -step_size, out=self._work), denom)
 
     def state_dict(self) -> dict:
         return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(), "step_count": self.step_count,
@@ -185,7 +210,7 @@ class BatchedAdam:
         self.exp_avg.copy_(state["exp_avg"])
         self.exp_avg_sq.copy_(state["exp_avg_sq"])
         self.step_count = int(state["step_count"])
-        self.lrs = state["lrs"].to(device=self.params.device, dtype=torch.float64)
+        self._set_lrs(state["lrs"])
         self.beta1, self.beta2 = state["betas"]
         self.eps = float(state["eps"])
 

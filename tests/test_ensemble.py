@@ -18,7 +18,7 @@ from probe import ensemble as ens_mod
 from probe.critics import make_critic
 from probe.encoders import ConvEncoder, MLPEncoder, RealNVP, ResidualMLPEncoder
 from probe.ensemble import Ensemble, EnsembleTrainer, MemberBatches
-from probe.ensemble_optim import BatchedAdam, batched_estimator, clip_rows_
+from probe.ensemble_optim import BatchedAdam, batched_estimator, clip_rows_, member_grad_norms
 from probe.errors import InputTypeError, InputValueError, UnknownNameError
 from probe.estimators import ESTIMATORS, get_estimator
 from probe.training import BatchSampler, PairData, TrainConfig, add_view_noise, seeded_generator, stream_rng, train_pair
@@ -286,11 +286,11 @@ def test_batched_estimator_matches_each_member(name):
         torch.testing.assert_close(grads[m], grad, rtol=1e-6, atol=1e-6)
 
 
-def test_batched_adam_matches_torch_adam_and_leaves_inactive_rows_unchanged():
+@pytest.mark.parametrize("lrs", [[1e-3, 1e-2, 3e-4], [1e-3] * 3])
+def test_batched_adam_matches_torch_adam_and_leaves_inactive_rows_unchanged(lrs):
     gen = torch.Generator().manual_seed(0)
     flat = torch.randn(3, 7, generator=gen)
     singles = [flat[m].clone().requires_grad_() for m in range(3)]
-    lrs = [1e-3, 1e-2, 3e-4]
     optimizers = [torch.optim.Adam([p], lr=lr) for p, lr in zip(singles, lrs)]
     adam = BatchedAdam(flat, torch.tensor(lrs))
     frozen = None
@@ -299,8 +299,9 @@ def test_batched_adam_matches_torch_adam_and_leaves_inactive_rows_unchanged():
         active = torch.tensor([True, step < 5, True])
         if step == 5:
             frozen = (flat[1].clone(), adam.exp_avg[1].clone(), adam.exp_avg_sq[1].clone())
-        grads[1] = math.nan if step >= 5 else grads[1]
-        adam.step(grads, active)
+        if step >= 5:
+            grads[1] = 0.0  # as the trainer passes a frozen member's gradient
+        adam.step(grads.clone(), active)  # step overwrites its gradient buffer
         for m in (0, 2) if step >= 5 else range(3):
             singles[m].grad = grads[m].clone()
             optimizers[m].step()
@@ -318,7 +319,9 @@ def test_clip_rows_matches_clip_grad_norm():
         p.grad = row.clone()
         torch.nn.utils.clip_grad_norm_([p], max_norm)
         expected.append(p.grad)
-    norms = clip_rows_(grads, torch.tensor([1.0, 1.0, math.inf], dtype=torch.float64))
+    halves = [grads[:, :4].reshape(3, 2, 2), grads[:, 4:]]
+    torch.testing.assert_close(member_grad_norms(halves), grads.norm(dim=1))
+    norms = clip_rows_(grads, torch.tensor([1.0, 1.0, math.inf]))
     torch.testing.assert_close(grads, torch.stack(expected))
     assert norms.shape == (3,)
 
