@@ -30,12 +30,20 @@ class CellResult:
     status: str = "ok"
 
 
+# Record arrays over a dimension other than `quantile`: {variable: (dim, coordinate or None for 0..n-1)}.
+RECORD_DIMS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "log_condition_number_input": ("jacobian_input", None),
+    "jacobian_shape": ("jacobian_axis", ("d_out", "d_in")),
+}
+
+
 def collect_records(eval_steps: np.ndarray, records: list[dict], status: str, *,
                     empty: tuple[str, ...] = ("bound_test", "bound_train", "probe_accuracy"),
                     **series: list[float]) -> CellResult:
     """One evaluation record per step (dicts of scalars, or arrays over `quantile` with the
-    coordinate under "quantile") as a CellResult; steps never reached are NaN. `series` are
-    extra per-evaluation lists (wall_time, loss). A run with no record has NaN `empty` variables."""
+    coordinate under "quantile", or over the dimension RECORD_DIMS names) as a CellResult; steps
+    never reached are NaN. `series` are extra per-evaluation lists (wall_time, loss). A run with
+    no record has NaN `empty` variables."""
     n = len(eval_steps)
     result = CellResult(steps=eval_steps, status=status)
     if records and "quantile" in records[0]:
@@ -46,7 +54,11 @@ def collect_records(eval_steps: np.ndarray, records: list[dict], status: str, *,
         values = np.full((n, *first.shape), np.nan)
         for i, rec in enumerate(records):
             values[i] = rec[name]
-        result.variables[name] = (("step",) if first.ndim == 0 else ("step", "quantile"), values)
+        dim = "quantile"
+        if name in RECORD_DIMS and first.ndim == 1:
+            dim, labels = RECORD_DIMS[name]
+            result.coords[dim] = np.arange(first.size) if labels is None else np.asarray(labels, dtype=object)
+        result.variables[name] = (("step",) if first.ndim == 0 else ("step", dim), values)
     for name, values_so_far in series.items():
         values = np.full(n, np.nan)
         values[: len(values_so_far)] = values_so_far
@@ -62,7 +74,11 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "v_information": ("V-information of the labels (multinomial logistic V)", "nats"),
     "triplet_margin_mean": ("mean triplet margin f(a,p) - f(a,n) under the critic, paired views", "1"),
     "triplet_violation_fraction": ("fraction of triplets with margin < 0", "1"),
-    "log_condition_number": ("quantiles of ln(sigma_max / sigma_min) of g1's Jacobian", "nats"),
+    "log_condition_number": ("per-seed quantiles of ln(sigma_max / sigma_min) of g1's Jacobian", "nats"),
+    "log_condition_number_input": ("ln(sigma_max / sigma_min) of g1's Jacobian at each input", "nats"),
+    "log_condition_number_pooled": ("quantiles of ln(sigma_max / sigma_min) of g1's Jacobian, pooled over "
+                                    "seeds x inputs", "nats"),
+    "jacobian_shape": ("shape (d_out, d_in) of g1's Jacobian", "1"),
     # rank deficient: sigma_min <= max(d_in, d_out) * eps * sigma_max in the Jacobian's dtype
     "jacobian_rank_deficient": ("fraction of g1's Jacobians numerically rank deficient", "1"),
     "wall_time": ("wall time since the run started", "s"),
@@ -101,7 +117,38 @@ def combine_cells(cells: list[xr.Dataset], variables: Mapping[str, tuple[str, st
     ds = xr.combine_by_coords(cells, combine_attrs="drop_conflicts", join="outer")
     if "status" in ds:
         ds["status"] = ds["status"].fillna("missing").astype(str)
+    if "log_condition_number_input" in ds and "quantile" in ds.coords:
+        ds["log_condition_number_pooled"] = pool_quantiles(ds["log_condition_number_input"], ds["quantile"].values,
+                                                           over=("seed", "jacobian_input"))
     return annotate(ds, variables)
+
+
+def pool_quantiles(values: xr.DataArray, levels, over: tuple[str, ...]) -> xr.DataArray:
+    """Quantiles at `levels` of `values` pooled over the dims `over` (e.g. every seed's inputs at
+    once, as the notebook's Fig. 2 bands), per remaining coordinate; NaN entries (steps a run never
+    reached) are left out, and a pool with no finite-or-inf value is NaN.
+
+    np.quantile's linear interpolation, +inf-safe as `probe.analyzers.condition_numbers`'s quantiles
+    (between a finite value and +inf the quantile is +inf)."""
+    levels = np.asarray(levels, dtype=np.float64)
+    present = [d for d in over if d in values.dims]
+
+    def pooled(block: np.ndarray) -> np.ndarray:
+        flat = block.reshape(*block.shape[: block.ndim - len(present)], -1)
+        out = np.full((*flat.shape[:-1], levels.size), np.nan)
+        for index in np.ndindex(*flat.shape[:-1]):
+            v = np.sort(flat[index][~np.isnan(flat[index])])
+            if v.size:
+                pos = levels * (v.size - 1)
+                lo, hi = np.floor(pos).astype(np.int64), np.ceil(pos).astype(np.int64)
+                a, b, frac = v[lo], v[hi], pos - lo
+                with np.errstate(invalid="ignore"):
+                    out[index] = np.where((frac == 0) | (a == b), a, a + frac * (b - a))
+        return out
+
+    result = xr.apply_ufunc(pooled, values.astype(np.float64), input_core_dims=[present],
+                            output_core_dims=[["quantile"]], keep_attrs=False)
+    return result.assign_coords(quantile=levels).assign_attrs(pooled_over=" x ".join(present))
 
 
 def save_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:

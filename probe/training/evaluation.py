@@ -109,8 +109,12 @@ class Evaluator:
         if self.jacobian_inputs is not None:
             cond = analyzers.condition_numbers(g1, self.jacobian_inputs)
             out["log_condition_number"] = cond["log_condition_number_quantile"].values.astype(np.float64)
+            # Per input too: results.combine_cells pools them over seeds, as the notebook's Fig. 2 bands.
+            out["log_condition_number_input"] = cond["log_condition_number"].values.astype(np.float64)
             # ln cond of a numerically rank-deficient Jacobian is round-off (~17 in float32), not conditioning.
             out["jacobian_rank_deficient"] = float(cond["rank_deficient"].mean())
+            # Condition numbers compare only between Jacobians of one shape (d_out x d_in).
+            out["jacobian_shape"] = np.array([cond.attrs["d_out"], cond.attrs["d_in"]], dtype=np.float64)
             out["quantile"] = cond["quantile"].values
         for m in (g1, g2, critic):
             m.train()
