@@ -70,6 +70,17 @@ def undecided(claim: str, reason: str, decided_by: str) -> Verdict:
     return Verdict(claim=claim, outcome=UNDECIDED, evidence=(reason,), decided_by=decided_by)
 
 
+# L_t = |I_EST - t| on held-out pairs at the last evaluation, at most this (nats): the bound "matched" t.
+MATCH_TOLERANCE = 0.5
+
+
+def end_gap(ds: xr.Dataset, **sel) -> float:
+    """Mean over the finite seeds of `target_gap` (L_t on held-out pairs) at the last evaluation;
+    +inf where no seed has a finite value (a diverged or missing run never counts as matched)."""
+    m = mean(at_step(ds, "target_gap", **sel))
+    return m if np.isfinite(m) else float("inf")
+
+
 def median_quantile(ds: xr.Dataset) -> float:
     """The `quantile` coordinate closest to the median, the lower of two equally close ones (0.4 on
     the paper's 0, 0.2, ..., 1 grid, which has no 0.5), as the report's tables pick it."""

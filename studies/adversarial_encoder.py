@@ -221,12 +221,13 @@ class _Evaluation:
 def verdict(ds):
     """Fig. 1c: accuracy collapses while the encoder stays invertible."""
     claim = ("Probe accuracy collapses (drops by at least 0.15 from step 0; paper 0.86 → 0.48) while g1 stays "
-             "invertible: max round-trip error |g1⁻¹(g1(x)) − x| ≤ 1e-6 in float64 (a bijection) and ≤ 1e-3 in "
-             "float32, the arithmetic it is trained and used in, at every evaluation")
+             "invertible: max round-trip error |g1⁻¹(g1(x)) − x| ≤ 1e-6 with the flow in float64 (a bijection) at "
+             "every evaluation. The float32 round-trip error, the arithmetic it is trained in, is reported beside "
+             "it and does not decide the claim")
     paper = "paper (one run, 4k iterations): 0.86 → 0.45 at 0.8k, ending about 0.48; invertible by construction"
-    decided_by = "probe_accuracy, inverse_round_trip_error and inverse_round_trip_error_float64 over step"
-    if "probe_accuracy" not in ds or "inverse_round_trip_error" not in ds:
-        return undecided(claim, "no probe_accuracy or inverse_round_trip_error in the results", decided_by)
+    decided_by = "probe_accuracy, inverse_round_trip_error_float64 (and inverse_round_trip_error) over step"
+    if "probe_accuracy" not in ds or "inverse_round_trip_error_float64" not in ds:
+        return undecided(claim, "no probe_accuracy or inverse_round_trip_error_float64 in the results", decided_by)
 
     def worst(name, source):
         if name not in ds:
@@ -234,17 +235,20 @@ def verdict(ds):
         error = np.asarray(ds[name].sel(lr_source=source).values, dtype=float)
         return float(np.nanmax(error)) if np.isfinite(error).any() else float("inf")
 
-    collapsed, bijective, invertible32, parts = [], [], [], []
+    collapsed, bijective, parts = [], [], []
     for source in ds["lr_source"].values:
         first = at_step(ds, "probe_accuracy", "first", lr_source=source)
         last = at_step(ds, "probe_accuracy", lr_source=source)
         error32, error64 = worst("inverse_round_trip_error", source), worst("inverse_round_trip_error_float64", source)
         collapsed.append(mean(first) - mean(last) >= 0.15)
         bijective.append(error64 <= 1e-6)
-        invertible32.append(error32 <= 1e-3)
+        if np.isnan(error32):
+            in32 = "not recorded"
+        else:
+            in32 = "invertible in float32 too (≤ 1e-3)" if error32 <= 1e-3 else "not invertible in float32"
         parts.append(f"{source} learning rates: accuracy {fmt(first)} → {fmt(last)}; worst round-trip error "
-                     f"{error64:.2g} in float64, {error32:.2g} in float32")
-    return Verdict(claim, outcome(all(collapsed), all(bijective), all(invertible32)), tuple(parts), decided_by, paper)
+                     f"{error64:.2g} in float64; in float32 {error32:.2g} ({in32}; not part of the verdict)")
+    return Verdict(claim, outcome(all(collapsed), all(bijective)), tuple(parts), decided_by, paper)
 
 
 # The names and units of the variables only this study records (probe.results has the shared ones).

@@ -28,7 +28,19 @@ from probe.encoders import ConvEncoder, MLPEncoder, RealNVP, ResidualMLPEncoder
 from probe.errors import unknown_name
 from probe.study import Study
 from probe.training import CellResult, PairData, TrainConfig, seeded_init, train_pair
-from probe.verdict import Verdict, at_step, median_quantile, outcome, undecided
+from probe.verdict import (
+    HELD,
+    MATCH_TOLERANCE,
+    PARTLY,
+    UNDECIDED,
+    Verdict,
+    at_step,
+    end_gap,
+    mean,
+    median_quantile,
+    outcome,
+    undecided,
+)
 from studies.encoder_architecture import add_target_gap
 
 FAMILIES = ("realnvp-additive", "realnvp-affine", "resmlp", "mlp", "convnet")
@@ -118,41 +130,111 @@ def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: t
 def verdict(ds):
     """probe's question: at equal estimated MI, do encoder families differ?"""
     claim = ("At equal t, encoder families differ in probe accuracy, V-information and the median ln condition "
-             "number (one-way ANOVA across families over seeds, p < 0.01, at every (estimator, t))")
+             "number (one-way ANOVA across families over seeds, p < 0.01, at every (estimator, t)). A family counts "
+             f"only where it matched t: held-out L_t = |I_EST − t| at the last evaluation ≤ {MATCH_TOLERANCE} nats "
+             "(mean over seeds); ln cond is compared only among families whose Jacobians are all full rank and of "
+             "one shape (d_out × d_in)")
     paper = "no paper figure: probe's own question (Fig. 4a/b asks it for two architectures)"
     decided_by = "probe_accuracy, v_information, log_condition_number and target_gap over step"
     if ds.sizes.get("seed", 0) < 2 or ds.sizes.get("encoder", 0) < 2:
         return undecided(claim, "needs at least 2 seeds and 2 encoder families", decided_by)
-    measures = [("accuracy", "probe_accuracy", {}), ("V-information", "v_information", {})]
-    if "log_condition_number" in ds:
-        measures.append(("ln cond", "log_condition_number", {"quantile": median_quantile(ds)}))
-    differ = {label: [] for label, _, _ in measures}
-    parts = []
+    families = [str(e) for e in ds["encoder"].values]
+    differ = {"accuracy": [], "V-information": [], "ln cond": []}
+    parts, left_out = [], False
     for est in ds["estimator"].values:
         for t in ds["target"].values:
             cell = {"estimator": est, "target": t}
-            gap = max(float(np.nanmean(at_step(ds, "target_gap", encoder=e, **cell))) for e in ds["encoder"].values)
-            texts = []
-            for label, name, extra in measures:
+            head = f"{est} t={float(t):g}"
+            gaps = {e: end_gap(ds, encoder=e, **cell) for e in families}
+            matched = [e for e in families if gaps[e] <= MATCH_TOLERANCE]
+            unmatched = "; ".join(f"{e} L_t {gaps[e]:.2f}" for e in families if e not in matched)
+            left_out |= bool(unmatched)
+            if len(matched) < 2:
+                parts.append(f"{head}: fewer than 2 families matched t (> {MATCH_TOLERANCE}: {unmatched}); left out")
+                continue
+            texts = [_bound_spread(ds, matched, cell)]
+            if unmatched:
+                texts.append(f"left out, not matched (> {MATCH_TOLERANCE}): {unmatched}")
+            for label, name in (("accuracy", "probe_accuracy"), ("V-information", "v_information")):
                 if name not in ds:
                     differ[label].append(False)
+                    texts.append(f"{label}: not recorded")
                     continue
-                groups = {str(e): at_step(ds, name, encoder=e, **cell, **extra) for e in ds["encoder"].values}
-                groups = {e: g[np.isfinite(g)] for e, g in groups.items()}
-                groups = {e: g for e, g in groups.items() if g.size >= 2}
-                means = {e: float(g.mean()) for e, g in groups.items()}
-                p = float(f_oneway(*groups.values()).pvalue) if len(groups) >= 2 else float("nan")
+                p, text = _anova(label, {e: at_step(ds, name, encoder=e, **cell) for e in matched})
                 differ[label].append(bool(p < 0.01))
-                if means:
-                    lo, hi = min(means, key=means.get), max(means, key=means.get)
-                    texts.append(f"{label} {means[lo]:.3g} ({lo}) to {means[hi]:.3g} ({hi}), p = {p:.1g}")
-            if "jacobian_rank_deficient" in ds:
-                deficient = [str(e) for e in ds["encoder"].values
-                             if np.nanmean(at_step(ds, "jacobian_rank_deficient", encoder=e, **cell)) > 0.5]
-                if deficient:
-                    texts.append(f"rank-deficient Jacobians (ln cond is float32 round-off): {', '.join(deficient)}")
-            parts.append(f"{est} t={float(t):g} (worst L_t {gap:.2f}): " + "; ".join(texts))
-    return Verdict(claim, outcome(*(all(v) for v in differ.values())), tuple(parts), decided_by, paper)
+                texts.append(text)
+            if "log_condition_number" in ds:
+                texts += _conditioning(ds, matched, cell, differ["ln cond"])
+            parts.append(f"{head}: " + "; ".join(texts))
+    if not differ["accuracy"]:
+        return Verdict(claim, UNDECIDED, (*parts, "no (estimator, t) has 2 matched families"), decided_by, paper)
+    if not differ["ln cond"]:
+        parts.append("ln cond was compared nowhere (no two matched full-rank families of one shape): "
+                     "the claim's conditioning part is not decided")
+    state = outcome(*(all(v) for v in differ.values() if v))
+    if state == HELD and (left_out or not differ["ln cond"]):
+        state = PARTLY  # shown on the families that could be compared, not on all of them
+    return Verdict(claim, state, tuple(parts), decided_by, paper)
+
+
+def _anova(label: str, groups: dict[str, np.ndarray]) -> tuple[float, str]:
+    """One-way ANOVA of the per-seed values across families (each with >= 2 finite seeds)."""
+    groups = {e: g[np.isfinite(g)] for e, g in groups.items()}
+    groups = {e: g for e, g in groups.items() if g.size >= 2}
+    p = float(f_oneway(*groups.values()).pvalue) if len(groups) >= 2 else float("nan")
+    if not groups:
+        return p, f"{label}: no family with 2 finite seeds"
+    means = {e: float(g.mean()) for e, g in groups.items()}
+    lo, hi = min(means, key=means.get), max(means, key=means.get)
+    return p, f"{label} {means[lo]:.3g} ({lo}) to {means[hi]:.3g} ({hi}), p = {p:.1g}"
+
+
+def _bound_spread(ds, matched: list[str], cell: dict) -> str:
+    """How equal "equal I_EST" is: the held-out bounds the matched families reached."""
+    bounds = {e: mean(at_step(ds, "bound_test", encoder=e, **cell)) if "bound_test" in ds else float("nan")
+              for e in matched}
+    finite = {e: b for e, b in bounds.items() if np.isfinite(b)}
+    if not finite:
+        return f"{len(matched)} families matched t"
+    lo, hi = min(finite, key=finite.get), max(finite, key=finite.get)
+    return (f"{len(matched)} families matched t, held-out I_EST {finite[lo]:.2f} ({lo}) to {finite[hi]:.2f} ({hi}), "
+            f"a spread of {finite[hi] - finite[lo]:.2f} nats")
+
+
+def _conditioning(ds, matched: list[str], cell: dict, differ: list[bool]) -> list[str]:
+    """ANOVA of the median ln cond within each group of matched families whose Jacobians are all full
+    rank at the last evaluation and share one shape; appends to `differ` where some group exists."""
+    if "jacobian_shape" not in ds:
+        return ["ln cond not compared: this result records no jacobian_shape (rerun to record it)"]
+    q, texts, shapes, excluded = median_quantile(ds), [], {}, []
+    for e in matched:
+        if "jacobian_rank_deficient" in ds and np.nanmax(
+                np.append(at_step(ds, "jacobian_rank_deficient", encoder=e, **cell), 0.0)) > 0:
+            excluded.append(f"{e} (rank-deficient Jacobians: ln cond is float32 round-off)")
+            continue
+        shape = ds["jacobian_shape"].sel(encoder=e, **cell).isel(step=-1).transpose(..., "jacobian_axis")
+        rows = np.asarray(shape.values, dtype=float).reshape(-1, 2)
+        rows = rows[np.isfinite(rows).all(axis=1)]
+        if rows.size == 0:
+            excluded.append(f"{e} (no Jacobian recorded)")
+            continue
+        shapes.setdefault(tuple(int(v) for v in rows[0]), []).append(e)
+    groups = {shape: members for shape, members in shapes.items() if len(members) >= 2}
+    excluded += [f"{members[0]} (the only full-rank {shape[0]}×{shape[1]} Jacobian)"
+                 for shape, members in shapes.items() if len(members) < 2]
+    results = []
+    for (rows, cols), members in groups.items():
+        p, text = _anova(f"ln cond p{q * 100:.0f} ({rows}×{cols})",
+                         {e: at_step(ds, "log_condition_number", encoder=e, **cell, quantile=q) for e in members})
+        results.append(bool(p < 0.01))
+        texts.append(text)
+    if results:
+        differ.append(all(results))
+    else:
+        texts.append("ln cond not compared (no two matched full-rank families of one shape)")
+    if excluded:
+        texts.append("ln cond left out: " + ", ".join(excluded))
+    return texts
 
 
 # The names and units of the variables only this study records (probe.results has the shared ones).
