@@ -24,13 +24,14 @@ import argparse
 import json
 import time
 
-import probe  # noqa: F401  (before torch: sets passive OpenMP waiting, see probe/__init__.py)
 import torch
 from torch import nn
 
+import probe  # noqa: F401  (before torch: sets passive OpenMP waiting, see probe/__init__.py)
 from probe.critics import make_critic
 from probe.encoders import ConvEncoder, MLPEncoder, RealNVP, ResidualMLPEncoder
-from probe.ensemble import Ensemble, EnsembleTrainer
+from probe.ensemble import Ensemble
+from probe.ensemble_optim import EnsembleTrainer
 from probe.estimators import infonce
 
 

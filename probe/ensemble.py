@@ -2,38 +2,34 @@
 
 The paper's protocol is 20 seeds per grid cell (Tschannen et al., ICLR 2020; REFERENCE.md,
 "Common protocol"). Rather than train the seeds one after another, an `Ensemble` stacks the
-members' parameters along a leading member axis, in one (M, P) tensor, and an
-`EnsembleTrainer` makes each step of all members at once: one forward pass over (M, K, d)
-batches, one backward pass, one Adam update. Each member keeps its own estimator, target,
-learning rate, gradient clipping, batches, noise and Adam state, so member m follows the run
-`probe.training.train_pair` would make for it alone, to float rounding (tests/test_ensemble.py).
+members' parameters along a leading member axis, in one (M, P) tensor, and
+`probe.ensemble_optim.EnsembleTrainer` makes each step of all members at once: one forward
+pass over (M, K, d) batches, one backward pass, one Adam update. Each member keeps its own
+estimator, target, learning rate, gradient clipping, batches (`MemberBatches`), noise and Adam
+state, so member m follows the run `probe.training.train_pair` would make for it alone, to
+float rounding (tests/test_ensemble.py).
 
 The forward pass runs each known module (`nn.Linear` and the encoders and critics of
-`probe.encoders` / `probe.critics`) as batched matrix products (`bmm`, `baddbmm`) on the
-stacked parameters; any other module, and the ConvNet, runs under `torch.func.vmap` of its
-own forward (`engine="vmap"` uses vmap for everything). bench/ensemble_throughput.py measures
-both: the batched products are 1.2-1.6x faster than vmap on 1 CPU core.
-
-The step never reads a value back to the host: losses go into a device buffer that
-`read_losses()` returns, and a member whose loss or gradient is not finite is frozen (its
-parameters and Adam state stop changing) by masks, with its step recorded on the device.
+`probe.encoders` / `probe.critics`) as batched products on the stacked parameters (`bmm`,
+`baddbmm`, one grouped convolution for the ConvNet); any other module runs under
+`torch.func.vmap` of its own forward, and so does everything with `engine="vmap"`. On the
+first call the batched forward is checked once against member 0's own modules and replaced by
+vmap if they disagree (a module changed since its batched form was written).
+bench/ensemble_throughput.py measures both engines.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
 import warnings
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
 from probe import critics, encoders
-from probe.ensemble_optim import (BatchedAdam, MemberObjective, check_member_values, clip_coefficients,
-                                  member_grad_norms)
 from probe.errors import InputTypeError, InputValueError
 from probe.training import BatchSampler, seeded_generator, stream_rng
 
@@ -124,7 +120,7 @@ def _additive(run: _Batched, m: encoders.AdditiveCoupling, p: str, x: torch.Tens
 def _affine(run: _Batched, m: encoders.AffineCoupling, p: str, x: torch.Tensor) -> torch.Tensor:
     a, b = x[..., : m.masked], x[..., m.masked:]
     raw_scale, shift = run.child(m, p, "net", a).chunk(2, dim=-1)
-    return torch.cat([a, b * (torch.nn.functional.softplus(raw_scale) + m.eps) + shift], dim=-1)
+    return torch.cat([a, b * (F.softplus(raw_scale) + m.eps) + shift], dim=-1)
 
 
 @_native(encoders.Permutation)
@@ -137,6 +133,27 @@ def _realnvp(run: _Batched, m: encoders.RealNVP, p: str, x: torch.Tensor) -> tor
     for i, step in enumerate(m.steps):
         x = run(step, f"{p}steps.{i}.", x)
     return x
+
+
+@_native(encoders.ConvEncoder)
+def _convnet(run: _Batched, m: encoders.ConvEncoder, p: str, x: torch.Tensor) -> torch.Tensor:
+    # The M members' convolutions as one grouped convolution: activations are (K, M·C, H, W).
+    n, k = x.shape[0], x.shape[1]
+    h, w, c = m.image_shape
+    z = x.reshape(n, k, h, w, c).permute(1, 0, 4, 2, 3).reshape(k, n * c, h, w)
+    for name in ("conv1", "conv2"):
+        conv, weight, bias = getattr(m, name), run.state[f"{p}{name}.weight"], run.state[f"{p}{name}.bias"]
+        top, bottom = encoders._same_padding(z.shape[2], m.kernel, 2)
+        left, right = encoders._same_padding(z.shape[3], m.kernel, 2)
+        z = F.conv2d(F.pad(z, (left, right, top, bottom)), weight.reshape(-1, *weight.shape[2:]), bias.reshape(-1),
+                     stride=conv.stride, groups=n)
+        z = torch.relu(z)
+    channels = z.shape[1] // n
+    ones = z.new_ones(channels)
+    z = encoders.layer_norm(z.reshape(k * n, channels, *z.shape[2:]), ones, torch.zeros_like(ones))
+    z = z.reshape(k, n, channels, *z.shape[2:])
+    z = z * run.state[f"{p}norm_scale"][None, :, :, None, None] + run.state[f"{p}norm_bias"][None, :, :, None, None]
+    return run.child(m, p, "head", z.mean(dim=(3, 4)).transpose(0, 1))
 
 
 _native(critics.BilinearCritic)(lambda run, m, p, x, y: torch.bmm(torch.bmm(x, run.state[p + "weight"]), y.mT))
@@ -238,13 +255,16 @@ class Ensemble:
         forward changed since they were written, fall back to vmap of the modules' own code."""
         self._checked = True
         state = {k: v[:1] for k, v in {**self.params, **self.buffers}.items()}
-        native = _Batched(self.template, state, True)(self.template, "", x1[:1], x2[:1])[0]
         reference = _Member(*self.member_modules(0))(x1[0], x2[0])
         scale = float(reference.abs().max()) if reference.numel() else 0.0
-        err = float((native - reference).abs().max()) if reference.numel() else 0.0
-        if not math.isfinite(err) or err > 1e-3 * (1.0 + scale):
-            warnings.warn(f"Ensemble: the batched forward differs from the modules' own by {err:.3g} (scores up to "
-                          f"{scale:.3g}); using engine='vmap' instead. Has a module's forward changed?", stacklevel=3)
+        try:
+            native = _Batched(self.template, state, True)(self.template, "", x1[:1], x2[:1])[0]
+            problem = f"differs from the modules' own by {float((native - reference).abs().max()):.3g}"
+        except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as err:
+            problem, native = f"failed ({type(err).__name__}: {err})", None
+        if native is None or not float((native - reference).abs().max()) <= 1e-3 * (1.0 + scale):
+            warnings.warn(f"Ensemble: the batched forward {problem} (scores up to {scale:.3g}); using engine='vmap' "
+                          "instead. Has a module's forward changed?", stacklevel=3)
             self.engine = "vmap"
 
     @torch.no_grad()
@@ -285,147 +305,6 @@ def _check_same_architecture(wrapped: list[_Member], params: list[dict], bufs: l
                                       "Put members of different sizes or kinds in separate ensembles.")
 
 
-# ------------------------------------------------------------------------------- trainer
-FAILURES = ("ok", "non-finite loss", "non-finite gradient")
-
-
-class EnsembleTrainer:
-    """Adam on each member's own objective: -I (maximise the bound) or |I - t|.
-
-    Per member m: `estimators[m]` (a name in `probe.estimators`), `lrs[m]`, `targets[m]` (None:
-    maximise), `grad_clips[m]` (None: no clipping; else the global gradient norm of that member,
-    as `clip_grad_norm_`). Each argument also takes one value for all members.
-    `estimator_options` passes keyword arguments per estimator name, e.g. {"smile": {"tau": 5.0}};
-    `score_dtype` evaluates the estimators in another dtype (e.g. torch.float64, as
-    estimator-validation does); `tf32` allows TF32 matmuls and convolutions on CUDA during the
-    step (default off: the global settings are left as they are).
-
-    A member whose loss or gradient norm is not finite at step s takes no update at s or after
-    (train_pair stops at a non-finite loss before updating; a non-finite gradient with a finite
-    loss, which train_pair would apply, freezes the member here too). `alive`, `first_bad_step`
-    and `failure` (index into FAILURES) live on the device; `statuses()` reads them.
-    """
-
-    LOSS_CHUNK = 256  # columns the loss buffer grows by
-
-    def __init__(self, ensemble: Ensemble, estimators: str | Sequence[str], lrs: float | Sequence[float],
-                 targets: float | None | Sequence[float | None] = None, grad_clips: float | None | Sequence = None,
-                 *, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 estimator_options: dict[str, dict] | None = None, score_dtype: torch.dtype | None = None,
-                 tf32: bool = False):
-        if not isinstance(ensemble, Ensemble):
-            raise InputTypeError(f"EnsembleTrainer: ensemble is a {type(ensemble).__name__}; an Ensemble is required. "
-                                 "Build one with Ensemble.from_modules([(g1, g2, critic), ...]).")
-        m, caller, dev = ensemble.n_members, "EnsembleTrainer", ensemble.device
-        names = [estimators] * m if isinstance(estimators, str) else list(estimators)
-        if len(names) != m:
-            raise InputValueError(f"{caller}: estimators has {len(names)} name(s); one per member ({m}) or one for all.")
-        lrs = check_member_values(lrs, m, name="lrs", caller=caller, allow_none=False, positive=True)
-        targets = check_member_values(targets, m, name="targets", caller=caller, allow_none=True)
-        clips = check_member_values(grad_clips, m, name="grad_clips", caller=caller, allow_none=True, positive=True)
-        self.ensemble, self.estimators, self.score_dtype, self.tf32 = ensemble, names, score_dtype, bool(tf32)
-        self.objective = MemberObjective(names, targets, estimator_options, dev)
-        self.optimizer = BatchedAdam(ensemble.flat, torch.tensor(lrs, dtype=torch.float64), betas, eps)
-        self._max_norms = torch.tensor([math.inf if c is None else float(c) for c in clips], dtype=ensemble.dtype,
-                                       device=dev)
-        self._zero = ensemble.flat.new_zeros(())
-        # Gradients land in one (M, P) buffer laid out as the parameters (the optimizer overwrites it).
-        self._grad = torch.zeros_like(ensemble.flat)
-        self._grad_views = [self._grad[:, a:b].view(m, *shape) for _, a, b, shape in ensemble.layout]
-        self.alive = torch.ones(m, dtype=torch.bool, device=dev)
-        self.first_bad_step = torch.full((m,), -1, dtype=torch.int64, device=dev)
-        self.failure = torch.zeros(m, dtype=torch.int64, device=dev)
-        self.steps_done = 0
-        self._losses = torch.full((m, self.LOSS_CHUNK), math.nan, dtype=torch.float64, device=dev)
-        self._pending = 0
-
-    def step(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
-        """One update of every live member on its batch: x1 (M, K, d1), x2 (M, K, d2), on the device."""
-        ens = self.ensemble
-        _check_batch(x1, x2, ens)
-        with self._precision():
-            scores = ens.scores(x1, x2)
-            if self.score_dtype is not None:
-                scores = scores.to(self.score_dtype)
-            loss = self.objective.losses(self.objective.bounds(scores))
-            grads = torch.autograd.grad(loss.sum(), list(ens.params.values()), allow_unused=True)
-        with torch.no_grad():
-            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, ens.params.values())]
-            norms = member_grad_norms(grads) if grads else loss.new_zeros(ens.n_members)
-            loss = loss.detach()
-            finite_loss = torch.isfinite(loss)
-            bad = self.alive & ~(finite_loss & torch.isfinite(norms))
-            self.first_bad_step = torch.where(bad, self.steps_done, self.first_bad_step)
-            self.failure = torch.where(bad, torch.where(finite_loss, 2, 1), self.failure)
-            self._record(torch.where(self.alive, loss.to(torch.float64), math.nan))
-            self.alive = self.alive & ~bad
-            # One pass per parameter into the (M, P) buffer: frozen members' gradients become 0.
-            for g, view in zip(grads, self._grad_views):
-                torch.where(self.alive.view(-1, *[1] * (g.ndim - 1)), g, self._zero, out=view)
-            coef = torch.where(self.alive, clip_coefficients(norms, self._max_norms), self._zero)  # no NaN in
-            self._grad.mul_(coef[:, None])
-            self.optimizer.step(self._grad, self.alive)
-        self.steps_done += 1
-
-    def _record(self, loss: torch.Tensor) -> None:
-        if self._pending == self._losses.shape[1]:
-            self._losses = torch.cat([self._losses, self._losses.new_full((len(loss), self.LOSS_CHUNK), math.nan)], dim=1)
-        self._losses[:, self._pending] = loss
-        self._pending += 1
-
-    def read_losses(self) -> np.ndarray:
-        """The losses of the steps since the last read, float64 (M, n); NaN once a member is frozen
-        (the step that froze it shows its non-finite loss). Reads from the device."""
-        out = self._losses[:, : self._pending].cpu().numpy().copy()
-        self._pending = 0
-        return out
-
-    def statuses(self) -> list[str]:
-        """Per member "ok" or e.g. "non-finite loss at step 12" (train_pair's wording). Reads from the device."""
-        failure, step = self.failure.tolist(), self.first_bad_step.tolist()
-        return [FAILURES[f] if f == 0 else f"{FAILURES[f]} at step {s}" for f, s in zip(failure, step)]
-
-    @contextlib.contextmanager
-    def _precision(self) -> Iterator[None]:
-        if not (self.tf32 and self.ensemble.device.type == "cuda"):
-            yield
-            return
-        matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-        saved = (matmul.fp32_precision, conv.fp32_precision)
-        matmul.fp32_precision = conv.fp32_precision = "tf32"
-        try:
-            yield
-        finally:
-            matmul.fp32_precision, conv.fp32_precision = saved
-
-    def state_dict(self) -> dict:
-        return {"ensemble": self.ensemble.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "alive": self.alive.clone(), "first_bad_step": self.first_bad_step.clone(),
-                "failure": self.failure.clone(), "steps_done": self.steps_done}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.ensemble.load_state_dict(state["ensemble"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        dev = self.ensemble.device
-        self.alive, self.first_bad_step, self.failure = (state[k].to(dev) for k in ("alive", "first_bad_step", "failure"))
-        self.steps_done, self._pending = int(state["steps_done"]), 0
-
-
-def _check_batch(x1: object, x2: object, ens: Ensemble) -> None:
-    for name, x in (("x1", x1), ("x2", x2)):
-        if not isinstance(x, torch.Tensor):
-            raise InputTypeError(f"EnsembleTrainer.step: {name} is a {type(x).__name__}; a tensor (M, K, d) is required.")
-        if x.ndim != 3 or x.shape[0] != ens.n_members or x.shape[1] < 2:
-            raise InputValueError(f"EnsembleTrainer.step: {name} has shape {tuple(x.shape)}; (M, K, d) with M = "
-                                  f"{ens.n_members} members and K >= 2 pairs is required.")
-        if x.device != ens.device or x.dtype != ens.dtype:
-            raise InputValueError(f"EnsembleTrainer.step: {name} is {x.dtype} on {x.device}; the ensemble is "
-                                  f"{ens.dtype} on {ens.device}. Move the batch with .to(device, dtype).")
-    if x1.shape[1] != x2.shape[1]:
-        raise InputValueError(f"EnsembleTrainer.step: x1 has {x1.shape[1]} pairs per member, x2 {x2.shape[1]}; "
-                              "the two views of a batch must pair up.")
-
-
 # ------------------------------------------------------------------------------- batches
 class MemberBatches:
     """Each member's training batches and view noise drawn as `train_pair` draws them for its
@@ -462,3 +341,12 @@ class MemberBatches:
         if self.device.type == "cuda":
             return t.pin_memory().to(self.device, non_blocking=True)
         return t.to(self.device)
+
+
+def __getattr__(name: str):
+    # The trainer lives in probe.ensemble_optim (which imports this module); reachable from here too.
+    if name in {"EnsembleTrainer", "FAILURES"}:
+        from probe import ensemble_optim
+
+        return getattr(ensemble_optim, name)
+    raise AttributeError(f"module 'probe.ensemble' has no attribute {name!r}")

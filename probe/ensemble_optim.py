@@ -1,43 +1,53 @@
-"""The objective and the optimiser of an ensemble step: every member's bound, loss and Adam update
-computed at once on tensors with a leading member axis (M, ...).
+"""Training an ensemble (`probe.ensemble.Ensemble`): every member's bound, loss, gradient
+clipping and Adam update at once, on tensors with a leading member axis (M, ...).
 
-`probe.ensemble` trains M (g1, g2, critic) members as one model; this module holds what makes
-each member's update the one `train_pair` would make for it alone:
+What makes member m's update the one `train_pair` would make for it alone:
 
 - `MemberObjective`: per-member estimator (InfoNCE for some members, NWJ for others) on the
   (M, K, K) score stack, and per-member loss, -I (maximise) or |I - t| (Tschannen et al.,
   ICLR 2020, Sec. 3.3, Fig. 4a/b);
-- `member_grad_norms`, `clip_coefficients`: `torch.nn.utils.clip_grad_norm_` per member (global norm of that member's
-  gradient, coefficient max_norm / (norm + 1e-6), capped at 1);
+- `member_grad_norms`, `clip_coefficients`: `torch.nn.utils.clip_grad_norm_` per member
+  (norm of that member's per-tensor gradient norms; factor max_norm / (norm + 1e-6), capped at 1);
 - `BatchedAdam`: `torch.optim.Adam`'s update (Kingma & Ba 2015, as torch implements it) with one
-  learning rate per member and a mask of members that take this step; a masked member's
-  parameters and moments stay bit-for-bit unchanged.
+  learning rate per member and a mask of members that take this step;
+- `EnsembleTrainer`: the step that puts them together, and the device-side record of losses and
+  of members frozen by a non-finite loss or gradient.
 
-Nothing here reads a value back to the host: masks and `torch.where` replace Python branches.
+Nothing in a step reads a value back to the host: masks and `torch.where` replace Python branches.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import warnings
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
 from probe import estimators as _est
-from probe.errors import InputValueError
+from probe.ensemble import Ensemble
+from probe.errors import InputTypeError, InputValueError
 
 BatchedEstimator = Callable[[torch.Tensor], torch.Tensor]
 
 
 # ------------------------------------------------------------------- batched estimators
+def _off_diagonal(scores: torch.Tensor) -> torch.Tensor:
+    """The K(K-1) off-diagonal scores of each member, (M, K(K-1)), in the row-major order of
+    `scores[~eye]`. Gathered by computed indices: a boolean mask would read its count back to the host."""
+    k = scores.shape[-1]
+    pos = torch.arange(k * (k - 1), device=scores.device)
+    row, col = pos // (k - 1), pos % (k - 1)
+    return scores.flatten(1).index_select(1, row * k + col + (col >= row))
+
+
 def _js_objective(scores: torch.Tensor) -> torch.Tensor:
     """f-GAN JS objective per member, (M, K, K) -> (M,): E_p[-softplus(-S)] - E_q[softplus(S)]."""
-    k = scores.shape[-1]
-    off = ~torch.eye(k, dtype=torch.bool, device=scores.device)
-    return -F.softplus(-scores.diagonal(dim1=-2, dim2=-1)).mean(-1) - F.softplus(scores[:, off]).mean(-1)
+    return -F.softplus(-scores.diagonal(dim1=-2, dim2=-1)).mean(-1) - F.softplus(_off_diagonal(scores)).mean(-1)
 
 
 def _with_js_gradient(value: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -229,3 +239,144 @@ def check_member_values(values: object, n_members: int, *, name: str, caller: st
             need = "a positive finite number" if positive else "a finite number"
             raise InputValueError(f"{caller}: {name}[{m}] is {v!r}; {need}{' or None' if allow_none else ''} is required.")
     return seq
+
+
+# ------------------------------------------------------------------------------- trainer
+FAILURES = ("ok", "non-finite loss", "non-finite gradient")
+
+
+class EnsembleTrainer:
+    """Adam on each member's own objective: -I (maximise the bound) or |I - t|.
+
+    Per member m: `estimators[m]` (a name in `probe.estimators`), `lrs[m]`, `targets[m]` (None:
+    maximise), `grad_clips[m]` (None: no clipping; else the global gradient norm of that member,
+    as `clip_grad_norm_`). Each argument also takes one value for all members.
+    `estimator_options` passes keyword arguments per estimator name, e.g. {"smile": {"tau": 5.0}};
+    `score_dtype` evaluates the estimators in another dtype (e.g. torch.float64, as
+    estimator-validation does); `tf32` allows TF32 matmuls and convolutions on CUDA during the
+    step (default off: the global settings are left as they are).
+
+    A member whose loss or gradient norm is not finite at step s takes no update at s or after
+    (train_pair stops at a non-finite loss before updating; a non-finite gradient with a finite
+    loss, which train_pair would apply, freezes the member here too). `alive`, `first_bad_step`
+    and `failure` (index into FAILURES) live on the device; `statuses()` reads them.
+    """
+
+    LOSS_CHUNK = 256  # columns the loss buffer grows by
+
+    def __init__(self, ensemble: Ensemble, estimators: str | Sequence[str], lrs: float | Sequence[float],
+                 targets: float | None | Sequence[float | None] = None, grad_clips: float | None | Sequence = None,
+                 *, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 estimator_options: dict[str, dict] | None = None, score_dtype: torch.dtype | None = None,
+                 tf32: bool = False):
+        if not isinstance(ensemble, Ensemble):
+            raise InputTypeError(f"EnsembleTrainer: ensemble is a {type(ensemble).__name__}; an Ensemble is required. "
+                                 "Build one with Ensemble.from_modules([(g1, g2, critic), ...]).")
+        m, caller, dev = ensemble.n_members, "EnsembleTrainer", ensemble.device
+        names = [estimators] * m if isinstance(estimators, str) else list(estimators)
+        if len(names) != m:
+            raise InputValueError(f"{caller}: estimators has {len(names)} name(s); one per member ({m}) or one for all.")
+        lrs = check_member_values(lrs, m, name="lrs", caller=caller, allow_none=False, positive=True)
+        targets = check_member_values(targets, m, name="targets", caller=caller, allow_none=True)
+        clips = check_member_values(grad_clips, m, name="grad_clips", caller=caller, allow_none=True, positive=True)
+        self.ensemble, self.estimators, self.score_dtype, self.tf32 = ensemble, names, score_dtype, bool(tf32)
+        self.objective = MemberObjective(names, targets, estimator_options, dev)
+        self.optimizer = BatchedAdam(ensemble.flat, torch.tensor(lrs, dtype=torch.float64), betas, eps)
+        self._max_norms = torch.tensor([math.inf if c is None else float(c) for c in clips], dtype=ensemble.dtype,
+                                       device=dev)
+        self._zero = ensemble.flat.new_zeros(())
+        # Gradients land in one (M, P) buffer laid out as the parameters (the optimizer overwrites it).
+        self._grad = torch.zeros_like(ensemble.flat)
+        self._grad_views = [self._grad[:, a:b].view(m, *shape) for _, a, b, shape in ensemble.layout]
+        self.alive = torch.ones(m, dtype=torch.bool, device=dev)
+        self.first_bad_step = torch.full((m,), -1, dtype=torch.int64, device=dev)
+        self.failure = torch.zeros(m, dtype=torch.int64, device=dev)
+        self.steps_done = 0
+        self._losses = torch.full((m, self.LOSS_CHUNK), math.nan, dtype=torch.float64, device=dev)
+        self._pending = 0
+
+    def step(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
+        """One update of every live member on its batch: x1 (M, K, d1), x2 (M, K, d2), on the device."""
+        ens = self.ensemble
+        _check_batch(x1, x2, ens)
+        with self._precision():
+            scores = ens.scores(x1, x2)
+            if self.score_dtype is not None:
+                scores = scores.to(self.score_dtype)
+            loss = self.objective.losses(self.objective.bounds(scores))
+            grads = torch.autograd.grad(loss.sum(), list(ens.params.values()), allow_unused=True)
+        with torch.no_grad():
+            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, ens.params.values())]
+            norms = member_grad_norms(grads) if grads else loss.new_zeros(ens.n_members)
+            loss = loss.detach()
+            finite_loss = torch.isfinite(loss)
+            bad = self.alive & ~(finite_loss & torch.isfinite(norms))
+            self.first_bad_step = torch.where(bad, self.steps_done, self.first_bad_step)
+            self.failure = torch.where(bad, torch.where(finite_loss, 2, 1), self.failure)
+            self._record(torch.where(self.alive, loss.to(torch.float64), math.nan))
+            self.alive = self.alive & ~bad
+            # One pass per parameter into the (M, P) buffer: frozen members' gradients become 0.
+            for g, view in zip(grads, self._grad_views):
+                torch.where(self.alive.view(-1, *[1] * (g.ndim - 1)), g, self._zero, out=view)
+            coef = torch.where(self.alive, clip_coefficients(norms, self._max_norms), self._zero)  # no NaN in
+            self._grad.mul_(coef[:, None])
+            self.optimizer.step(self._grad, self.alive)
+        self.steps_done += 1
+
+    def _record(self, loss: torch.Tensor) -> None:
+        if self._pending == self._losses.shape[1]:
+            self._losses = torch.cat([self._losses, self._losses.new_full((len(loss), self.LOSS_CHUNK), math.nan)], dim=1)
+        self._losses[:, self._pending] = loss
+        self._pending += 1
+
+    def read_losses(self) -> np.ndarray:
+        """The losses of the steps since the last read, float64 (M, n); NaN once a member is frozen
+        (the step that froze it shows its non-finite loss). Reads from the device."""
+        out = self._losses[:, : self._pending].cpu().numpy().copy()
+        self._pending = 0
+        return out
+
+    def statuses(self) -> list[str]:
+        """Per member "ok" or e.g. "non-finite loss at step 12" (train_pair's wording). Reads from the device."""
+        failure, step = self.failure.tolist(), self.first_bad_step.tolist()
+        return [FAILURES[f] if f == 0 else f"{FAILURES[f]} at step {s}" for f, s in zip(failure, step)]
+
+    @contextlib.contextmanager
+    def _precision(self) -> Iterator[None]:
+        if not (self.tf32 and self.ensemble.device.type == "cuda"):
+            yield
+            return
+        matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+        saved = (matmul.fp32_precision, conv.fp32_precision)
+        matmul.fp32_precision = conv.fp32_precision = "tf32"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision, conv.fp32_precision = saved
+
+    def state_dict(self) -> dict:
+        return {"ensemble": self.ensemble.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "alive": self.alive.clone(), "first_bad_step": self.first_bad_step.clone(),
+                "failure": self.failure.clone(), "steps_done": self.steps_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ensemble.load_state_dict(state["ensemble"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        dev = self.ensemble.device
+        self.alive, self.first_bad_step, self.failure = (state[k].to(dev) for k in ("alive", "first_bad_step", "failure"))
+        self.steps_done, self._pending = int(state["steps_done"]), 0
+
+
+def _check_batch(x1: object, x2: object, ens: Ensemble) -> None:
+    for name, x in (("x1", x1), ("x2", x2)):
+        if not isinstance(x, torch.Tensor):
+            raise InputTypeError(f"EnsembleTrainer.step: {name} is a {type(x).__name__}; a tensor (M, K, d) is required.")
+        if x.ndim != 3 or x.shape[0] != ens.n_members or x.shape[1] < 2:
+            raise InputValueError(f"EnsembleTrainer.step: {name} has shape {tuple(x.shape)}; (M, K, d) with M = "
+                                  f"{ens.n_members} members and K >= 2 pairs is required.")
+        if x.device != ens.device or x.dtype != ens.dtype:
+            raise InputValueError(f"EnsembleTrainer.step: {name} is {x.dtype} on {x.device}; the ensemble is "
+                                  f"{ens.dtype} on {ens.device}. Move the batch with .to(device, dtype).")
+    if x1.shape[1] != x2.shape[1]:
+        raise InputValueError(f"EnsembleTrainer.step: x1 has {x1.shape[1]} pairs per member, x2 {x2.shape[1]}; "
+                              "the two views of a batch must pair up.")

@@ -17,8 +17,8 @@ from torch import nn
 from probe import ensemble as ens_mod
 from probe.critics import make_critic
 from probe.encoders import ConvEncoder, MLPEncoder, RealNVP, ResidualMLPEncoder
-from probe.ensemble import Ensemble, EnsembleTrainer, MemberBatches
-from probe.ensemble_optim import BatchedAdam, batched_estimator, clip_rows_, member_grad_norms
+from probe.ensemble import Ensemble, MemberBatches
+from probe.ensemble_optim import BatchedAdam, EnsembleTrainer, batched_estimator, clip_rows_, member_grad_norms
 from probe.errors import InputTypeError, InputValueError, UnknownNameError
 from probe.estimators import ESTIMATORS, get_estimator
 from probe.training import BatchSampler, PairData, TrainConfig, add_view_noise, seeded_generator, stream_rng, train_pair
@@ -101,7 +101,7 @@ def train_ensemble(triples, train1, train2, settings, *, noise_std, coupled, ste
 def assert_same_parameters(a, b, **tol) -> None:
     for ma, mb in zip(a, b):
         for (name, pa), (_, pb) in zip(ma.named_parameters(), mb.named_parameters()):
-            torch.testing.assert_close(pa, pb, msg=lambda m: f"{name}: {m}", **tol)
+            torch.testing.assert_close(pa, pb, msg=lambda m, name=name: f"{name}: {m}", **tol)
 
 
 def assert_same_trained_parameters(a, b, largest_grad, lr, atol=1e-5, steps=STEPS) -> None:
@@ -113,7 +113,7 @@ def assert_same_trained_parameters(a, b, largest_grad, lr, atol=1e-5, steps=STEP
     scale = max(float(g.max()) for g in largest_grad)
     for i, (x, y, g) in enumerate(zip(pa, pb, largest_grad)):
         noise = g <= 1e-6 * scale
-        torch.testing.assert_close(x[~noise], y[~noise], rtol=1e-4, atol=atol, msg=lambda m: f"parameter {i}: {m}")
+        torch.testing.assert_close(x[~noise], y[~noise], rtol=1e-4, atol=atol, msg=lambda m, i=i: f"parameter {i}: {m}")
         assert float((x[noise] - y[noise]).abs().amax().detach()) <= 3.2 * lr * steps if noise.any() else True
 
 
