@@ -9,7 +9,9 @@ with ε_i the max-norm distance from (x_i, y_i) to its k-th neighbour in the joi
 n_x(i), n_y(i) the numbers of other points strictly closer than ε_i in each marginal space.
 A non-parametric reference for low-dimensional data (the synthetic Gaussians of the paper's
 experiment 6); its bias grows quickly with the dimension, so it refuses more than `max_dims`
-joint dimensions.
+joint dimensions and flags as unreliable any estimate above `ksg_max_dims(n)` of them (at
+n = 5,000: 6; measured on the bmi-v1 tasks, where 10 joint dimensions already give 0.5-0.7
+of the true MI), a negative estimate, or a standard error above a quarter of the estimate.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from scipy.spatial import cKDTree
 from scipy.special import digamma
 
 from probe.analyzers._common import NATS_PER_BIT, check_seed, make_dataset, var
+from probe.analyzers._reliability import ksg_verdict
 from probe.errors import InputValueError
 from probe.validation import check_array, check_positive_int, check_same_length
 
@@ -36,6 +39,21 @@ def _prepare(a: np.ndarray, rng: np.random.Generator, standardize: bool) -> np.n
         std = a.std(axis=0)
         a = (a - a.mean(axis=0)) / np.where(std > 0, std, 1.0)
     return a + 1e-10 * np.maximum(1.0, np.mean(np.abs(a), axis=0)) * rng.standard_normal(a.shape)
+
+
+def ksg_terms(xs: np.ndarray, ys: np.ndarray, k: int) -> np.ndarray:
+    """The n per-sample terms ψ(k) + ψ(N) - ψ(n_x + 1) - ψ(n_y + 1), in nats; their mean is KSG-1.
+
+    xs: (n, d_x), ys: (n, d_y), already prepared (scaled, jittered); k < n.
+    """
+    n = xs.shape[0]
+    joint = np.hstack([xs, ys])
+    radius, _ = cKDTree(joint).query(joint, k=k + 1, p=np.inf)
+    # "Strictly closer than ε": shrink ε by one ulp; the point itself is counted, so subtract 1.
+    below = np.nextafter(radius[:, -1], 0)
+    n_x = cKDTree(xs).query_ball_point(xs, below, p=np.inf, return_length=True) - 1
+    n_y = cKDTree(ys).query_ball_point(ys, below, p=np.inf, return_length=True) - 1
+    return digamma(k) + digamma(n) - digamma(n_x + 1) - digamma(n_y + 1)
 
 
 def ksg_mi(
@@ -57,8 +75,11 @@ def ksg_mi(
         seed: the tie-breaking jitter.
 
     Returns:
-        Dataset with `mutual_information` (nats) and `mutual_information_bits` (bits). The raw
-        estimate is reported, so it can be slightly negative for independent variables.
+        Dataset with `mutual_information` (nats) and `mutual_information_bits` (bits),
+        `mutual_information_se` (standard error of the mean of the per-sample terms, nats; it
+        ignores that the terms share neighbours, so it is a guide, not an interval),
+        `reliable` (1/0) and `unreliable_reason` ("" when reliable; see `ksg_max_dims`). The
+        raw estimate is reported, so it can be slightly negative for independent variables.
 
     Reference: Kraskov et al., Phys. Rev. E 69, 066138 (2004), Eq. 8.
     """
@@ -79,15 +100,16 @@ def ksg_mi(
         )
     rng = np.random.default_rng(seed)
     xs, ys = _prepare(xa, rng, standardize), _prepare(ya, rng, standardize)
-    radius, _ = cKDTree(np.hstack([xs, ys])).query(np.hstack([xs, ys]), k=k + 1, p=np.inf)
-    # "Strictly closer than ε": shrink ε by one ulp; the point itself is counted, so subtract 1.
-    below = np.nextafter(radius[:, -1], 0)
-    n_x = cKDTree(xs).query_ball_point(xs, below, p=np.inf, return_length=True) - 1
-    n_y = cKDTree(ys).query_ball_point(ys, below, p=np.inf, return_length=True) - 1
-    mi = float(digamma(k) + digamma(n) - np.mean(digamma(n_x + 1) + digamma(n_y + 1)))
+    terms = ksg_terms(xs, ys, k)
+    mi = float(terms.mean())
+    se = float(terms.std(ddof=1) / np.sqrt(n))
+    reason = ksg_verdict(mi, se=se, dims=dims, n=n)
     data_vars = {
         "mutual_information": var((), mi, "KSG-1 estimate of I(X; Y)", "nats"),
         "mutual_information_bits": var((), mi / NATS_PER_BIT, "KSG-1 estimate of I(X; Y)", "bits"),
+        "mutual_information_se": var((), se, "standard error of the mean of the per-sample KSG terms", "nats"),
+        "reliable": var((), np.int8(reason == ""), "1 if the estimate passed every reliability check", "1"),
+        "unreliable_reason": var((), reason, "the first failed reliability check (empty when reliable)", "1"),
     }
     return make_dataset(CALLER, "KSG-1 (max-norm, digamma counts)", data_vars, reference=REFERENCE, k=k,
                         max_dims=max_dims, standardize=standardize, n_samples=n, seed=seed)
