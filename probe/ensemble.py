@@ -125,7 +125,8 @@ def _affine(run: _Batched, m: encoders.AffineCoupling, p: str, x: torch.Tensor) 
 
 @_native(encoders.Permutation)
 def _permutation(run: _Batched, m: encoders.Permutation, p: str, x: torch.Tensor) -> torch.Tensor:
-    return torch.take_along_dim(x, run.state[p + "permutation"][:, None, :], dim=-1)
+    # gather on an expanded (stride-0) index: take_along_dim would also normalise the indices every call.
+    return x.gather(-1, run.state[p + "permutation"][:, None, :].expand(-1, x.shape[1], -1))
 
 
 @_native(encoders.RealNVP)
