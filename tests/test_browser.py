@@ -11,6 +11,11 @@ no websocket client, no driver) and the test checks that
 - every chart container holds a non-empty <svg> or <canvas>;
 - no payload ran: window.__pwned is undefined and no injected element exists.
 
+A second page, from a result with one injected outlier (an NWJ excursion to -400 nats) and
+long titles, checks the charts' layout as drawn at 1400 px: the outlier's chart keeps a y axis
+that shows the curves, no title or subtitle runs outside its figure or under vega-embed's
+actions menu, and no two tick labels of an axis touch.
+
 Skipped, with the reason, when no Chromium is installed (`apt-get install chromium`).
 """
 from __future__ import annotations
@@ -193,11 +198,71 @@ INJECTED = """JSON.stringify({
 })"""
 
 
-def _render(tools: DevTools, page: Path) -> dict:
+def outlier_result():
+    """A result whose training bound has one excursion far off the curves, and long titles."""
+    ds = make_result(seeds=3, steps=6, failed=False)
+    ds["bound_train"].values[1, 0, 2] = -400.0  # one NWJ seed at step 8,000: its mean is about -130
+    ds.attrs["title"] = "Bijective encoders: the bound and the accuracy rise while the true MI stays constant"
+    ds["v_information"].attrs["long_name"] = "V-information of the labels under a multinomial logistic family V"
+    return ds
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    binary = _browser()
+    if binary is None:
+        pytest.skip("no Chromium found (looked for " + ", ".join(BROWSERS) + ")")
+    from probe.report import write_report
+
+    folder = tmp_path_factory.mktemp("layout")
+    page = write_report(outlier_result(), folder / "outlier.html")
+    tools = DevTools(binary, folder / "profile")
+    try:
+        rendered = _render(tools, page, expression=LAYOUT, width=1400)
+        yield {"charts": json.loads(rendered["extra"]), "state": rendered["charts"], "events": tools.events}
+    finally:
+        tools.close()
+
+
+# Per chart: its title, whether any title or subtitle line leaves its <figure> or meets the actions
+# menu, and per axis the numbers of its visible tick labels and how many pairs of them touch
+# (closer than 2 px). Vega hides labels it thins out with opacity 0.
+LAYOUT = """(() => {
+  const box = e => { const r = e.getBoundingClientRect(); return {l: r.left, r: r.right, t: r.top, b: r.bottom}; };
+  const meets = (a, b, gap) => a.l < b.r + gap && b.l < a.r + gap && a.t < b.b + gap && b.t < a.b + gap;
+  const number = s => parseFloat(s.replace(/\u2212/g, '-').replace(/,/g, ''));
+  return JSON.stringify([...document.querySelectorAll('div.chart')].map(chart => {
+    const figure = box(chart.closest('figure'));
+    const summary = chart.querySelector('details > summary');
+    const menu = summary ? box(summary) : null;
+    const lines = [...chart.querySelectorAll('.role-title-text text, .role-title-subtitle text')].map(box);
+    const title = chart.querySelector('.role-title-text');
+    const subtitle = chart.querySelector('.role-title-subtitle');
+    const axes = [...chart.querySelectorAll('g.role-axis[aria-label]')].map(axis => {
+      const labels = [...axis.querySelectorAll('.role-axis-label text')]
+        .filter(t => t.getAttribute('opacity') !== '0' && getComputedStyle(t).opacity !== '0');
+      const boxes = labels.map(box);
+      let touching = 0;
+      for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) if (meets(boxes[i], boxes[j], 2)) touching++;
+      return {axis: axis.getAttribute('aria-label').split(' ')[0], values: labels.map(t => number(t.textContent)), touching};
+    });
+    return {id: chart.id, title: title ? title.textContent : '', subtitle: subtitle ? subtitle.textContent : '',
+            lines: lines.length, menu: !!menu,
+            title_lines: title ? Math.max(1, title.querySelectorAll('tspan').length) : 0,
+            clipped: lines.filter(t => t.l < figure.l || t.r > figure.r || t.t < figure.t || (menu && meets(t, menu, 0))).length,
+            axes};
+  }));
+})()"""
+
+
+def _render(tools: DevTools, page: Path, expression: str | None = None, width: int | None = None) -> dict:
     target = next(t for t in tools.send("Target.getTargets")["targetInfos"] if t["type"] == "page")
     session = tools.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})["sessionId"]
     for domain in ("Page", "Runtime", "Log", "Network"):
         tools.send(f"{domain}.enable", session=session)
+    if width:
+        tools.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": 1000, "deviceScaleFactor": 1,
+                                                          "mobile": False}, session=session)
     # Block (and so record as failed) anything that would leave the machine.
     tools.send("Network.setBlockedURLs", {"urls": ["http://*", "https://*", "ws://*", "wss://*", "ftp://*"]},
                session=session)
@@ -214,8 +279,12 @@ def _render(tools: DevTools, page: Path) -> dict:
     tools.drain(0.5)  # late console errors and requests
     injected = json.loads(tools.send("Runtime.evaluate", {"expression": INJECTED, "returnByValue": True},
                                      session=session)["result"]["value"])
+    extra = None
+    if expression:
+        extra = tools.send("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                           session=session)["result"]["value"]
     return {"charts": state, "injected": injected, "events": tools.events, "seconds": time.monotonic() - started,
-            "expected_scripts": page.read_text(encoding="utf-8").count("<script")}
+            "expected_scripts": page.read_text(encoding="utf-8").count("<script"), "extra": extra}
 
 
 def _errors(events: list[dict]) -> list[str]:
@@ -260,3 +329,31 @@ def test_no_payload_ran(rendered):
 
 def test_renders_quickly(rendered):
     assert rendered["seconds"] < TIMEOUT_S
+
+
+def test_layout_page_draws_without_error(layout):
+    assert layout["state"]["failed"] == [] and len(layout["state"]["drawn"]) == layout["state"]["total"] >= 10
+    assert _errors(layout["events"]) == []
+
+
+def test_one_outlier_does_not_squash_the_axis(layout):
+    chart = next(c for c in layout["charts"] if c["title"] == "bound on training batches")
+    ticks = next(a["values"] for a in chart["axes"] if a["axis"] == "Y-axis")
+    # The curves run from about -1 to 4.2 nats; the excursion's mean is about -130.
+    assert min(ticks) > -10 and max(ticks) < 10, ticks
+    assert max(ticks) - min(ticks) >= 4, ticks  # the curves themselves stay in view
+    assert "off-scale: nwj at step 8,000" in chart["subtitle"], chart["subtitle"]
+
+
+def test_no_title_is_clipped_or_under_the_actions_menu(layout):
+    charts = layout["charts"]
+    assert all(c["menu"] for c in charts)  # the menu is there, so the check means something
+    assert all(c["lines"] >= 2 for c in charts)  # title and subtitle found in every chart
+    assert [(c["title"], c["clipped"]) for c in charts if c["clipped"]] == []
+    long_title = next(c for c in charts if c["title"].startswith("V-information of the labels under"))
+    assert long_title["title_lines"] == 2  # wrapped, not run on under the menu
+
+
+def test_tick_labels_never_touch(layout):
+    touching = [(c["title"], a["axis"], a["values"]) for c in layout["charts"] for a in c["axes"] if a["touching"]]
+    assert touching == []

@@ -11,6 +11,9 @@ import xarray as xr
 from probe import reference
 from probe.errors import DataFormatError, DataUnavailableError, InputTypeError, InputValueError, ProbeError
 from probe.report import write_report
+from probe.report.arrange import describe, robust_range
+from probe.report.page import heading
+from probe.verdict import HELD, NOT_HELD, PARTLY, Verdict
 
 MALICIOUS = "</script><script>alert(1)</script>"
 
@@ -75,6 +78,37 @@ def chart_payload(page: str) -> dict:
     return json.loads(block.group(1))
 
 
+def title_text(chart: dict) -> str:
+    """A chart's title as one string (a wrapped title is a list of lines)."""
+    text = chart["spec"]["title"]["text"]
+    return " ".join(text) if isinstance(text, list) else text
+
+
+def subtitle_lines(chart: dict) -> list[str]:
+    sub = chart["spec"]["title"].get("subtitle", [])
+    return [sub] if isinstance(sub, str) else sub
+
+
+def chart_titled(page: str, title: str) -> dict:
+    return next(c for c in chart_payload(page)["charts"] if title_text(c) == title)
+
+
+def y_domain(chart: dict) -> list | None:
+    """The explicit y domain of a layered chart (None: Vega picks it from all the data)."""
+    for layer in chart["spec"]["layer"]:
+        domain = layer.get("encoding", {}).get("y", {}).get("scale", {}).get("domain")
+        if domain is not None:
+            return domain
+    return None
+
+
+def summary_table(page: str) -> tuple[list[str], list[list[str]]]:
+    table = re.search(r"<h2>First and last evaluation</h2>.*?<table[^>]*>(.*?)</table>", page, re.S).group(1)
+    head = re.findall(r"<th>(.*?)</th>", table)
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table.split("</thead>")[1])]
+    return head, rows
+
+
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> str:
     out = write_report(make_result(), tmp_path_factory.mktemp("r") / "page.html")
@@ -116,7 +150,7 @@ def test_header_values(page):
 def test_one_chart_per_variable(page):
     payload = chart_payload(page)
     specs = json.dumps(payload["charts"])
-    titles = [c["spec"]["title"]["text"] for c in payload["charts"]]
+    titles = [title_text(c) for c in payload["charts"]]
     for long_name in ("linear-probe accuracy", "bound on held-out pairs", "bound on training batches",
                       "V-information of labels", "wall time"):
         assert long_name in titles
@@ -190,7 +224,8 @@ def test_netcdf_round_trip_and_default_path(tmp_path, monkeypatch):
     out = write_report(str(path))
     assert out == tmp_path / "reports" / "critic-capacity.html"
     page = out.read_text(encoding="utf-8")
-    assert "infonce · concat" in page and "Reduced preset" not in page
+    assert "Reduced preset" not in page
+    assert "estimator = infonce" in page  # the one estimator is said once, not on every label
     assert "0.856" in json.dumps(chart_payload(page))  # concat critic InfoNCE at 20k [F]
 
 
@@ -261,3 +296,122 @@ def test_label_matching():
     assert not reference.label_matches("concat", ("critic",), {"estimator": "nwj"})
     assert reference.label_matches("", (), {"estimator": "nwj"})
     assert reference.comparable_paper_values("noniid-negatives", "gaussian")[0] is not None
+
+
+# ------------------------------------------------------------------ readable charts and tables
+
+def test_robust_range_sets_one_excursion_off_scale():
+    curve = np.array([-1.0, 1.3, 2.6, 3.3, 3.8, 4.2])
+    means = np.concatenate([curve, curve + 0.05])
+    assert robust_range(means) is None  # nothing off-scale: Vega picks the scale
+    means[8] = -155.0  # one NWJ excursion
+    lo, hi = robust_range(means, means - 1, means + 1)
+    assert -5 < lo < -1 and 4.2 < hi < 8
+    assert robust_range(means, means - 1, means + 1, keep=np.array([5.7]))[1] >= 5.7  # paper values stay in view
+
+
+def test_robust_range_keeps_a_real_start_and_caps_bands():
+    # hard-to-invert's training bound: NWJ starts at -9.4 and rises to 5; that start is the story, not an outlier.
+    means = np.array([-1.3, 4.5, 4.7, 4.7, 4.8, 4.8, 4.8, -9.4, 3.5, 4.1, 4.2, 5.0, 4.9, 4.2])
+    assert robust_range(means) is None
+    lo, hi = robust_range(means, means - 300, means + 100)  # sd bands wider than the curves
+    span = 5.0 - (-9.4)
+    assert lo == pytest.approx(-9.4 - 0.5 * span) and hi == pytest.approx(5.0 + 0.5 * span)
+    assert robust_range(np.array([0.0, 1.0, 500.0])) is None  # too few points to call one an outlier
+
+
+def test_an_outlier_does_not_squash_its_chart(tmp_path):
+    ds = make_result(failed=False)
+    ds["bound_train"].values[1, 0, 2] = -400.0  # one NWJ seed at step 8,000
+    page = write_report(ds, tmp_path / "o.html").read_text(encoding="utf-8")
+    chart = chart_titled(page, "bound on training batches")
+    lo, hi = y_domain(chart)
+    assert -8 < lo < -1 and 4 < hi < 10
+    note = [line for line in subtitle_lines(chart) if "off-scale" in line]
+    assert note and "nwj at step 8,000" in note[0]
+    edge = [layer for layer in chart["spec"]["layer"] if layer["encoding"]["y"]["field"] == "edge"]
+    assert len(edge) == 1  # a triangle at the axis edge where the excursion left the chart
+    assert all(layer["mark"]["clip"] for layer in chart["spec"]["layer"] if layer not in edge)
+    assert y_domain(chart_titled(page, "bound on held-out pairs")) is None  # untouched charts keep Vega's scale
+
+
+def test_long_titles_wrap(tmp_path):
+    ds = make_result(quantiles=False, failed=False)
+    ds["v_information"].attrs["long_name"] = "V-information of the labels under a multinomial logistic family V"
+    page = write_report(ds, tmp_path / "t.html").read_text(encoding="utf-8")
+    chart = chart_titled(page, "V-information of the labels under a multinomial logistic family V")
+    assert isinstance(chart["spec"]["title"]["text"], list) and len(chart["spec"]["title"]["text"]) == 2
+    y_titles = {json.dumps(layer["encoding"]["y"].get("title")) for layer in chart["spec"]["layer"]}
+    assert all(len(line) <= 40 for title in y_titles for line in json.loads(title))  # the axis title wraps too
+    assert chart_payload(page)["config"]["axis"]["labelOverlap"] is True
+
+
+MATCHED = {"encoder": ["convnet", "mlp", "resmlp"], "target": ["2.0"], "estimator": ["infonce"]}
+
+
+def matched_result() -> xr.Dataset:
+    ds = make_result(grid=MATCHED, study="matched-targets", quantiles=True, failed=False)
+    ds["target_gap"] = abs(ds["bound_test"] - 2.0)
+    ds["target_gap"].attrs.update(long_name="L_t = |I_EST - t| on held-out pairs", units="nats")
+    return ds
+
+
+def test_coordinates_with_one_value_leave_the_labels(tmp_path):
+    ds = matched_result()
+    study = describe(ds, "the dataset")
+    assert study.labels == ["convnet", "mlp", "resmlp"]
+    assert study.varying == ("encoder",) and study.fixed == {"target": "2.0", "estimator": "infonce"}
+    page = write_report(ds, tmp_path / "m.html").read_text(encoding="utf-8")
+    payload = json.dumps(chart_payload(page), ensure_ascii=False)
+    assert "· 2.0" not in payload and "· infonce" not in payload
+    legends = {json.dumps(layer["encoding"]["color"].get("legend"), ensure_ascii=False)
+               for c in chart_payload(page)["charts"] for layer in c["spec"].get("layer", [c["spec"]])
+               if "color" in layer.get("encoding", {}) and "field" in layer["encoding"]["color"]}
+    assert legends == {json.dumps({"symbolOpacity": 1, "symbolType": "circle", "title": "encoder"})}
+    assert "target = 2.0, estimator = infonce" in page  # said once, in the header
+    assert "ln condition number of the Jacobian · convnet" in [title_text(c) for c in chart_payload(page)["charts"]]
+    one_cell = describe(make_result(grid={"estimator": ["nwj"], "critic": ["concat"]}), "the dataset")
+    assert one_cell.labels == ["nwj · concat"]  # a single cell keeps its full name
+
+
+def test_correlation_subtitles_one_line_per_cell_and_no_tautology(tmp_path):
+    page = write_report(matched_result(), tmp_path / "m.html").read_text(encoding="utf-8")
+    titles = [title_text(c) for c in chart_payload(page)["charts"]]
+    assert "L_t = |I_EST - t| on held-out pairs" in titles  # its curve stays
+    assert not any(t.startswith("L_t") and "vs held-out bound" in t for t in titles)  # |bound - t| vs bound: gone
+    lines = subtitle_lines(chart_titled(page, "linear-probe accuracy vs held-out bound"))
+    assert lines[0].startswith("all cells: Pearson r =")
+    for label in MATCHED["encoder"]:
+        assert sum(line.startswith(f"{label}: r = ") for line in lines) == 1, lines
+
+
+def test_summary_table_has_units_and_no_empty_columns(tmp_path):
+    short = make_result().isel(step=slice(0, 2))  # steps 0 and 4,000: the paper reports nothing at 4,000
+    page = write_report(short, tmp_path / "s.html").read_text(encoding="utf-8")
+    head, rows = summary_table(page)
+    assert head == ["variable", "units", "grid cell", "step 0", "paper @ 0", "step 4000"]
+    units = {re.sub("<.*?>", "", row[0]): row[1] for row in rows}
+    assert units["bound_test"] == "nats" and units["wall_time"] == "s" and units["probe_accuracy"] == "dimensionless"
+    assert all(len(row) == len(head) for row in rows)
+    full = write_report(make_result(), tmp_path / "f.html").read_text(encoding="utf-8")
+    assert summary_table(full)[0][-1] == "paper @ 20000"  # kept where the paper has values
+
+
+@pytest.mark.parametrize("outcome, asserted", [(HELD, True), (PARTLY, False), (NOT_HELD, False), (None, False)])
+def test_the_heading_states_the_claim_only_when_the_run_showed_it(tmp_path, outcome, asserted):
+    title = "Bijective encoders: the bound and the accuracy rise while the true MI stays constant"
+    verdict = None if outcome is None else Verdict(claim="the bound and the accuracy rise", outcome=outcome,
+                                                   evidence=("infonce: 0.846 -> 0.805",), decided_by="probe_accuracy")
+    ds = make_result(quantiles=False)
+    ds.attrs["title"] = title
+    page = write_report(ds, tmp_path / "h.html", verdict=verdict).read_text(encoding="utf-8")
+    h1 = re.search(r"<h1>(.*?)</h1>", page).group(1)
+    document_title = re.search(r"<title>(.*?)</title>", page).group(1)
+    if asserted:
+        assert h1 == document_title == title and "The paper&#x27;s claim" not in page
+    else:
+        assert h1 == document_title == "Bijective encoders"
+        claim = re.search(r'<p class="claim">(.*?)</p>', page).group(1)
+        assert "the bound and the accuracy rise while the true MI stays constant" in claim
+        assert claim.endswith(f"This run: {outcome or 'not judged'}.")
+    assert heading("Estimator validation", None) == ("Estimator validation", "")  # no claim, nothing to hold back

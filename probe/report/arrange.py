@@ -4,6 +4,7 @@ for the same cells (`probe.reference`).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -27,14 +28,23 @@ FIRST = ("probe_accuracy", "bound_test", "bound_train", "v_information")
 LAST = ("loss", "wall_time")
 
 
-# loss is minus the training bound and wall time is a clock: neither says anything new vs the bound.
-NOT_CORRELATED = frozenset({"bound_test", "loss", "wall_time"})
+# loss is minus the training bound, wall time is a clock, and target_gap is |bound_test - t|, a
+# function of the x axis itself: none of them says anything new against the held-out bound.
+NOT_CORRELATED = frozenset({"bound_test", "loss", "wall_time", "target_gap"})
 
 
 RESERVED_DIMS = ("seed", "step", "quantile")
 
 
 PAPER_NAME = f"paper ({reference.CITATION})"
+
+
+# A value that alone widens the span of the others more than this factor is drawn off-scale.
+OUTLIER_SPAN = 3.0
+
+
+# ±1 sd bands may widen a chart's domain by at most this fraction of its means' span on each side.
+BAND_REACH = 0.5
 
 
 @dataclass
@@ -51,6 +61,8 @@ class StudyView:
     skipped: list[str]
     paper: dict | None
     paper_reason: str
+    varying: tuple[str, ...] = ()                       # grid dims with more than one value: the labels name these
+    fixed: dict[str, str] = dataclasses.field(default_factory=dict)  # grid dims with one value, and that value
 
 
 def load_results(results: object) -> tuple[xr.Dataset, str]:
@@ -98,9 +110,21 @@ def describe(ds: xr.Dataset, source: str) -> StudyView:
     variables.sort(key=_plot_order)
     values = [[str(v) for v in ds[d].values] for d in grid]
     coords = [dict(zip(grid, combo)) for combo in itertools.product(*values)]
-    labels = [" · ".join(c[d] for d in grid) or "probe" for c in coords]
+    varying = tuple(d for d, v in zip(grid, values) if len(v) > 1)
+    fixed = {d: v[0] for d, v in zip(grid, values) if len(v) == 1}
+    labels = [cell_label(c, varying) for c in coords]
     paper, reason = reference.comparable_paper_values(attr(ds, "study"), ds.attrs.get("dataset"))
-    return StudyView(ds, source, grid, labels, coords, np.asarray(ds["step"].values), variables, skipped, paper, reason)
+    return StudyView(ds, source, grid, labels, coords, np.asarray(ds["step"].values), variables, skipped, paper, reason,
+                     varying, fixed)
+
+
+def cell_label(coords: dict[str, str], varying: tuple[str, ...]) -> str:
+    """A grid cell's label: its coordinates on the dims that vary, joined by " · ".
+
+    A dim with one value says the same on every label ("· 2.0 · infonce" on all five encoders), so
+    it is left out; the page states it once. A grid of one cell is named by all its coordinates.
+    """
+    return " · ".join(coords[d] for d in varying) or " · ".join(coords.values()) or "probe"
 
 
 def _plot_order(name: str) -> tuple[int, int, str]:
@@ -193,6 +217,48 @@ def round5(value: float) -> float | None:
     if value is None or not np.isfinite(value):
         return None
     return float(f"{float(value):.5g}")
+
+
+def robust_range(means: np.ndarray, lows: np.ndarray | None = None, highs: np.ndarray | None = None,
+                 keep: np.ndarray | None = None) -> tuple[float, float] | None:
+    """The axis domain that one outlier cannot squash, or None when every value fits anyway.
+
+    `means` are the values a chart must show (curve points, scatter points); `lows`/`highs` the
+    ends of their ±1 sd bands; `keep` values that are always in view (the paper's, baselines).
+    The most extreme mean is set off-scale while it alone widens the span of the other means more
+    than `OUTLIER_SPAN` times (at most a tenth of the points, and only with five or more); bands
+    may widen the domain by `BAND_REACH` of the kept span on each side. None means nothing is
+    off-scale: the chart draws every value on the scale Vega picks.
+    """
+    core = np.sort(np.asarray(means, dtype=float)[np.isfinite(means)])
+    if core.size == 0:
+        return None
+    first, last = 0, core.size - 1
+    for _ in range(core.size // 10 if core.size >= 5 else 0):
+        span = core[last] - core[first]
+        without_low, without_high = core[last] - core[first + 1], core[last - 1] - core[first]
+        rest = min(without_low, without_high)
+        if rest <= 0 or span <= OUTLIER_SPAN * rest:
+            break
+        if without_low < without_high:
+            first += 1
+        else:
+            last -= 1
+    lo, hi = float(core[first]), float(core[last])
+    if keep is not None:
+        kept = np.asarray(keep, dtype=float)
+        kept = kept[np.isfinite(kept)]
+        if kept.size:
+            lo, hi = min(lo, float(kept.min())), max(hi, float(kept.max()))
+    reach = BAND_REACH * ((hi - lo) or abs(hi) or 1.0)
+    bands = [np.asarray(b, dtype=float) for b in (lows, highs) if b is not None]
+    bands = np.concatenate([b[np.isfinite(b)] for b in bands]) if bands else np.zeros(0)
+    domain_lo = max(min(lo, bands.min(initial=lo)), lo - reach)
+    domain_hi = min(max(hi, bands.max(initial=hi)), hi + reach)
+    everything = np.concatenate([core, bands])
+    if everything.min() >= domain_lo and everything.max() <= domain_hi:
+        return None
+    return domain_lo, domain_hi
 
 
 def fmt_r(value: float) -> str:

@@ -3,6 +3,8 @@ points beside the paper's, and each variable against the held-out bound.
 """
 from __future__ import annotations
 
+import textwrap
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -18,12 +20,22 @@ from probe.report.arrange import (
     fmt_r,
     paper_points,
     pixel_accuracy,
+    robust_range,
     round5,
     seed_stats,
     titles,
 )
 
 WIDTH, HEIGHT = 420, 240
+
+
+TITLE_CHARS = 56    # a chart title longer than this (14 px bold over WIDTH) wraps onto more lines
+
+
+AXIS_TITLE_CHARS = 40  # a y-axis title longer than this (11 px along HEIGHT) wraps
+
+
+MAX_OFF_SCALE_LISTED = 3  # off-scale points named in a chart's note; the rest are counted
 
 
 MAX_ENDPOINT_CELLS = 12    # end-of-training dot plots without paper values: more rows stop being a glance
@@ -41,13 +53,25 @@ PALETTE = (
 VEGA_CONFIG = {
     "font": "system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif",
     "view": {"stroke": None},
+    # labelOverlap + labelSeparation: tick labels that would touch ("5.45.6") are thinned out.
     "axis": {"gridColor": "#eaeef2", "domainColor": "#8c959f", "tickColor": "#8c959f",
-             "labelColor": "#424a53", "titleColor": "#1f2328", "titleFontWeight": 500},
+             "labelColor": "#424a53", "titleColor": "#1f2328", "titleFontWeight": 500,
+             "labelOverlap": True, "labelSeparation": 6, "labelFlush": False},
     "legend": {"orient": "bottom", "direction": "horizontal", "columns": 3,
                "labelLimit": 220, "symbolSize": 90, "titleFontWeight": 500},
     "title": {"anchor": "start", "fontSize": 14, "fontWeight": 600, "subtitleColor": "#59636e",
               "subtitleFontSize": 11, "offset": 8},
 }
+
+
+def wrap(text: str, width: int) -> str | list[str]:
+    """`text` as one line, or as lines of at most `width` characters (Vega draws a list as lines)."""
+    lines = textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [text]
+    return lines[0] if len(lines) == 1 else lines
+
+
+def _title(text: str, subtitle: str | list[str]) -> alt.Title:
+    return alt.Title(wrap(text, TITLE_CHARS), subtitle=subtitle)
 
 
 def _palette(study: StudyView) -> list[str]:
@@ -59,8 +83,44 @@ def _colour(study: StudyView) -> alt.Color:
     return alt.Color(
         "label:N",
         scale=alt.Scale(domain=study.labels, range=_palette(study)),
-        legend=alt.Legend(title=" · ".join(study.grid), symbolOpacity=1, symbolType="circle") if study.grid else None,
+        legend=(alt.Legend(title=" · ".join(study.varying), symbolOpacity=1, symbolType="circle")
+                if len(study.labels) > 1 else None),
     )
+
+
+def _clipped(layers: list[alt.Chart]) -> list[alt.Chart]:
+    """The layers with `clip=True` on their marks: nothing is drawn past an explicit axis domain."""
+    out = []
+    for layer in layers:
+        mark = layer.mark.to_dict() if hasattr(layer.mark, "to_dict") else {"type": layer.mark}
+        layer = layer.copy(deep=False)
+        layer.mark = alt.MarkDef(**{**mark, "clip": True})
+        out.append(layer)
+    return out
+
+
+def _off_scale(rows: list[dict], field: str, domain: tuple[float, float], what: str) -> tuple[list[dict], str]:
+    """The rows whose `field` lies outside `domain`, pinned to its edge, and a note naming them."""
+    lo, hi = domain
+    outside = [r for r in rows if r.get(field) is not None and not lo <= r[field] <= hi]
+    pinned = [{**r, "edge": lo if r[field] < lo else hi, "side": "below" if r[field] < lo else "above",
+               "true_value": r[field]} for r in outside]
+    named = [what.format(**r) for r in outside[:MAX_OFF_SCALE_LISTED]]
+    more = len(outside) - len(named)
+    note = "; ".join(named) + (f"; and {more} more" if more > 0 else "")
+    return pinned, note
+
+
+def _edge_markers(pinned: list[dict], x: alt.X, y_title: str | list[str], study: StudyView) -> list[alt.Chart]:
+    """Triangles at the axis edge where a value is off-scale, its true value in the tooltip."""
+    if not pinned:
+        return []
+    return [alt.Chart(pd.DataFrame(pinned)).mark_point(filled=True, size=90, opacity=1, stroke="#1f2328",
+                                                      strokeWidth=0.8).encode(
+        x=x, y=alt.Y("edge:Q", title=y_title), color=_colour(study),
+        shape=alt.Shape("side:N", scale=alt.Scale(domain=["below", "above"], range=["triangle-down", "triangle-up"]),
+                        legend=None),
+        tooltip=["label:N", "step:Q", alt.Tooltip("true_value:Q", format=".4g", title="value (off-scale)")])]
 
 
 def _paper_layers(study: StudyView, key: str, y_title: str, *, label: str | None = None,
@@ -70,10 +130,7 @@ def _paper_layers(study: StudyView, key: str, y_title: str, *, label: str | None
     With `label`, only that grid cell's values, drawn in `colour` (the per-cell quantile charts).
     Values past our last step are left to the table: they would squash a short run's curves.
     """
-    max_step = float(study.steps.max()) * 1.05
-    points, bands = paper_points(study, key)
-    points = [p for p in points if p["step"] <= max_step and label in (None, p["label"])]
-    bands = [b for b in bands if b["step"] <= max_step and label in (None, b["label"])]
+    points, bands = _paper_in_view(study, key, label)
     layers = []
     x = alt.X("step:Q")
     hue = alt.value(colour) if colour else _colour(study)
@@ -95,6 +152,23 @@ def _paper_layers(study: StudyView, key: str, y_title: str, *, label: str | None
     return layers
 
 
+def _paper_in_view(study: StudyView, key: str, label: str | None = None) -> tuple[list[dict], list[dict]]:
+    """The paper's points and ranges for `key` up to our last step (for `label` only, if given)."""
+    max_step = float(study.steps.max()) * 1.05
+    points, bands = paper_points(study, key)
+    return ([p for p in points if p["step"] <= max_step and label in (None, p["label"])],
+            [b for b in bands if b["step"] <= max_step and label in (None, b["label"])])
+
+
+def _paper_extent(study: StudyView, keys: list[str], label: str | None = None) -> list[float]:
+    """Every paper value and range end that a chart of `keys` draws: they stay in view."""
+    values: list[float] = []
+    for key in keys:
+        points, bands = _paper_in_view(study, key, label)
+        values += [p["value"] for p in points] + [v for b in bands for v in (b["lo"], b["hi"])]
+    return values
+
+
 def _rule(value: float, text: str, y_title: str) -> list[alt.Chart]:
     frame = pd.DataFrame([{"value": value, "text": text}])
     rule = alt.Chart(frame).mark_rule(strokeDash=[6, 4], color="#6e7781", strokeWidth=1.3).encode(
@@ -106,7 +180,8 @@ def _rule(value: float, text: str, y_title: str) -> list[alt.Chart]:
 
 def line_chart(study: StudyView, name: str) -> alt.LayerChart | None:
     mean, sd, n = seed_stats(arrange(study, name))
-    long_name, y_title = titles(study.ds, name)
+    long_name, axis_title = titles(study.ds, name)
+    y_title = wrap(axis_title, AXIS_TITLE_CHARS)
     rows = [
         {"label": label, "step": int(step), "mean": round5(m), "sd": round5(s), "n": int(k),
          "lo": round5(m - s), "hi": round5(m + s)}
@@ -116,26 +191,37 @@ def line_chart(study: StudyView, name: str) -> alt.LayerChart | None:
     if not rows:
         return None
     frame = pd.DataFrame(rows)
+    banded = frame[frame["n"] >= 2]
+    pixels = pixel_accuracy(study.ds)
+    rules = []
+    if name == "probe_accuracy" and pixels is not None:
+        rules.append((pixels, f"pixels {pixels:.3f}"))
+    if study.paper and name.startswith("bound") and "true_mi" in study.paper["baselines"]:
+        rules.append((study.paper["baselines"]["true_mi"]["value"], "true MI (paper)"))
+    domain = robust_range(frame["mean"].to_numpy(float), banded["lo"].to_numpy(float), banded["hi"].to_numpy(float),
+                          keep=np.asarray(_paper_extent(study, [name]) + [v for v, _ in rules], dtype=float))
+    scale = alt.Scale(zero=False) if domain is None else alt.Scale(zero=False, domain=list(domain), nice=False)
     x = alt.X("step:Q", title="training step", axis=alt.Axis(format="~s"))
-    y = alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False))
+    y = alt.Y("mean:Q", title=y_title, scale=scale)
     tooltip = ["label:N", "step:Q", alt.Tooltip("mean:Q", format=".4f", title=f"mean {long_name}"),
                alt.Tooltip("sd:Q", format=".4f", title="sd over seeds"), alt.Tooltip("n:Q", title="seeds")]
     layers = []
-    banded = frame[frame["n"] >= 2]
     if len(banded):
         layers.append(alt.Chart(banded).mark_area(opacity=0.16).encode(
             x=x, y=alt.Y("lo:Q", title=y_title), y2="hi:Q", color=_colour(study), detail="label:N"))
     layers.append(alt.Chart(frame).mark_line(strokeWidth=2).encode(x=x, y=y, color=_colour(study)))
     layers.append(alt.Chart(frame).mark_circle(size=26, opacity=1).encode(x=x, y=y, color=_colour(study), tooltip=tooltip))
     layers += _paper_layers(study, name, y_title)
-    pixels = pixel_accuracy(study.ds)
-    if name == "probe_accuracy" and pixels is not None:
-        layers += _rule(pixels, f"pixels {pixels:.3f}", y_title)
-    if study.paper and name.startswith("bound") and "true_mi" in study.paper["baselines"]:
-        layers += _rule(study.paper["baselines"]["true_mi"]["value"], "true MI (paper)", y_title)
+    for value, text in rules:
+        layers += _rule(value, text, y_title)
     seeds = int(n.max())
-    subtitle = f"{name} · mean ± 1 sd over {seeds} seeds" if seeds > 1 else f"{name} · one seed"
-    return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT, title=alt.Title(long_name, subtitle=subtitle))
+    subtitle = [f"{name} · mean ± 1 sd over {seeds} seeds" if seeds > 1 else f"{name} · one seed"]
+    if domain is not None:
+        pinned, note = _off_scale(rows, "mean", domain, "{label} at step {step:,} ({mean:.4g})")
+        bands_cut = int(((banded["lo"] < domain[0]) | (banded["hi"] > domain[1])).sum())
+        subtitle.append("▲▼ off-scale: " + (note or "no mean") + (f"; {bands_cut} sd band(s) cut at the axis" if bands_cut else ""))
+        layers = _clipped(layers) + _edge_markers(pinned, x, y_title, study)
+    return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT, title=_title(long_name, subtitle))
 
 
 def endpoint_charts(study: StudyView) -> tuple[list[alt.LayerChart], bool]:
@@ -189,10 +275,14 @@ def _endpoint_chart(study: StudyView, key: str, with_paper: bool) -> alt.LayerCh
     if not ours:
         return None
     long_name, title = titles(study.ds, name)
-    x = alt.X("value:Q", title=title + (f" ({stat})" if stat else ""), scale=alt.Scale(zero=False))
+    frame = pd.DataFrame(ours)
+    extent = [v for row in paper for v in (row["value"], row.get("lo"), row.get("hi")) if v is not None]
+    domain = robust_range(frame["value"].to_numpy(float), frame["lo"].to_numpy(float), frame["hi"].to_numpy(float),
+                          keep=np.asarray(extent, dtype=float))
+    scale = alt.Scale(zero=False) if domain is None else alt.Scale(zero=False, domain=list(domain), nice=False)
+    x = alt.X("value:Q", title=title + (f" ({stat})" if stat else ""), scale=scale)
     y = alt.Y("label:N", title=None, sort=study.labels)
     tip = ["label:N", "source:N", alt.Tooltip("value:Q", format=".4f")]
-    frame = pd.DataFrame(ours)
     layers = [
         alt.Chart(frame).mark_rule(strokeWidth=2).encode(x="lo:Q", x2="hi:Q", y=y, color=_colour(study)),
         alt.Chart(frame).mark_circle(size=70, opacity=1).encode(
@@ -207,10 +297,15 @@ def _endpoint_chart(study: StudyView, key: str, with_paper: bool) -> alt.LayerCh
                               .encode(x="lo:Q", x2="hi:Q", y=y))
         layers.append(alt.Chart(pframe).mark_point(shape="diamond", filled=True, size=110, color="#1f2328",
                                                    opacity=0.85).encode(x=x, y=y, tooltip=tip + ["tag:N"]))
-    subtitle = f"{name}: ours (circle, ± 1 sd) at step {last}" + ("; paper (◆) at its last step" if with_paper else "")
+    subtitle = [f"{name}: ours (circle, ± 1 sd) at step {last}" + ("; paper (◆) at its last step" if with_paper else "")]
+    if domain is not None:
+        _, note = _off_scale(ours, "value", domain, "{label} ({value:.4g})")
+        cut = int(((frame["lo"] < domain[0]) | (frame["hi"] > domain[1])).sum())
+        subtitle.append("off-scale: " + (note or "no mean") + (f"; {cut} sd bar(s) cut at the axis" if cut else ""))
+        layers = _clipped(layers)
     return alt.layer(*layers).properties(
         width=WIDTH - 120, height=max(60, 26 * len(ours)),  # leaves room for the cell labels
-        title=alt.Title(long_name + (f", {stat}" if stat else ""), subtitle=subtitle))
+        title=_title(long_name + (f", {stat}" if stat else ""), subtitle))
 
 
 def quantile_charts(study: StudyView, name: str) -> list[tuple[str, alt.LayerChart]]:
@@ -219,7 +314,8 @@ def quantile_charts(study: StudyView, name: str) -> list[tuple[str, alt.LayerCha
     order = np.argsort(quantiles)
     quantiles = [quantiles[i] for i in order]
     mean, _, n = seed_stats(arrange(study, name)[:, order])  # (label, quantile, step)
-    long_name, y_title = titles(study.ds, name)
+    long_name, axis_title = titles(study.ds, name)
+    y_title = wrap(axis_title, AXIS_TITLE_CHARS)
     pairs = [(i, len(quantiles) - 1 - i) for i in range(len(quantiles) // 2)]
     names = [f"{quantiles[lo] * 100:g}–{quantiles[hi] * 100:g} %" for lo, hi in pairs]
     opacity = alt.Opacity("band:N", scale=alt.Scale(domain=names, range=list(np.linspace(0.14, 0.5, len(names)).round(2))),
@@ -234,15 +330,24 @@ def quantile_charts(study: StudyView, name: str) -> list[tuple[str, alt.LayerCha
         if not lines:
             continue
         x = alt.X("step:Q", title="training step", axis=alt.Axis(format="~s"))
+        values = np.asarray([row["value"] for row in lines], dtype=float)
+        keep = [v for stat in reference.QUANTILE_STATS for v in _paper_extent(study, [f"{name}:{stat}"], label)]
+        domain = robust_range(values, keep=np.asarray(keep, dtype=float))
+        scale = alt.Scale(zero=False) if domain is None else alt.Scale(zero=False, domain=list(domain), nice=False)
         layers = [
             alt.Chart(pd.DataFrame(bands)).mark_area(color=colour).encode(x=x, y=alt.Y("lo:Q", title=y_title), y2="hi:Q", opacity=opacity),
             alt.Chart(pd.DataFrame(lines)).mark_line(color=colour, strokeWidth=0.8, opacity=0.8, point=alt.OverlayMarkDef(size=14, color=colour)).encode(
-                x=x, y=alt.Y("value:Q", title=y_title), detail="quantile:N",
+                x=x, y=alt.Y("value:Q", title=y_title, scale=scale), detail="quantile:N",
                 tooltip=[alt.Tooltip("quantile:N", title="percentile"), "step:Q", alt.Tooltip("value:Q", format=".3f", title=long_name)]),
         ]
         for stat in reference.QUANTILE_STATS:
             layers += _paper_layers(study, f"{name}:{stat}", y_title, label=label, colour=colour, connect=False)
-        title = alt.Title(f"{long_name} · {label}", subtitle=f"{name} · percentiles over inputs, mean over {int(n.max())} seed(s)")
+        subtitle = [f"{name} · percentiles over inputs, mean over {int(n.max())} seed(s)"]
+        if domain is not None:
+            outside = int(((values < domain[0]) | (values > domain[1])).sum())
+            subtitle.append(f"off-scale: {outside} percentile value(s) beyond the axis, cut")
+            layers = _clipped(layers)
+        title = _title(f"{long_name} · {label}" if len(study.labels) > 1 else long_name, subtitle)
         charts.append((label, alt.layer(*layers).properties(width=WIDTH, height=HEIGHT, title=title)))
     return charts
 
@@ -274,26 +379,37 @@ def correlation_charts(study: StudyView) -> list[tuple[str, alt.Chart]]:
     shown = frame.sample(n=MAX_SCATTER_POINTS, random_state=0).sort_index() if len(frame) > MAX_SCATTER_POINTS else frame
     shown = shown.assign(**{c: shown[c].map(round5) for c in shown.columns if c == "x" or c.startswith("v")})
     _, x_title = titles(study.ds, "bound_test")
+    x_domain = robust_range(frame["x"].to_numpy(float))
     charts = []
     for name, (field, note) in described.items():
         long_name, y_title = titles(study.ds, name)
         pearson, spearman, count = correlations(frame["x"].to_numpy(), frame[field].to_numpy())
-        subtitle = [f"Pearson r = {fmt_r(pearson)}, Spearman ρ = {fmt_r(spearman)} (n = {count}, all cells)"]
-        per_label = []
-        for label in study.labels:
-            part = frame[frame["label"] == label]
-            p, s, _ = correlations(part["x"].to_numpy(), part[field].to_numpy())
-            per_label.append(f"{label}: r = {fmt_r(p)}, ρ = {fmt_r(s)}")
+        subtitle = [f"all cells: Pearson r = {fmt_r(pearson)}, Spearman ρ = {fmt_r(spearman)} (n = {count})"]
         if len(study.labels) > 1:
-            subtitle += ["   ".join(per_label[i:i + 2]) for i in range(0, len(per_label), 2)]
+            for label in study.labels:  # one line per cell
+                part = frame[frame["label"] == label]
+                p, s, k = correlations(part["x"].to_numpy(), part[field].to_numpy())
+                subtitle.append(f"{label}: r = {fmt_r(p)}, ρ = {fmt_r(s)} (n = {k})")
         if len(shown) < len(frame):
             subtitle.append(f"{len(shown)} of {len(frame)} points drawn")
+        y_domain = robust_range(frame[field].to_numpy(float))
+        outside = 0
+        for column, domain in (("x", x_domain), (field, y_domain)):
+            if domain is not None:
+                values = frame[column].to_numpy(float)
+                outside += int(((values < domain[0]) | (values > domain[1])).sum())
+        if outside:
+            subtitle.append(f"off-scale: {outside} point coordinate(s) beyond an axis, drawn at its edge")
+
+        def scale(domain: tuple[float, float] | None) -> alt.Scale:
+            return alt.Scale(zero=False) if domain is None else alt.Scale(zero=False, domain=list(domain), nice=False, clamp=True)
+
         chart = alt.Chart(shown).mark_circle(size=22, opacity=0.55).encode(
-            x=alt.X("x:Q", title=x_title, scale=alt.Scale(zero=False)),
-            y=alt.Y(f"{field}:Q", title=y_title + note, scale=alt.Scale(zero=False)),
+            x=alt.X("x:Q", title=x_title, scale=scale(x_domain)),
+            y=alt.Y(f"{field}:Q", title=wrap(y_title + note, AXIS_TITLE_CHARS), scale=scale(y_domain)),
             color=_colour(study),
             tooltip=["label:N", "seed:Q", "step:Q", alt.Tooltip("x:Q", format=".4f", title="bound_test"),
                      alt.Tooltip(f"{field}:Q", format=".4f", title=name)],
-        ).properties(width=WIDTH, height=HEIGHT, title=alt.Title(f"{long_name}{note} vs held-out bound", subtitle=subtitle))
+        ).properties(width=WIDTH, height=HEIGHT, title=_title(f"{long_name}{note} vs held-out bound", subtitle))
         charts.append((name, chart))
     return charts

@@ -42,6 +42,7 @@ h1 { font-size:1.7em; margin:0 0 4px; line-height:1.25; }
 h2 { font-size:1.2em; margin:32px 0 8px; padding-bottom:4px; border-bottom:1px solid var(--border); }
 code { font:0.9em ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; background:#eff2f5; padding:1px 4px; border-radius:4px; }
 .meta { color:var(--muted); margin:0 0 12px; }
+.claim { margin:2px 0 8px; max-width:960px; font-size:1.05em; }
 .takeaway { font-size:1.05em; max-width:960px; border-left:4px solid var(--accent); padding:4px 0 4px 12px; margin:12px 0; }
 .callout { background:var(--panel); border:1px solid var(--border); border-radius:8px; padding:10px 14px; margin:12px 0; max-width:960px; }
 .callout p { margin:4px 0; }
@@ -61,12 +62,13 @@ td.num { text-align:right; white-space:nowrap; }
 details { margin:8px 0; } summary { cursor:pointer; color:var(--accent); }
 pre { background:var(--panel); border:1px solid var(--border); border-radius:8px; padding:10px; overflow:auto; max-height:360px; font-size:0.85em; }
 .grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(480px,1fr)); gap:18px; }
+/* No width on .vega-embed: vega-embed sizes its box to the chart and keeps 38 px on the right for
+   the actions menu; a box stretched to the figure's width let a wide chart run under the menu. */
 figure { margin:0; background:var(--panel); border:1px solid var(--border); border-radius:8px; padding:14px 14px 8px; overflow-x:auto; }
 figure.empty { color:var(--muted); }
 figcaption { color:var(--muted); font-size:0.85em; margin-top:4px; }
 .hint { color:var(--muted); font-size:0.92em; max-width:960px; }
 footer { color:var(--muted); font-size:0.85em; margin-top:40px; }
-.vega-embed { width:100%; }
 """
 
 

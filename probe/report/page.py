@@ -36,7 +36,7 @@ from probe.report.html import (
     vega_bundle,
     write_page,
 )
-from probe.verdict import Verdict
+from probe.verdict import HELD, Verdict
 
 
 def write_report(results: xr.Dataset | str | os.PathLike, out: str | os.PathLike | None = None, *,
@@ -65,10 +65,23 @@ def _out_path(out: str | os.PathLike | None, study: StudyView) -> Path:
     return path / f"{name}.html" if path.is_dir() else path
 
 
+def heading(title: str, verdict: Verdict | None) -> tuple[str, str]:
+    """The page's heading and the paper's claim to show under it.
+
+    A study's title states the paper's finding ("Bijective encoders: the bound and the accuracy
+    rise while ..."). Only a run whose verdict held may carry it as its heading; otherwise the
+    heading is the topic before the colon and the rest is shown as the paper's claim.
+    """
+    topic, colon, claim = title.partition(":")
+    if (verdict is not None and verdict.outcome == HELD) or not colon or not claim.strip():
+        return title, ""
+    return topic.strip(), claim.strip()
+
+
 def _header(study: StudyView, verdict: Verdict | None) -> str:
     ds = study.ds
     name = attr(ds, "study", "unnamed study")
-    title = attr(ds, "title") or name
+    title, claim = heading(attr(ds, "title") or name, verdict)
     sha = attr(ds, "dataset_sha256")
     dataset = attr(ds, "dataset", "—") + (f" (sha256 {sha[:12]}…)" if sha else "")
     n_seeds = ds.sizes.get("seed", 1)
@@ -77,7 +90,8 @@ def _header(study: StudyView, verdict: Verdict | None) -> str:
         ("preset", attr(ds, "preset", "—")),
         ("dataset", dataset),
         ("seeds", f"{seeds} ({n_seeds} run{'s' if n_seeds != 1 else ''} per cell)"),
-        ("grid", " × ".join(f"{d} ({ds.sizes[d]})" for d in study.grid) or "—"),
+        ("grid", " × ".join(f"{d} ({ds.sizes[d]})" for d in study.varying) or "one cell"),
+        *([("same in every cell", ", ".join(f"{d} = {v}" for d, v in study.fixed.items()))] if study.fixed else []),
         ("steps", f"{len(study.steps)} evaluations, {int(study.steps.min())} to {int(study.steps.max())}"),
         ("device", attr(ds, "device", "—")),
         ("total wall time", human_duration(ds.attrs.get("total_wall_time"))),
@@ -87,6 +101,9 @@ def _header(study: StudyView, verdict: Verdict | None) -> str:
     ]
     table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     parts = [f"<h1>{escape(title)}</h1>"]
+    if claim:
+        outcome = verdict.outcome if verdict is not None else "not judged"
+        parts.append(f'<p class="claim">The paper\'s claim: “{escape(claim)}”. This run: {escape(outcome)}.</p>')
     figure = f" · paper {study.paper['figure']}" if study.paper else ""
     parts.append(f'<p class="meta">study <code>{escape(name)}</code>{escape(figure)} · Tschannen et al., ICLR 2020</p>')
     entry = reference.PAPER.get(name)
@@ -160,31 +177,49 @@ def _paper_at(study: StudyView, key: str, label_index: int, step: int) -> str:
 def _summary_table(study: StudyView) -> str:
     first, last = int(study.steps[0]), int(study.steps[-1])
     with_paper = study.paper is not None
-    head = ["variable", "grid cell", f"step {first}", f"step {last}"]
+    head = ["variable", "units", "grid cell", f"step {first}", f"step {last}"]
     if with_paper:
-        head = head[:3] + [f"paper @ {first}"] + head[3:] + [f"paper @ {last}"]
-    body = []
+        head = head[:4] + [f"paper @ {first}"] + head[4:] + [f"paper @ {last}"]
+    rows = []
     for name in study.variables:
         values = arrange(study, name)
-        rows = [(name, "", values)]
+        units = str(study.ds[name].attrs.get("units", "")).strip()
+        units = "dimensionless" if units == "1" else units or "—"
+        series = [(name, "", values)]
         if values.ndim == 4:
             q = np.asarray(study.ds["quantile"].values, dtype=float)
             picks = sorted({int(np.argmin(np.abs(q - t))) for t in (0.5, 1.0)})
             stat = {v: k for k, v in reference.QUANTILE_STATS.items()}
-            rows = [(f"{name}:{stat.get(float(q[k]), '')}" if float(q[k]) in stat else "", f" (p{q[k] * 100:g})", values[:, k]) for k in picks]
-        for key, suffix, array in rows:
+            series = [(f"{name}:{stat.get(float(q[k]), '')}" if float(q[k]) in stat else "", f" (p{q[k] * 100:g})", values[:, k]) for k in picks]
+        for key, suffix, array in series:
             mean, sd, n = seed_stats(array)
             for i, label in enumerate(study.labels):
-                cells = [f"<code>{escape(name)}</code>{escape(suffix)}", escape(label), escape(_fmt(mean[i, 0], sd[i, 0], n[i, 0]))]
+                cells = [(name, suffix), units, label, _fmt(mean[i, 0], sd[i, 0], n[i, 0])]
                 if with_paper:
-                    cells.append(escape(_paper_at(study, key, i, first)))
-                cells.append(escape(_fmt(mean[i, -1], sd[i, -1], n[i, -1])))
+                    cells.append(_paper_at(study, key, i, first))
+                cells.append(_fmt(mean[i, -1], sd[i, -1], n[i, -1]))
                 if with_paper:
-                    cells.append(escape(_paper_at(study, key, i, last)))
-                body.append("<tr>" + "".join(f'<td class="{"num" if j >= 2 else ""}">{c}</td>' for j, c in enumerate(cells)) + "</tr>")
-    header = "".join(f"<th>{escape(h)}</th>" for h in head)
-    return (f'<section><h2>First and last evaluation</h2><p class="hint">Mean ± sample sd over seeds; '
-            f'paper values only where the paper reports the same step.</p>'
+                    cells.append(_paper_at(study, key, i, last))
+                rows.append(cells)
+    # A column with nothing in it (the paper reports no value at a short run's last step) is dropped.
+    keep = [j for j in range(len(head)) if j < 3 or any(row[j] not in ("", "—") for row in rows)]
+    if len(study.labels) == 1:
+        keep = [j for j in keep if j != 2]
+    body = []
+    for row in rows:
+        cells = []
+        for j in keep:
+            if j == 0:
+                cells.append(f"<td><code>{escape(row[0][0])}</code>{escape(row[0][1])}</td>")
+            else:
+                cells.append(f'<td class="{"num" if j >= 3 else ""}">{escape(row[j])}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    header = "".join(f"<th>{escape(head[j])}</th>" for j in keep)
+    dropped = [head[j] for j in range(len(head)) if j >= 3 and j not in keep]
+    hint = ("Mean ± sample sd over seeds, in the units of each row; paper values only where the paper reports "
+            "the same step" + (f" (none at {', '.join(h.removeprefix('paper @ ') for h in dropped)}: see the chart of "
+                               "end points above)" if dropped else "") + ".")
+    return (f'<section><h2>First and last evaluation</h2><p class="hint">{escape(hint)}</p>'
             f'<div class="table-wrap"><table class="data"><thead><tr>{header}</tr></thead><tbody>{"".join(body)}</tbody></table></div></section>')
 
 
@@ -258,7 +293,7 @@ def _render(study: StudyView, verdict: Verdict | None) -> str:
     if study.skipped:
         sections.append(f'<p class="hint">Not plotted (dims the report does not draw): {escape(", ".join(study.skipped))}.</p>')
     payload = {"config": VEGA_CONFIG, "datasets": charts.datasets, "charts": charts.items}
-    title = attr(study.ds, "title") or attr(study.ds, "study", "probe report")
+    title, _ = heading(attr(study.ds, "title") or attr(study.ds, "study", "probe report"), verdict)
     return PAGE.format(
         title=escape(title), css=CSS, bundle=vega_bundle(), payload=script_json(payload),
         body="\n".join(s for s in sections if s), footer=escape(f"probe report · {reference.CITATION} · {attr(study.ds, 'probe_version', '')}"),
