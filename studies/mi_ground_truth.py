@@ -58,6 +58,7 @@ class Settings:
     critic: str = "separable"                # mi_bounds' critic for the variational bounds
     bound_steps: int = 0                     # the bounds' most Adam steps; 0: mi_bounds' shape-aware default
     ksg_neighbours: int = 3                  # k of KSG-1
+    ksg_max_dims: int = 0                    # KSG refuses more joint dimensions (0: none refused, as bmi)
     steps: int = 1                           # one estimate per cell (the runner's progress counts cells)
     seeds: tuple[int, ...] = tuple(range(10))
 
@@ -65,13 +66,28 @@ class Settings:
 PRESETS = {
     # bmi v1 (cbg-ethz/bmi, workflows/benchmark/v1/config.py): all 40 tasks, N = 5,000, sampling
     # seeds 0-9. bmi's own estimators differ (MLP critics 10-5, R's KSG with k = 5, ...); these
-    # are probe's, with their defaults.
+    # are probe's, with their defaults. Roughly 10 h on one core (from the per-cell times below).
     "paper": Settings(),
-    # Reduced for 2 CPU cores (--preset quick --seeds 3), see the measurements beside each choice.
-    "quick": Settings(seeds=(0, 1, 2)),
-    # Seconds: for tests and a first look. Three small tasks, N = 600, KSG and two short bounds.
+    # Reduced for 2 shared CPU cores, `--preset quick --seeds 3` in under 30 min on one thread;
+    # all 40 tasks and N = 5,000 kept, so mi_estimate, the verdict's subject, is run exactly as
+    # in `paper`. Measured per cell on one loaded core (N = 5,000):
+    # - mi_estimate: 0.7-3 s up to 6 joint dims, 14-27 s above (it trains an InfoNCE critic
+    #   there); 356 s for the 40 tasks, so ~18 min for 3 seeds: kept whole.
+    # - ksg: refuses above 20 joint dims (ksg_mi's own default) instead of running there: one
+    #   cell takes 68 s at 25 x 25 and over 3 min at 50 x 50, 7 tasks x 3 seeds ~ 30 min, and
+    #   there it is known to fail (0.98 of 1.29 nats at dense 25 x 25). A refusal is an unsolved cell.
+    # - bounds: InfoNCE only, at most 300 Adam steps (mi_bounds' default is 800-1,400 here):
+    #   4-6 s a cell instead of 15-30 s, and InfoNCE's held-out bound moves little with it
+    #   (0.376 vs 0.384, 0.945 vs 0.931, 0.756 vs 0.756 nats on 1 x 1, sparse 5 x 5, dense
+    #   25 x 25). NWJ loses much more at 300 steps (0.37 vs 0.59 nats on dense 25 x 25), and
+    #   NWJ, DV and SMILE at full length would add ~1 h each: they are left to `paper`.
+    "quick": Settings(mi_estimators=("mi_estimate", "ksg", "infonce"), bound_steps=300, ksg_max_dims=20,
+                      seeds=(0, 1, 2)),
+    # Seconds: for tests and a first look. Three small tasks, N = 400 (mi_estimate trains no
+    # critic below 500 pairs), bounds of 40 steps.
     "smoke": Settings(tasks=("1v1-normal-0.75", "1v1-additive-0.75", "multinormal-sparse-3-3-2-2.0"),
-                      mi_estimators=("ksg", "infonce", "nwj"), n_samples=600, bound_steps=40, seeds=(0,)),
+                      mi_estimators=("mi_estimate", "ksg", "infonce", "nwj"), n_samples=400, bound_steps=40,
+                      seeds=(0,)),
 }
 
 
@@ -125,7 +141,9 @@ def _text(ds, name: str = "unreliable_reason") -> str:
 
 
 def _mi_estimate(settings: Settings, x: np.ndarray, y: np.ndarray, seed: int) -> Estimate:
-    ds = analyzers.mi_estimate(x, y, seed=seed)
+    from probe.analyzers.mi_estimate import mi_estimate
+
+    ds = mi_estimate(x, y, seed=seed)
     ci = np.asarray(ds["mutual_information_ci"].values, dtype=float).reshape(-1) \
         if "mutual_information_ci" in ds else np.array([math.nan, math.nan])
     method = ds["method"].values.item() if "method" in ds else ds.attrs.get("method", "")
@@ -134,9 +152,10 @@ def _mi_estimate(settings: Settings, x: np.ndarray, y: np.ndarray, seed: int) ->
 
 
 def _ksg(settings: Settings, x: np.ndarray, y: np.ndarray, seed: int) -> Estimate:
-    # As bmi, KSG runs on every task: max_dims is lifted so that its high-dimensional bias is
-    # measured, not refused; its own `reliable` says where it should not be believed.
-    ds = analyzers.ksg_mi(x, y, k=settings.ksg_neighbours, max_dims=max(2, x.shape[1] + y.shape[1]), seed=seed)
+    # With ksg_max_dims = 0 KSG runs on every task, as in bmi: its high-dimensional bias is measured,
+    # not refused, and its own `reliable` says where not to believe it. A refusal is an unsolved cell.
+    cap = settings.ksg_max_dims or max(2, x.shape[1] + y.shape[1])
+    ds = analyzers.ksg_mi(x, y, k=settings.ksg_neighbours, max_dims=cap, seed=seed)
     return Estimate(float(ds["mutual_information"].values), _flag(ds), _text(ds), method="KSG-1")
 
 

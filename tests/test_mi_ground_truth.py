@@ -47,6 +47,21 @@ def test_smoke_run_records_every_cell_against_its_truth(smoke):
     assert again == pytest.approx(float(ds["estimate"].sel(task="1v1-normal-0.75", estimator="ksg", seed=0).item()))
 
 
+def test_estimator_verdicts_are_recorded_and_a_refusal_is_an_unsolved_cell(smoke):
+    _, ds = smoke
+    cells = ds.sel(estimator="mi_estimate")
+    assert set(np.unique(cells["reliable"].values)) <= {0.0, 1.0}
+    assert all(str(m) for m in cells["method"].values.ravel())
+    assert np.isnan(ds["reliable"].sel(estimator="ksg").values).sum() == 0  # ksg_mi gives its verdict too
+    settings = gt.Settings(tasks=("multinormal-sparse-3-3-2-2.0",), mi_estimators=("ksg",), n_samples=200,
+                           ksg_max_dims=4)
+    tasks, _ = gt.load_data(settings, None, None)
+    result = gt.run_cell(settings, {"task": settings.tasks[0], "estimator": "ksg"}, 0, tasks, "cpu")
+    values = {name: values for name, (_, values) in result.variables.items()}
+    assert np.isnan(values["estimate"][0]) and values["solved"][0] == 0 and values["reliable"][0] == 0
+    assert values["unreliable_reason"][0].startswith("refused: ksg_mi: x and y have 3 + 3 = 6 dimensions")
+
+
 def test_the_smoke_run_resumes_without_rerunning_cells(smoke, tmp_path):
     path, ds = smoke
     again = run_study(STUDY, "smoke", out=str(path.parents[2]), threads=1, progress=False, log=lambda _: None)
