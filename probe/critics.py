@@ -3,7 +3,7 @@
 `score_pairs(x, y)` gives the K row-wise scores f(x_i, y_i) without the K² matrix (used for
 triplet margins measured with the critic's own similarity).
 
-Sizes follow the paper's notebook (REFERENCE.md, "Critics"): bilinear xᵀWy with W of size
+Sizes follow the paper's notebook (docs/reference.md, "Estimators and critics"): bilinear xᵀWy with W of size
 d_x x d_y; separable φ1(x)ᵀφ2(y) with one 100-unit ReLU hidden layer and a 100-unit output;
 concat MLP on [x, y] with one 200-unit ReLU hidden layer and a scalar output, evaluated on all
 K² pairs. Initialisation as Keras `Dense` (the notebook builds every critic from it):

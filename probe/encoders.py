@@ -3,7 +3,7 @@
 Bijections (Dinh et al., "Density estimation using Real NVP", ICLR 2017) expose
 `forward(x)`, `inverse(y)` and `log_abs_det_jacobian(x)`; each is checked against autograd in
 tests/test_encoders.py. Architectures and initialisations follow the paper's notebook
-(REFERENCE.md, experiments 1-5).
+(docs/reference.md, experiments 1-5).
 """
 from __future__ import annotations
 

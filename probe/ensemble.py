@@ -1,6 +1,6 @@
 """Ensembles: M (g1, g2, critic) members of one architecture trained as one vectorised model.
 
-The paper's protocol is 20 seeds per grid cell (Tschannen et al., ICLR 2020; REFERENCE.md,
+The paper's protocol is 20 seeds per grid cell (Tschannen et al., ICLR 2020; docs/reference.md,
 "Common protocol"). Rather than train the seeds one after another, an `Ensemble` stacks the
 members' parameters along a leading member axis, in one (M, P) tensor, and
 `probe.ensemble_optim.EnsembleTrainer` makes each step of all members at once: one forward

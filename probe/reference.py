@@ -1,8 +1,9 @@
 """The values Tschannen et al. (ICLR 2020, arXiv 1907.13625) report, as plain Python data.
 
-Transcribed from /work/shared/REFERENCE.md. Every number keeps its source tag:
-[P] stated in the paper, [F] read off its figures by eye (about ±0.005 accuracy, ±0.2 nats),
-[C] in the companion notebook's code. A value the paper gives only as an inequality or a
+The same numbers as docs/reference.md (the paper's protocol and results, in the repository;
+tests/test_report.py checks that every value here appears there). Every number keeps its source
+tag: [P] stated in the paper, [F] read off its figures by eye (about ±0.005 accuracy, ±0.2
+nats), [C] in the companion notebook's code. A value the paper gives only as an inequality or a
 range is stored as a note or a band, never as an invented number.
 
 Shape of one study entry (`PAPER[study]`)::

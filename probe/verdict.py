@@ -22,7 +22,7 @@ class Verdict:
     outcome: str               # HELD, PARTLY, NOT_HELD or UNDECIDED
     evidence: tuple[str, ...]  # the deciding numbers, one line per grid cell, mean ± sd over seeds
     decided_by: str            # the chart (variable over step) on the study's report page that shows it
-    paper: str = ""            # what the paper reported for the same quantities (REFERENCE.md)
+    paper: str = ""            # what the paper reported for the same quantities (docs/reference.md)
 
 
 def outcome(*parts: bool) -> str:

@@ -18,7 +18,7 @@ inputs in float32 (as trained), `inverse_round_trip_error_float64` the same for 
 quantiles of ln(σ_max/σ_min) of its Jacobian.
 
 Tschannen et al. (ICLR 2020), Sec. 3.1 and Fig. 1c; notebook `train_adversarial`;
-REFERENCE.md, experiment 2.
+docs/reference.md, experiment 2.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ class Settings:
 
 
 PRESETS = {
-    # The notebook's settings (REFERENCE.md, experiment 2). The notebook's loop runs 4,001
+    # The notebook's settings (docs/reference.md, experiment 2). The notebook's loop runs 4,001
     # iterations and evaluates before iterations 0, 400, ..., 4,000; the 4,001st update is never
     # evaluated, so 4,000 encoder steps give the same curve. The paper shows one run; we run 20
     # seeds like every other figure, so the band shows the run-to-run spread.

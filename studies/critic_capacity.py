@@ -5,7 +5,7 @@ g1 and g2 are MLPs 392 -> 300 -> 300 -> 100 (ReLU, last layer linear); the criti
 MLP on [x, y] (one 200-unit ReLU hidden layer). The concat critic reaches the highest I_NWJ,
 yet the bilinear and separable critics give the better linear-probe accuracy.
 
-Tschannen et al. (ICLR 2020), Sec. 3.2 and Fig. 3; REFERENCE.md, experiment 4.
+Tschannen et al. (ICLR 2020), Sec. 3.2 and Fig. 3; docs/reference.md, experiment 4.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from probe.study import Study
 from probe.training import CellResult, PairData, TrainConfig, seeded_init, train_pair
 from probe.verdict import Verdict, at_step, fmt, mean, outcome, undecided
 
-# The notebook's critic sizes (REFERENCE.md, "Critics"), as keyword arguments of make_critic.
+# The notebook's critic sizes (docs/reference.md, "Estimators and critics"), as keyword arguments of make_critic.
 CRITIC_SIZES = {
     "bilinear": {},
     "inner_product": {},
@@ -47,7 +47,7 @@ class Settings:
 
 
 PRESETS = {
-    # The notebook's settings (REFERENCE.md, experiment 4).
+    # The notebook's settings (docs/reference.md, experiment 4).
     "paper": Settings(),
     # Reduced for 2 CPU cores (3 seeds x 6 cells on mnist-5k: 8.9 min measured; concat cells ~55 s):
     # - 1,000 steps at learning rate 1e-3 (10x the paper's), evaluated every 250;

@@ -12,7 +12,7 @@ average pooling; linear to 100 (219,748 parameters). MLP: 392 -> 300 -> 300 -> 1
 Besides the training loss `loss` (L_t at the last update) each evaluation records
 `target_gap` = |bound_test - t|, L_t on held-out pairs.
 
-Tschannen et al. (ICLR 2020), Sec. 3.3 and Fig. 4a/b; REFERENCE.md, experiment 5.
+Tschannen et al. (ICLR 2020), Sec. 3.3 and Fig. 4a/b; docs/reference.md, experiment 5.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class Settings:
 
 
 PRESETS = {
-    # The notebook's settings (REFERENCE.md, experiment 5).
+    # The notebook's settings (docs/reference.md, experiment 5).
     "paper": Settings(),
     # Reduced for 2 CPU cores (3 seeds x 4 cells on mnist-5k: 7.4 min measured):
     # - InfoNCE only, to spend the budget on steps rather than on a second estimator;
@@ -67,7 +67,7 @@ PRESETS = {
     # The default dataset is the offline `digits`; pass --data-dir for the mnist-5k folder.
     "quick": Settings(estimators=("infonce",), conv_channels=(16, 32), learning_rate=1e-3, steps=1_500,
                       eval_every=250, seeds=(0, 1, 2), dataset="digits", analyzers=False),
-    # The CIFAR-10 appendix (App. G, Fig. 9; REFERENCE.md, experiment 7): the paper preset on half
+    # The CIFAR-10 appendix (App. G, Fig. 9; docs/reference.md, experiment 7): the paper preset on half
     # images, two 16x32x3 views of 1,536 values (the text's "32 x 14 x 3" is taken as a typo): the
     # ConvNet reads a view as 16x32x3 (222,948 parameters), the MLP is 1536 -> 300 -> 300 -> 100
     # (581,500); learning rate 1e-5 instead of 1e-4 and 3x the iterations, evaluated every 1k as on

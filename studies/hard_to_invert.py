@@ -9,7 +9,7 @@ At every evaluation the Jacobian of g1 is measured at test inputs and the percen
 becomes locally ill-conditioned, while the probe accuracy rises.
 
 Tschannen et al. (ICLR 2020), Sec. 3.1 "Bias towards hard-to-invert encoders" and Fig. 2;
-REFERENCE.md, experiment 3.
+docs/reference.md, experiment 3.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class Settings:
 
 
 PRESETS = {
-    # The notebook's settings (REFERENCE.md, experiment 3).
+    # The notebook's settings (docs/reference.md, experiment 3).
     "paper": Settings(),
     # Reduced for 2 CPU cores (3 seeds x 2 estimators on mnist-5k: 6.2 min measured):
     # - 1,500 steps at learning rate 3e-4 (3x the paper's), evaluated every 250: the 5 x 392²

@@ -2,7 +2,7 @@
 
 g1 and g2 are RealNVP flows, so the true MI between g1(x1) and g2(x2) equals I(x1; x2) for
 every parameter setting; yet the bound and the linear-probe accuracy both rise during
-training. Tschannen et al. (ICLR 2020), Sec. 3.1; REFERENCE.md, experiment 1.
+training. Tschannen et al. (ICLR 2020), Sec. 3.1; docs/reference.md, experiment 1.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Settings:
 
 
 PRESETS = {
-    # The notebook's exact settings (REFERENCE.md, experiment 1).
+    # The notebook's exact settings (docs/reference.md, experiment 1).
     "paper": Settings(),
     # Reduced for 2 CPU cores (3 seeds x 2 estimators on mnist-5k in < 20 min), each change measured:
     # - 6 additive couplings of [256, 256] instead of 30 of [512, 512]: ~11x fewer FLOPs per step;

@@ -8,7 +8,7 @@ variant draws a fresh Z for every pair (the same marginal, independent pairs). A
 (5 hidden layers of 10 ReLU units) is trained with Adam on each estimator; every step's
 training-batch estimate is kept, and Gaussian-smoothed with σ = 100 steps as in the paper.
 
-Tschannen et al. (ICLR 2020), Sec. 4 and Fig. 4c; the notebook's `train_bound`; REFERENCE.md,
+Tschannen et al. (ICLR 2020), Sec. 4 and Fig. 4c; the notebook's `train_bound`; docs/reference.md,
 experiment 6. Expected: non-i.i.d. InfoNCE about 0.17-0.20 and NWJ about 0.09-0.10, both above
 the true MI; with i.i.d. batches both just under it.
 """
@@ -51,7 +51,7 @@ class Settings:
 
 
 PRESETS = {
-    # The notebook's settings (REFERENCE.md, experiment 6); 20 runs as every curve of the paper.
+    # The notebook's settings (docs/reference.md, experiment 6); 20 runs as every curve of the paper.
     "paper": Settings(),
     # Reduced for 2 CPU cores (3 seeds x 4 cells: 4.5 min measured; the concat critic scores all K² =
     # 16,384 pairs, ~15-25 ms a step on a shared core): 1,500 steps at learning rate 1e-3 (10x

@@ -399,7 +399,7 @@ def test_rho_for_mi_inverts_gaussian_mi(mi, dim):
 
 
 def test_gaussian_mi_closed_form():
-    # REFERENCE.md experiment 6: marginal correlation 0.2 gives -1/2 ln(1 - 0.04) = 0.0204 nats.
+    # docs/reference.md experiment 6: marginal correlation 0.2 gives -1/2 ln(1 - 0.04) = 0.0204 nats.
     assert data.gaussian_mi(0.2, 1) == pytest.approx(0.020411, abs=1e-6)
     assert data.gaussian_mi(-0.5, 4) == pytest.approx(-2.0 * np.log(0.75))
     for bad in (1.0, -1.0, float("nan"), 1.5):

@@ -1,5 +1,5 @@
 """The paper's studies (Tschannen et al. 2020, experiments 2-6) and probe's matched-targets study:
-each smoke preset through the runner, each paper preset against REFERENCE.md, and the pieces
+each smoke preset through the runner, each paper preset against docs/reference.md, and the pieces
 with a closed form (the non-i.i.d. sampler, the uniform-target loss, L_t)."""
 import dataclasses
 import math
@@ -98,7 +98,7 @@ def test_smoke_results_hold_the_paper_quantities(smoke_results):
     assert (smoke_results["hard-to-invert"]["jacobian_rank_deficient"] == 0).all()
 
 
-# ------------------------------------------------------------------- paper presets vs REFERENCE.md
+# ------------------------------------------------------------------- paper presets vs docs/reference.md
 
 def _asdict(settings):
     return dataclasses.asdict(settings)

@@ -415,3 +415,27 @@ def test_the_heading_states_the_claim_only_when_the_run_showed_it(tmp_path, outc
         assert "the bound and the accuracy rise while the true MI stays constant" in claim
         assert claim.endswith(f"This run: {outcome or 'not judged'}.")
     assert heading("Estimator validation", None) == ("Estimator validation", "")  # no claim, nothing to hold back
+
+
+def _number_pattern(value: float) -> str:
+    """0.89 matches "0.89" and "0.890", not "0.895" or "10.89"."""
+    text = f"{value:g}"
+    return rf"(?<![\d.]){re.escape(text)}{'0*' if '.' in text else ''}(?![\d])"
+
+
+def test_docs_reference_holds_every_number_the_pages_draw():
+    """docs/reference.md is the record the code cites: every paper value and range end is on it."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text(encoding="utf-8")
+    prose = text.replace("−", "-").replace(",", "")
+    for table in (reference.PAPER, reference.PAPER_CIFAR10):
+        for study, entry in table.items():
+            assert f"`{study}`" in text or entry["dataset"] == "cifar10", study
+            numbers = [v for series in entry["values"].values() for points in series.values() for _, v in points]
+            numbers += [v for series in entry["bands"].values() for points in series.values()
+                        for _, lo, hi in points for v in (lo, hi)]
+            numbers += [b["value"] for b in entry["baselines"].values()]
+            missing = [v for v in numbers if not re.search(_number_pattern(v), prose)]
+            assert missing == [], f"{study}: {missing} not in docs/reference.md"
+    assert "/work/" not in text and "REFERENCE.md" not in text

@@ -7,7 +7,7 @@ bound is measured on the validation pairs, the critic with the best validation b
 (early stopping after `patience` evaluations without improvement), and the bound of that
 critic is reported on the test pairs, in batches of the training batch size K with the last
 partial batch dropped. This avoids two pitfalls: the paper's notebook reports its "test" bound
-on fresh training batches (REFERENCE.md, "Common protocol"), and choosing the reported step on
+on fresh training batches (docs/reference.md, "Where the bound is measured"), and choosing the reported step on
 the pairs the bound is reported on would bias it upwards. InfoNCE cannot exceed log K (4.852
 nats at K = 128), so the cap is reported next to the bounds.
 
