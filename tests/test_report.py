@@ -439,3 +439,17 @@ def test_docs_reference_holds_every_number_the_pages_draw():
             missing = [v for v in numbers if not re.search(_number_pattern(v), prose)]
             assert missing == [], f"{study}: {missing} not in docs/reference.md"
     assert "/work/" not in text and "REFERENCE.md" not in text
+
+
+def test_analysis_page_tables_name_their_units():
+    from probe.report.analysis import analysis_page
+
+    ds = xr.Dataset({"v_information": ((), 1.2, {"units": "nats", "long_name": "V-information"}),
+                     "linear_probe_accuracy": ((), 0.9, {"units": "1", "long_name": "accuracy"}),
+                     "count": ((), 3, {"long_name": "a count"})}, attrs={"method": "m"})
+    page = analysis_page({"v_information": ds}, "probe analyze: z.npz", {"labels": "y"})
+    rows = {re.findall(r"<td>(.*?)</td>", row)[0]: re.findall(r"<td>(.*?)</td>", row)
+            for row in re.findall(r"<tr>(.*?)</tr>", page) if "<td>" in row}
+    assert rows["v_information"][2] == "nats" and rows["linear_probe_accuracy"][2] == "dimensionless"
+    assert rows["count"][2] == "—"
+    assert "<th>setting</th><th>value</th>" in page and "<th>units</th>" in page

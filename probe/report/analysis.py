@@ -22,6 +22,12 @@ def format_value(variable) -> str:
     return f"array {dict(variable.sizes)}{summary}"
 
 
+def units_text(units: object) -> str:
+    """A variable's `units` attr as a table shows it: "1" is "dimensionless", none is "—"."""
+    text = str(units or "").strip()
+    return "dimensionless" if text == "1" else text or "—"
+
+
 def analysis_page(results: dict[str, Any], title: str, settings: dict[str, Any]) -> str:
     e = escape
     rows = []
@@ -29,7 +35,7 @@ def analysis_page(results: dict[str, Any], title: str, settings: dict[str, Any])
         rows.append(f'<h2>{e(analyzer)}</h2><p class="method">{e(str(ds.attrs.get("method", "")))}</p>')
         rows.append("<table><tr><th>variable</th><th>value</th><th>units</th><th>meaning</th></tr>")
         for name, var in ds.data_vars.items():
-            cells = (name, format_value(var), var.attrs.get("units", ""), var.attrs.get("long_name", ""))
+            cells = (name, format_value(var), units_text(var.attrs.get("units")), var.attrs.get("long_name", ""))
             rows.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
         rows.append("</table>")
         params = "; ".join(f"{k}={v}" for k, v in ds.attrs.items() if k not in ("analyzer", "method"))
@@ -39,5 +45,6 @@ def analysis_page(results: dict[str, Any], title: str, settings: dict[str, Any])
              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
              "text-align:left;vertical-align:top}th{background:#f3f3f3}.method,.params{color:#555;font-size:.9em}")
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{e(title)}</h1><table>{setting_rows}</table>"
+            f"<style>{style}</style></head><body><h1>{e(title)}</h1>"
+            f"<table><tr><th>setting</th><th>value</th></tr>{setting_rows}</table>"
             f"{''.join(rows)}</body></html>\n")
