@@ -114,7 +114,7 @@ def ensemble(triples, x1, x2, device, seconds: float, engine: str, tf32: bool = 
 
     def step():
         trainer.step(x1, x2)
-        if trainer._pending >= 100:  # a caller reads the losses now and then
+        if trainer.unread_steps >= 100:  # a caller reads the losses now and then
             trainer.read_losses()
 
     out = len(triples) * rate(step, device, seconds)

@@ -338,6 +338,15 @@ class MemberBatches:
         n2 = n1 if self.noise_coupled else self._to_device(torch.stack(n2)) * self.noise_std
         return x1 + n1, x2 + n2
 
+    def state_dict(self) -> dict:
+        return {"samplers": [s.state_dict() for s in self.samplers], "noise": [g.get_state() for g in self.noise]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for sampler, saved in zip(self.samplers, state["samplers"]):
+            sampler.load_state_dict(saved)
+        for gen, saved in zip(self.noise, state["noise"]):
+            gen.set_state(saved)
+
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
             return t.pin_memory().to(self.device, non_blocking=True)

@@ -304,7 +304,7 @@ class EnsembleTrainer:
             if self.score_dtype is not None:
                 scores = scores.to(self.score_dtype)
             loss = self.objective.losses(self.objective.bounds(scores))
-            grads = torch.autograd.grad(loss.sum(), list(ens.params.values()), allow_unused=True)
+            grads = torch.autograd.grad(loss.sum(), list(ens.params.values()), allow_unused=True) if ens.params else ()
         with torch.no_grad():
             grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, ens.params.values())]
             norms = member_grad_norms(grads) if grads else loss.new_zeros(ens.n_members)
@@ -328,6 +328,11 @@ class EnsembleTrainer:
             self._losses = torch.cat([self._losses, self._losses.new_full((len(loss), self.LOSS_CHUNK), math.nan)], dim=1)
         self._losses[:, self._pending] = loss
         self._pending += 1
+
+    @property
+    def unread_steps(self) -> int:
+        """Steps whose losses `read_losses` would return now."""
+        return self._pending
 
     def read_losses(self) -> np.ndarray:
         """The losses of the steps since the last read, float64 (M, n); NaN once a member is frozen

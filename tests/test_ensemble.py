@@ -400,13 +400,15 @@ def test_state_dict_round_trip_resumes_exactly():
     def run(split: bool) -> torch.Tensor:
         ensemble = Ensemble.from_modules(members("resmlp-bilinear", 2))
         trainer = EnsembleTrainer(ensemble, ["infonce", "nwj"], [1e-3, 1e-2], grad_clips=[1.0, None])
-        batches = MemberBatches(train1, train2, [0, 1], K)
+        batches = MemberBatches(train1, train2, [0, 1], K, noise_std=0.05)
         for step in range(10):
-            if split and step == 5:
-                state = copy.deepcopy(trainer.state_dict())
+            if split and step == 5:  # a new process: fresh objects, then the saved state
+                state = copy.deepcopy({"trainer": trainer.state_dict(), "batches": batches.state_dict()})
                 ensemble = Ensemble.from_modules(members("resmlp-bilinear", 2, first_seed=50))
                 trainer = EnsembleTrainer(ensemble, ["infonce", "nwj"], [1e-3, 1e-2], grad_clips=[1.0, None])
-                trainer.load_state_dict(state)
+                trainer.load_state_dict(state["trainer"])
+                batches = MemberBatches(train1, train2, [7, 8], K, noise_std=0.05)
+                batches.load_state_dict(state["batches"])
             trainer.step(*next(batches))
         return ensemble.flat
 
