@@ -1,0 +1,185 @@
+"""Train M members of one architecture at once: `train_pair` for a whole group of grid cells.
+
+The members are (g1, g2, critic) triples that share an architecture: the seeds of one grid cell,
+and cells that differ only in estimator, target t or learning rate. `train_members` stacks them
+into one vectorised model (`probe.ensemble`), draws each member's batches and noise from the
+streams `train_pair` would draw them from for its seed, makes one update of every member per
+step without reading anything back to the host, and evaluates each member with the same
+`Evaluator` at the same steps. Member m's `CellResult` is therefore `train_pair`'s for it, to
+float rounding (tests/test_members.py). A member whose loss turns non-finite is frozen and
+recorded with its status; the others go on.
+
+Inside the runner's `checkpointing` block the group saves a checkpoint every
+`checkpoint_every` updates and resumes from one, as `train_pair` does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from probe.data import PairData
+from probe.errors import InputValueError
+from probe.results import CellResult, collect_records
+from probe.training.checkpoint import TrainingCheckpoint, global_rng_state, restored, set_global_rng_state, storable
+from probe.training.config import TrainConfig
+from probe.training.evaluation import Evaluator
+
+# Settings every member of one group must share: one step loop, one batch shape, one schedule.
+SHARED = ("steps", "batch_size", "eval_every", "noise_std", "noise_coupled", "probe_protocol", "jacobian_inputs",
+          "analyzers", "checkpoint_every")
+# Settings that may differ per member.
+PER_MEMBER = ("estimator", "learning_rate", "target", "grad_clip")
+
+Triple = tuple[nn.Module, nn.Module, nn.Module]
+
+
+def check_group(configs: Sequence[TrainConfig]) -> None:
+    """Raise unless every config agrees on the SHARED settings (members of one step loop)."""
+    first = configs[0]
+    for i, config in enumerate(configs[1:], start=1):
+        differ = [f for f in SHARED if getattr(config, f) != getattr(first, f)]
+        if differ:
+            raise InputValueError(
+                f"train_members: member {i} differs from member 0 in {', '.join(differ)}; members of one group "
+                f"share {', '.join(SHARED)} and may differ only in {', '.join(PER_MEMBER)}. Train it in another group."
+            )
+
+
+def train_members(members: Sequence[Triple], data: PairData, configs: Sequence[TrainConfig], seeds: Sequence[int], *,
+                  device: torch.device | str = "cpu", engine: str = "native",
+                  on_step: Callable[[int, dict], None] | None = None) -> list[CellResult]:
+    """Train every (g1, g2, critic) of `members` on its own config and seed, all at once.
+
+    `configs[m]` and `seeds[m]` are what `train_pair` would take for member m. Returns one
+    CellResult per member, in order. `on_step(step, last_eval_of_member_0)` after every update.
+    """
+    from probe.ensemble import Ensemble, MemberBatches
+    from probe.ensemble_optim import EnsembleTrainer
+
+    if not (len(members) == len(configs) == len(seeds)) or not members:
+        raise InputValueError(f"train_members: {len(members)} members, {len(configs)} configs and {len(seeds)} seeds; "
+                              "one config and one seed per member are required.")
+    check_group(configs)
+    device = torch.device(device)
+    shared = configs[0]
+    ensemble = Ensemble.from_modules(list(members), device=device, engine=engine)
+    trainer = EnsembleTrainer(ensemble, [c.estimator for c in configs], [c.learning_rate for c in configs],
+                              [c.target for c in configs], [c.grad_clip for c in configs])
+    batches = MemberBatches(data.train1, data.train2, seeds, shared.batch_size, noise_std=shared.noise_std,
+                            noise_coupled=shared.noise_coupled, device=device)
+    evaluators = [Evaluator(data, config, int(seed), device) for config, seed in zip(configs, seeds)]
+    run = _Group(len(members))
+    ckpt = TrainingCheckpoint.open(_identity(configs, seeds), shared.checkpoint_every)
+    saved = ckpt.load() if ckpt is not None else None
+    if saved is not None:
+        run = _resume(saved, trainer, batches)
+    eval_steps = shared.eval_steps
+    eval_at = set(eval_steps.tolist())
+    start = time.perf_counter() - run.elapsed
+
+    def evaluate(step: int) -> None:
+        statuses = trainer.statuses()  # the one host read: at evaluations only
+        last = trainer.read_losses()
+        for m in range(len(members)):
+            if last.shape[1]:
+                run.last_loss[m] = float(last[m, -1])
+            if run.status[m] != "ok":
+                continue
+            if statuses[m] != "ok":
+                run.status[m] = statuses[m]
+                continue
+            g1, g2, critic = ensemble.member_modules(m)
+            try:
+                record = evaluators[m](g1, g2, critic, step=step)
+            except FloatingPointError:
+                run.status[m] = f"non-finite embeddings at step {step}"
+                continue
+            run.records[m].append(record)
+            run.wall[m].append(time.perf_counter() - start)
+            run.losses[m].append(run.last_loss[m])
+
+    if saved is None:
+        evaluate(0)
+    while run.step < shared.steps and any(s == "ok" for s in run.status):
+        x1, x2 = next(batches)
+        trainer.step(x1, x2)
+        run.step += 1
+        if run.step in eval_at:
+            evaluate(run.step)
+        if ckpt is not None and ckpt.due(run.step, shared.steps):
+            run.elapsed = time.perf_counter() - start
+            ckpt.save(_snapshot(run, trainer, batches))
+        if on_step is not None:
+            on_step(run.step, run.records[0][-1] if run.records[0] else {})
+    # A member frozen after the last evaluation (or all of them, ending the loop early) still says why.
+    run.status = [mine if mine != "ok" else theirs for mine, theirs in zip(run.status, trainer.statuses())]
+    return [collect_records(eval_steps, run.records[m], run.status[m], wall_time=run.wall[m], loss=run.losses[m])
+            for m in range(len(members))]
+
+
+@dataclasses.dataclass
+class _Group:
+    """What the loop has produced so far, per member; with the trainer and batches, a checkpoint."""
+
+    n: int
+    step: int = 0
+    elapsed: float = 0.0
+    records: list = None
+    wall: list = None
+    losses: list = None
+    last_loss: list = None
+    status: list = None
+
+    def __post_init__(self) -> None:
+        self.records = self.records or [[] for _ in range(self.n)]
+        self.wall = self.wall or [[] for _ in range(self.n)]
+        self.losses = self.losses or [[] for _ in range(self.n)]
+        self.last_loss = self.last_loss or [math.nan] * self.n
+        self.status = self.status or ["ok"] * self.n
+
+
+def _snapshot(run: _Group, trainer, batches) -> dict:
+    return {"step": run.step, "trainer": trainer.state_dict(),
+            "samplers": [s.state_dict() for s in batches.samplers], "noise": [g.get_state() for g in batches.noise],
+            "global_rng": global_rng_state(), "records": storable(run.records), "wall": run.wall,
+            "losses": run.losses, "last_loss": run.last_loss, "status": run.status, "elapsed": run.elapsed}
+
+
+def _resume(saved: dict, trainer, batches) -> _Group:
+    trainer.load_state_dict(saved["trainer"])
+    for sampler, state in zip(batches.samplers, saved["samplers"]):
+        sampler.load_state_dict(state)
+    for generator, state in zip(batches.noise, saved["noise"]):
+        generator.set_state(state)
+    set_global_rng_state(saved["global_rng"])
+    n = len(saved["status"])
+    return _Group(n, int(saved["step"]), float(saved["elapsed"]), restored(saved["records"]), list(saved["wall"]),
+                  list(saved["losses"]), list(saved["last_loss"]), list(saved["status"]))
+
+
+def _identity(configs: Sequence[TrainConfig], seeds: Sequence[int]) -> str:
+    """What a group checkpoint must match: every member's seed and settings but the interval."""
+    members = [{"seed": int(s), **{k: v for k, v in dataclasses.asdict(c).items() if k != "checkpoint_every"}}
+               for c, s in zip(configs, seeds)]
+    return json.dumps(members, sort_keys=True, default=str)
+
+
+def max_abs_difference(a: CellResult, b: CellResult, skip: tuple[str, ...] = ()) -> float:
+    """The largest |a - b| over the variables both results hold but `skip` and wall_time (NaN where
+    both are NaN counts as 0; NaN in one only as inf)."""
+    worst = 0.0
+    for name in set(a.variables) & set(b.variables):
+        if name == "wall_time" or name in skip:
+            continue
+        x, y = (np.asarray(r.variables[name][1], dtype=float) for r in (a, b))
+        both_nan = np.isnan(x) & np.isnan(y)
+        diff = np.where(both_nan, 0.0, np.abs(x - y))
+        worst = max(worst, float(np.nanmax(np.where(np.isnan(diff), np.inf, diff))) if diff.size else 0.0)
+    return worst

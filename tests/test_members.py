@@ -1,0 +1,108 @@
+"""train_members: a member trained inside a group gives the numbers train_pair gives it alone."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from probe.critics import make_critic
+from probe.data import PairData
+from probe.encoders import MLPEncoder, RealNVP
+from probe.errors import InputValueError
+from probe.training import TrainConfig, seeded_init, train_pair
+from probe.training.members import max_abs_difference, train_members
+
+
+def _data(n=192, d=12, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n + 128, 4)).astype(np.float32)
+    a = (z @ rng.standard_normal((4, d)) + 0.3 * rng.standard_normal((n + 128, d))).astype(np.float32)
+    b = (z @ rng.standard_normal((4, d)) + 0.3 * rng.standard_normal((n + 128, d))).astype(np.float32)
+    y = (z[:, 0] > 0).astype(np.int64) + 2 * (z[:, 1] > 0)
+    a, b = 0.2 * a, 0.2 * b  # keeps NWJ's exp(scores) of a 12-dim bilinear critic finite at init
+    return PairData(a[:n], b[:n], a[n:], b[n:], y[:n], y[n:], (1, d))
+
+
+def _close(grouped, alone, n_test=128):
+    """Float32 sums in another order drift by ~1e-4 over a few Adam steps; the probe may then flip
+    a held-out example or two."""
+    assert max_abs_difference(grouped, alone, skip=("probe_accuracy", "probe_cross_entropy")) < 2e-3
+    acc = [np.asarray(r.variables["probe_accuracy"][1]) for r in (grouped, alone)]
+    assert np.nanmax(np.abs(acc[0] - acc[1])) <= 2 / n_test + 1e-12
+
+
+def _flows(seed, d):
+    with seeded_init(seed) as init:
+        return RealNVP(d, 2, (16,), "additive", 1e-2, generator=init), RealNVP(d, 2, (16,), "additive", 1e-2,
+                                                                               generator=init), \
+            make_critic("bilinear", d, d)
+
+
+def _mlps(seed, d):
+    with seeded_init(seed):
+        return MLPEncoder(d, (16,), 6), MLPEncoder(d, (16,), 6), make_critic("separable", 6, 6)
+
+
+CONFIG = TrainConfig(estimator="infonce", steps=12, batch_size=32, learning_rate=3e-3, eval_every=6,
+                     analyzers=False, jacobian_inputs=0)
+
+
+@pytest.mark.parametrize("build", [_flows, _mlps], ids=["realnvp", "mlp"])
+def test_each_member_matches_train_pair(build):
+    data = _data()
+    configs = [CONFIG, dataclasses.replace(CONFIG, estimator="nwj", grad_clip=1.0),
+               dataclasses.replace(CONFIG, learning_rate=1e-3, target=1.0)]
+    seeds = [0, 1, 2]
+    grouped = train_members([build(s, data.dim) for s in seeds], data, configs, seeds)
+    for config, seed, result in zip(configs, seeds, grouped):
+        alone = train_pair(*build(seed, data.dim), data, config, seed=seed)
+        assert result.status == alone.status == "ok"
+        _close(result, alone)
+        assert np.isfinite(result.variables["probe_accuracy"][1]).all()
+
+
+def test_a_diverging_member_is_frozen_and_the_others_go_on():
+    data = _data()
+    configs = [CONFIG, dataclasses.replace(CONFIG, estimator="nwj", learning_rate=1e6)]
+    grouped = train_members([_mlps(s, data.dim) for s in (0, 1)], data, configs, [0, 1])
+    alone = train_pair(*_mlps(0, data.dim), data, CONFIG, seed=0)
+    assert grouped[0].status == "ok"
+    _close(grouped[0], alone)
+    assert grouped[1].status.startswith("non-finite"), grouped[1].status
+    assert np.isnan(grouped[1].variables["probe_accuracy"][1][-1])
+
+
+def test_members_of_one_group_share_the_step_loop():
+    data = _data()
+    with pytest.raises(InputValueError, match="differs from member 0 in steps"):
+        train_members([_mlps(s, data.dim) for s in (0, 1)], data,
+                      [CONFIG, dataclasses.replace(CONFIG, steps=6)], [0, 1])
+
+
+def test_group_checkpoint_resumes_with_the_same_numbers(tmp_path):
+    from probe.training.checkpoint import checkpointing
+
+    data = _data()
+    config = dataclasses.replace(CONFIG, checkpoint_every=4)
+    build = lambda: [_mlps(s, data.dim) for s in (0, 1)]  # noqa: E731
+    whole = train_members(build(), data, [config] * 2, [0, 1])
+    path = tmp_path / "group.ckpt.pt"
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_8(step, _):
+        if step == 8:
+            raise Stop
+
+    with pytest.raises(Stop), checkpointing(path, "run/group"):
+        train_members(build(), data, [config] * 2, [0, 1], on_step=stop_at_8)
+    assert path.exists()
+    with checkpointing(path, "run/group") as plan:
+        resumed = train_members(build(), data, [config] * 2, [0, 1])
+    assert plan.resumed_from == 8
+    for a, b in zip(whole, resumed):
+        assert max_abs_difference(a, b) == 0.0
+    torch.manual_seed(0)
