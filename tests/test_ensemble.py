@@ -144,8 +144,8 @@ def test_member_trained_in_ensemble_matches_member_trained_alone(arch):
     to rounding. Over the whole run NWJ and JS members match their solo runs to 1e-5. InfoNCE
     members match to O(lr) only: InfoNCE ignores a constant added to a row of scores, so some
     directions (g2's output bias, the concat critic's last bias) have a gradient that is pure
-    rounding, which Adam turns into steps of ~lr. Any change of summation order moves them:
-    train_pair against itself with 1 vs 2 threads differs by 1.4e-3 on the critic-only member.
+    rounding, which Adam turns into steps of ~lr. Any change of summation order moves them: the
+    same solo loop run with 1 vs 2 threads ends up to 1e-2 apart (ConvNet; 2.3e-3 critic-only).
     """
     dim = ARCHITECTURES[arch][0]
     train1, train2 = data(dim)
