@@ -318,7 +318,8 @@ class EnsembleTrainer:
             # One pass per parameter into the (M, P) buffer: frozen members' gradients become 0.
             for g, view in zip(grads, self._grad_views):
                 torch.where(self.alive.view(-1, *[1] * (g.ndim - 1)), g, self._zero, out=view)
-            coef = torch.where(self.alive, clip_coefficients(norms, self._max_norms), self._zero)  # no NaN in
+            # A frozen member's norm may be NaN: its coefficient is 0, so its zeroed gradient stays 0.
+            coef = torch.where(self.alive, clip_coefficients(norms, self._max_norms), self._zero)
             self._grad.mul_(coef[:, None])
             self.optimizer.step(self._grad, self.alive)
         self.steps_done += 1
