@@ -5,7 +5,7 @@ train_pair's step (forward, the isfinite check, backward, clip_grad_norm_, torch
 float(loss)), against one `EnsembleTrainer.step` of all M (the batched-product engine and,
 where asked, the vmap engine), InfoNCE with gradient clipping at 1.0, batches already on the
 device. Prints a table and, last, one JSON line. Absolute rates on a shared machine are noisy;
-the ratios are measured back to back.
+each variant is measured in alternating bursts and the median taken, so the ratios hold up.
 
 Architectures (sizes follow the studies' presets; `paper` only where it fits, see --sizes):
   gaussian-concat     critic only, concat critic on scalar x, y (noniid-negatives)
@@ -16,12 +16,13 @@ Architectures (sizes follow the studies' presets; `paper` only where it fits, se
   flow                RealNVP, additive couplings + bilinear critic (invertible-encoders)
 
 Usage: python bench/ensemble_throughput.py [--device cpu|cuda] [--threads N] [--members 1,4,8,20]
-       [--archs mlp,flow] [--sizes smoke,quick] [--engines native,vmap] [--seconds 1.0]
+       [--archs mlp,flow] [--sizes smoke,quick] [--engines native,vmap] [--seconds 1.5] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -74,10 +75,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def rate(step, device: torch.device, seconds: float, warmup: int = 2) -> float:
-    """Calls of `step` per second, after `warmup` calls, over at least `seconds` (and 2 calls)."""
-    for _ in range(warmup):
-        step()
+def rate(step, device: torch.device, seconds: float) -> float:
+    """Calls of `step` per second over at least `seconds` (and 2 calls)."""
     sync(device)
     calls, start = 0, time.perf_counter()
     while calls < 2 or time.perf_counter() - start < seconds:
@@ -87,8 +86,8 @@ def rate(step, device: torch.device, seconds: float, warmup: int = 2) -> float:
     return calls / (time.perf_counter() - start)
 
 
-def sequential(triples, x1, x2, device, seconds: float) -> float:
-    """train_pair's step for each member in turn; member-steps per second."""
+def sequential_step(triples, x1, x2):
+    """train_pair's step for each member in turn."""
     runs = []
     for g1, g2, critic in triples:
         params = [p for m in (g1, g2, critic) for p in m.parameters()]
@@ -105,10 +104,10 @@ def sequential(triples, x1, x2, device, seconds: float) -> float:
             optimizer.step()
             float(loss.detach())
 
-    return len(runs) * rate(step, device, seconds)
+    return step
 
 
-def ensemble(triples, x1, x2, device, seconds: float, engine: str, tf32: bool = False) -> float:
+def ensemble_step(triples, x1, x2, device, engine: str, tf32: bool = False):
     trainer = EnsembleTrainer(Ensemble.from_modules(triples, device=device, engine=engine), "infonce", LR,
                               grad_clips=CLIP, tf32=tf32)
 
@@ -117,9 +116,19 @@ def ensemble(triples, x1, x2, device, seconds: float, engine: str, tf32: bool = 
         if trainer.unread_steps >= 100:  # a caller reads the losses now and then
             trainer.read_losses()
 
-    out = len(triples) * rate(step, device, seconds)
-    trainer.read_losses()
-    return out
+    return step
+
+
+def measure(steps: dict, device: torch.device, seconds: float, rounds: int) -> dict[str, float]:
+    """Median calls per second of each step, measured in `rounds` alternating bursts (so a change
+    in the machine's load hits every variant alike), after 2 warm-up calls each."""
+    for step in steps.values():
+        step(), step()
+    rates = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            rates[name].append(rate(step, device, seconds / rounds))
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def main() -> None:
@@ -130,7 +139,8 @@ def main() -> None:
     parser.add_argument("--archs", default=",".join(dict.fromkeys(a for a, _ in CONFIGS)))
     parser.add_argument("--sizes", default=None, help="default: smoke,quick on the CPU, smoke,quick,paper on CUDA")
     parser.add_argument("--engines", default="native,vmap")
-    parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    parser.add_argument("--seconds", type=float, default=1.5, help="time per variant and configuration")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bursts per variant (median taken)")
     parser.add_argument("--tf32", action="store_true", help="(CUDA) TF32 in the ensemble's step")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -152,11 +162,13 @@ def main() -> None:
                 torch.manual_seed(0)
                 triples = [tuple(t.to(device) for t in factory()) for _ in range(m)]
                 x1, x2 = torch.rand(m, k, dim, device=device), torch.rand(m, k, dim, device=device)
-                row = {"arch": arch, "size": size, "members": m, "batch": k, "device": str(device),
-                       "threads": torch.get_num_threads(),
-                       "sequential": sequential(triples, x1, x2, device, args.seconds)}
+                steps = {"sequential": sequential_step(triples, x1, x2)}
                 for engine in engines:
-                    row[engine] = ensemble(triples, x1, x2, device, args.seconds, engine, args.tf32)
+                    steps[engine] = ensemble_step(triples, x1, x2, device, engine, args.tf32)
+                rates = measure(steps, device, args.seconds, args.rounds)
+                row = {"arch": arch, "size": size, "members": m, "batch": k, "device": str(device),
+                       "threads": torch.get_num_threads(), **{name: m * r for name, r in rates.items()}}
+                for engine in engines:
                     row[f"{engine}_speedup"] = row[engine] / row["sequential"]
                 rows.append(row)
                 cells = " ".join(f"{row[e]:>10.1f} ({row[e + '_speedup']:4.2f}x)" for e in engines)
