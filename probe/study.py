@@ -45,6 +45,10 @@ class Study:
     verdict: Callable[[xr.Dataset], Any] | None = None
     # The study's own variables, {name: (long_name, units)}, on top of probe.results.VARIABLE_ATTRS.
     variables: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # `member(settings, ids, seed, data) -> probe.training.members.Member`: lets the runner train the
+    # cells that differ only in `member_axes` (and seed) together, as one ensemble.
+    member: Callable[..., Any] | None = None
+    member_axes: tuple[str, ...] = ("estimator",)
 
     def settings(self, preset: str) -> Any:
         if preset not in self.presets:

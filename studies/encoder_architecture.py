@@ -16,17 +16,18 @@ Tschannen et al. (ICLR 2020), Sec. 3.3 and Fig. 4a/b; docs/reference.md, experim
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
 from probe.critics import make_critic
 from probe.encoders import ConvEncoder, MLPEncoder
 from probe.errors import unknown_name
 from probe.study import Study
-from probe.training import CellResult, PairData, TrainConfig, seeded_init, train_pair
+from probe.training import CellResult, PairData, TrainConfig, seeded_init
+from probe.training.members import Member, train_alone
 from probe.verdict import MATCH_TOLERANCE, PARTLY, UNDECIDED, Verdict, at_step, end_gap, fmt, mean, outcome, undecided
 
 ENCODERS = ("convnet", "mlp")
@@ -103,15 +104,19 @@ def make_pair_encoder(name: str, settings: Settings, data: PairData) -> nn.Modul
     raise unknown_name("encoder", name, ENCODERS)
 
 
-def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: torch.device,
-             on_step=None) -> CellResult:
+def build_member(settings: Settings, ids: dict, seed: int, data: PairData) -> Member:
     target = float(ids["target"])
     with seeded_init(seed):
         g1 = make_pair_encoder(ids["encoder"], settings, data)
         g2 = make_pair_encoder(ids["encoder"], settings, data)
         critic = make_critic(settings.critic, settings.out, settings.out)
     config = TrainConfig.from_settings(settings, estimator=ids["estimator"], target=target)
-    return add_target_gap(train_pair(g1, g2, critic, data, config, seed=seed, device=device, on_step=on_step), target)
+    return Member(g1, g2, critic, config, finish=functools.partial(add_target_gap, target=target))
+
+
+# Trained alone here; the runner trains the cells that differ only in MEMBER_AXES (and seed) as one ensemble.
+run_cell = train_alone(build_member)
+MEMBER_AXES = ("estimator", "target")
 
 
 def add_target_gap(result: CellResult, target: float) -> CellResult:
@@ -166,6 +171,8 @@ STUDY = Study(
     presets=PRESETS,
     grid=lambda s: {"encoder": list(s.encoders), "target": list(s.targets), "estimator": list(s.estimators)},
     run_cell=run_cell,
+    member=build_member,
+    member_axes=MEMBER_AXES,
     verdict=verdict,
     variables=VARIABLES,
 )

@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from probe.critics import make_critic
 from probe.encoders import ResidualMLPEncoder
 from probe.study import Study
-from probe.training import CellResult, PairData, TrainConfig, seeded_init, train_pair
+from probe.training import PairData, TrainConfig, seeded_init
+from probe.training.members import Member, train_alone
 from probe.verdict import HELD, NOT_HELD, Verdict, at_step, fmt, mean, median_quantile, undecided
 
 
@@ -67,14 +67,18 @@ PRESETS = {
 }
 
 
-def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: torch.device,
-             on_step=None) -> CellResult:
+def build_member(settings: Settings, ids: dict, seed: int, data: PairData) -> Member:
     with seeded_init(seed):
         g1 = ResidualMLPEncoder(data.dim, settings.n_layers, settings.init_std)
         g2 = ResidualMLPEncoder(data.dim, settings.n_layers, settings.init_std)
         critic = make_critic(settings.critic, data.dim, data.dim)
     config = TrainConfig.from_settings(settings, estimator=ids["estimator"])
-    return train_pair(g1, g2, critic, data, config, seed=seed, device=device, on_step=on_step)
+    return Member(g1, g2, critic, config)
+
+
+# Trained alone here; the runner trains the cells that differ only in MEMBER_AXES (and seed) as one ensemble.
+run_cell = train_alone(build_member)
+MEMBER_AXES = ("estimator",)
 
 
 def verdict(ds):
@@ -118,5 +122,7 @@ STUDY = Study(
     presets=PRESETS,
     grid=lambda s: {"estimator": list(s.estimators)},
     run_cell=run_cell,
+    member=build_member,
+    member_axes=MEMBER_AXES,
     verdict=verdict,
 )

@@ -13,7 +13,8 @@ import torch
 from probe.critics import make_critic
 from probe.encoders import RealNVP
 from probe.study import Study
-from probe.training import CellResult, PairData, TrainConfig, seeded_init, train_pair
+from probe.training import PairData, TrainConfig, seeded_init
+from probe.training.members import Member, train_alone
 from probe.verdict import HELD, NOT_HELD, Verdict, at_step, fmt, mean, undecided
 
 
@@ -54,8 +55,7 @@ PRESETS = {
 }
 
 
-def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: torch.device,
-             on_step=None) -> CellResult:
+def build_member(settings: Settings, ids: dict, seed: int, data: PairData) -> Member:
     torch.manual_seed(seed)
     with seeded_init(seed) as init:
         flow = lambda: RealNVP(data.dim, settings.n_couplings, settings.hidden, settings.coupling,  # noqa: E731
@@ -63,7 +63,12 @@ def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: t
         g1, g2 = flow(), flow()
         critic = make_critic(settings.critic, data.dim, data.dim)
     config = TrainConfig.from_settings(settings, estimator=ids["estimator"])
-    return train_pair(g1, g2, critic, data, config, seed=seed, device=device, on_step=on_step)
+    return Member(g1, g2, critic, config)
+
+
+# Trained alone here; the runner trains the cells that differ only in MEMBER_AXES (and seed) as one ensemble.
+run_cell = train_alone(build_member)
+MEMBER_AXES = ("estimator",)
 
 
 def verdict(ds):
@@ -90,5 +95,7 @@ STUDY = Study(
     presets=PRESETS,
     grid=lambda s: {"estimator": list(s.estimators)},
     run_cell=run_cell,
+    member=build_member,
+    member_axes=MEMBER_AXES,
     verdict=verdict,
 )

@@ -16,6 +16,7 @@ representation, the families would agree at equal t; the question is by how much
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,8 @@ from probe.critics import make_critic
 from probe.encoders import ConvEncoder, MLPEncoder, RealNVP, ResidualMLPEncoder
 from probe.errors import unknown_name
 from probe.study import Study
-from probe.training import CellResult, PairData, TrainConfig, seeded_init, train_pair
+from probe.training import PairData, TrainConfig, seeded_init
+from probe.training.members import Member, train_alone
 from probe.verdict import (
     HELD,
     MATCH_TOLERANCE,
@@ -115,8 +117,7 @@ def output_width(name: str, settings: Settings, data: PairData) -> int:
     return settings.out if name in ("mlp", "convnet") else data.dim
 
 
-def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: torch.device,
-             on_step=None) -> CellResult:
+def build_member(settings: Settings, ids: dict, seed: int, data: PairData) -> Member:
     target, family = float(ids["target"]), ids["encoder"]
     with seeded_init(seed) as init:
         g1 = make_family_encoder(family, settings, data, init)
@@ -124,7 +125,12 @@ def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: t
         width = output_width(family, settings, data)
         critic = make_critic(settings.critic, width, width)
     config = TrainConfig.from_settings(settings, estimator=ids["estimator"], target=target)
-    return add_target_gap(train_pair(g1, g2, critic, data, config, seed=seed, device=device, on_step=on_step), target)
+    return Member(g1, g2, critic, config, finish=functools.partial(add_target_gap, target=target))
+
+
+# Trained alone here; the runner trains the cells that differ only in MEMBER_AXES (and seed) as one ensemble.
+run_cell = train_alone(build_member)
+MEMBER_AXES = ("estimator", "target")
 
 
 def verdict(ds):
@@ -251,6 +257,8 @@ STUDY = Study(
     presets=PRESETS,
     grid=lambda s: {"encoder": list(s.encoders), "target": list(s.targets), "estimator": list(s.estimators)},
     run_cell=run_cell,
+    member=build_member,
+    member_axes=MEMBER_AXES,
     verdict=verdict,
     variables=VARIABLES,
 )

@@ -112,4 +112,4 @@ def test_paper_preset_is_the_notebook_protocol():
 def test_every_study_is_listed():
     assert [s.name for s in list_studies()] == ["invertible-encoders", "estimator-validation", "adversarial-encoder",
                                                 "hard-to-invert", "critic-capacity", "encoder-architecture",
-                                                "noniid-negatives", "matched-targets"]
+                                                "noniid-negatives", "matched-targets", "mi-ground-truth"]

@@ -30,6 +30,7 @@ from probe.results import CellResult, collect_records
 from probe.training.checkpoint import TrainingCheckpoint, global_rng_state, restored, set_global_rng_state, storable
 from probe.training.config import TrainConfig
 from probe.training.evaluation import Evaluator
+from probe.training.loop import train_pair
 
 # Settings every member of one group must share: one step loop, one batch shape, one schedule.
 SHARED = ("steps", "batch_size", "eval_every", "noise_std", "noise_coupled", "probe_protocol", "jacobian_inputs",
@@ -38,6 +39,33 @@ SHARED = ("steps", "batch_size", "eval_every", "noise_std", "noise_coupled", "pr
 PER_MEMBER = ("estimator", "learning_rate", "target", "grad_clip")
 
 Triple = tuple[nn.Module, nn.Module, nn.Module]
+
+
+@dataclasses.dataclass
+class Member:
+    """One grid cell's models and training settings, as a study builds them: trained alone by
+    `train_alone`, or with the other members of its group by `train_members`. `finish` adds
+    what the study derives from the trained run (e.g. L_t = |bound_test - t|)."""
+
+    g1: nn.Module
+    g2: nn.Module
+    critic: nn.Module
+    config: TrainConfig
+    finish: Callable[[CellResult], CellResult] | None = None
+
+    @property
+    def triple(self) -> Triple:
+        return self.g1, self.g2, self.critic
+
+
+def train_alone(build: Callable[..., Member]) -> Callable[..., CellResult]:
+    """A study's `run_cell` from its `build(settings, ids, seed, data) -> Member`: one cell, alone."""
+    def run_cell(settings, ids: dict, seed: int, data: PairData, device, on_step=None) -> CellResult:
+        member = build(settings, ids, seed, data)
+        result = train_pair(*member.triple, data, member.config, seed=seed, device=device, on_step=on_step)
+        return member.finish(result) if member.finish is not None else result
+    run_cell.__doc__ = f"Train one cell alone, as {build.__name__} builds it."
+    return run_cell
 
 
 def check_group(configs: Sequence[TrainConfig]) -> None:
