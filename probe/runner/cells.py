@@ -19,6 +19,7 @@ from probe.embeddings import saving_embeddings
 from probe.errors import InputValueError
 from probe.results import cell_dataset, save_dataset
 from probe.runner.options import RunOptions
+from probe.runner.progress import Gate, Projection, StepClock, eval_schedule
 from probe.study import Cell, Study, settings_json
 from probe.training.checkpoint import checkpointing
 from probe.training.streams import recording_streams
@@ -36,6 +37,7 @@ class CellJob:
     run_key: str                # the settings hash of the run folder
     cell: Cell
     embeddings_dir: str | None = None    # --save-embeddings: evaluated embeddings go here, per cell
+    projection: Projection | None = None  # the run's first pending cell: project the wall time from it
 
     @property
     def checkpoint_every(self) -> int | None:
@@ -76,16 +78,24 @@ def worker_data(job: CellJob) -> Any:
         return _DATA[key]
 
 
-def run_cell_job(job: CellJob, data: Any = None, on_step: Callable[[int, dict], None] | None = None) -> tuple[Path, str]:
-    """Run one cell (resuming its checkpoint), write its result file atomically; (path, status)."""
+def run_cell_job(job: CellJob, data: Any = None, on_step: Callable[[int, dict], None] | None = None,
+                 log: Callable[[str], None] | None = None) -> tuple[Path, str]:
+    """Run one cell (resuming its checkpoint), write its result file atomically; (path, status).
+
+    A job with a `projection` logs the run's projected wall time after its first few steps (to
+    `log`, else stderr) and raises `RunTooLong` there when a CPU run is over the limit.
+    """
     if data is None:
         data = worker_data(job)
     device = resolve_device(job.options.device)
+    _warm_up()
+    gate = Gate(on_step, job.projection, StepClock(int(job.settings.steps), eval_schedule(job.settings)),
+                device.type == "cpu", job.cell.label, log)
     started = time.perf_counter()
     with recording_streams() as streams, checkpointing(job.checkpoint_path, f"{job.run_key}/{job.cell.filename()}",
                                                       job.checkpoint_every) as plan, \
             saving_embeddings(Path(job.embeddings_dir) / Path(job.cell.filename()).stem if job.embeddings_dir else None):
-        result = job.study.run_cell(job.settings, job.cell.ids, job.cell.seed, data, device, on_step)
+        result = job.study.run_cell(job.settings, job.cell.ids, job.cell.seed, data, device, gate.on_step)
     ds = cell_dataset(result, {**job.cell.ids, "seed": job.cell.seed}, job.study.variables)
     ds.attrs.update({
         "cell_wall_time": time.perf_counter() - started,
@@ -97,7 +107,26 @@ def run_cell_job(job: CellJob, data: Any = None, on_step: Callable[[int, dict], 
     path = save_dataset(ds, job.result_path)
     job.checkpoint_path.unlink(missing_ok=True)
     job.attempts_path.unlink(missing_ok=True)
+    gate.finish()  # a cell too short for the projection's timing: project from the whole (saved) cell
     return path, result.status
+
+
+_WARM = False
+
+
+def _warm_up() -> None:
+    """Pay torch's one-time imports before the first cell's clock starts.
+
+    The first `torch.optim.Adam` of a process imports torch._dynamo (3-13 s measured here); inside
+    the first cell that time would count as its start-up, and the projection would multiply it by
+    every evaluation of every cell. A zero tensor draws no random numbers: results do not change.
+    """
+    global _WARM
+    if not _WARM:
+        import torch
+
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+        _WARM = True
 
 
 def _attr_name(stream: str) -> str:

@@ -17,11 +17,13 @@ that dies costs at most its own cell, and that cell resumes from its last checkp
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
 import signal
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -33,6 +35,10 @@ from probe.devices import cores, set_threads
 from probe.errors import InputValueError, unknown_name
 from probe.runner.cells import CellJob, run_cell_job
 from probe.runner.options import EXECUTORS
+from probe.runner.progress import Projection, StepClock, clock_text, eval_schedule
+
+# tqdm's r_bar without its {remaining}: the ETA (StepClock's, evaluations included) is in the postfix.
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
 
 RETRIES = 2
 
@@ -52,13 +58,25 @@ def run_cells(executor: str, jobs: list[CellJob], *, data: Any, steps_per_cell: 
     if not jobs:
         return {}
     if executor == "local":
-        run_local(jobs, data, steps_per_cell=steps_per_cell, progress=progress, log=log)
+        run_local(with_projection(jobs, 1), data, steps_per_cell=steps_per_cell, progress=progress, log=log)
         return {}
     workers = workers or cores()
     if executor == "processes":
-        return run_processes(jobs, workers=workers, threads=threads, retries=retries, progress=progress, log=log)
+        return run_processes(with_projection(jobs, min(workers, len(jobs))), workers=workers, threads=threads,
+                             retries=retries, progress=progress, log=log)
     return run_dask(jobs, scheduler=scheduler, workers=workers, threads=threads, retries=retries,
                     progress=progress, log=log)
+
+
+def with_projection(jobs: list[CellJob], parallel: int) -> list[CellJob]:
+    """The jobs, the first of them carrying the run's `Projection` (checked after its first steps)."""
+    if not jobs:
+        return jobs
+    options = jobs[0].options
+    hint = "--preset quick (minutes on a laptop)" if options.preset == "paper" else \
+        "fewer cells (e.g. --seeds 1) or --preset smoke"
+    projection = Projection(cells=len(jobs), parallel=parallel, yes=options.yes, command_hint=hint)
+    return [dataclasses.replace(jobs[0], projection=projection), *jobs[1:]]
 
 
 def check_executor(executor: str, scheduler: str | None, workers: int | None) -> None:
@@ -72,25 +90,49 @@ def check_executor(executor: str, scheduler: str | None, workers: int | None) ->
 
 def run_local(jobs: list[CellJob], data: Any, *, steps_per_cell: int, progress: bool,
               log: Callable[[str], None]) -> None:
-    """In this process, one cell after another, with a progress bar over training steps."""
+    """In this process, one cell after another, with a progress bar over training steps.
+
+    The bar's ETA is `StepClock`'s: steps and evaluations timed apart, none before a few steps.
+    """
+    if not jobs:
+        return
     bar = tqdm(total=len(jobs) * steps_per_cell, unit="step", disable=not progress, dynamic_ncols=True,
-               desc="cells", file=sys.stderr)
-    for job in jobs:
+               desc="cells", file=sys.stderr, bar_format=BAR_FORMAT)
+    say = (lambda message: tqdm.write(message, file=sys.stderr)) if progress else log  # noqa: E731
+    clock = StepClock(steps_per_cell, eval_schedule(jobs[0].settings))
+    for index, job in enumerate(jobs):
         label = job.cell.label
-        bar.set_postfix_str(label)
         done_before = bar.n
+        clock.start_cell()
+        bar.set_postfix_str(f"{_eta(clock, len(jobs) - index - 1)}, {label}", refresh=False)
+        shown = {"at": 0.0, "last": ""}
 
-        def on_step(step: int, last: dict, done_before: int = done_before, label: str = label) -> None:
-            bar.update(done_before + step - bar.n)
+        def on_step(step: int, last: dict, done_before: int = done_before, label: str = label,
+                    cells_after: int = len(jobs) - index - 1, shown: dict = shown) -> None:
+            clock.tick(step)
             if last and step % 50 == 0:
-                bar.set_postfix_str(f"{label} | bound {last.get('bound_test', float('nan')):.2f} "
-                                    f"acc {last.get('probe_accuracy', float('nan')):.3f}")
+                shown["last"] = (f" | bound {last.get('bound_test', float('nan')):.2f} "
+                                 f"acc {last.get('probe_accuracy', float('nan')):.3f}")
+            now = time.monotonic()
+            if now - shown["at"] > 0.5:  # the median over 200 steps is cheap, but not free every step
+                shown["at"] = now
+                bar.set_postfix_str(f"{_eta(clock, cells_after)}, {label}{shown['last']}", refresh=False)
+            bar.update(done_before + step - bar.n)
 
-        _, status = run_cell_job(job, data, on_step)
+        try:
+            _, status = run_cell_job(job, data, on_step, log=say)
+        except BaseException:
+            bar.close()  # before the caller's message (Ctrl-C, a too-long run), not after it
+            raise
         bar.update(done_before + steps_per_cell - bar.n)
         if status != "ok":
-            log(f"  {label}: {status}; the other cells go on.")
+            say(f"  {label}: {status}; the other cells go on.")
     bar.close()
+
+
+def _eta(clock: StepClock, cells_after: int) -> str:
+    eta = clock.eta_s(cells_after)
+    return f"ETA {clock_text(eta)}" if eta is not None else f"ETA after {clock.min_steps} timed steps"
 
 
 # processes ------------------------------------------------------------------
@@ -234,6 +276,7 @@ def run_dask(jobs: list[CellJob], *, scheduler: str | None, workers: int, thread
                                                        silence_logs=logging.ERROR))
             client = stack.enter_context(Client(cluster))
         threads_by_host = _slots_by_host(client)
+        jobs = with_projection(jobs, min(max(sum(threads_by_host.values()), 1), len(jobs)))
         futures = {client.submit(_run_on_dask, job, threads_by_host, threads, key=f"{job.run_key}-{name}",
                                  retries=retries, pure=False): (name, job)
                    for name, job in ((job.cell.filename(), job) for job in jobs)}

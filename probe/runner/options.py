@@ -18,10 +18,11 @@ class RunOptions:
     training steps; `set_values` are `--set KEY=VALUE` overrides, parsed against the preset.
     `executor` is where cells run (local, processes, dask at `scheduler`) with `workers`
     processes of `threads` torch threads each. `checkpoint_every`: updates between mid-cell
-    checkpoints (None: TrainConfig's default; 0: none).
+    checkpoints (None: TrainConfig's default; 0: none). `yes`: go on with a CPU run projected
+    longer than `probe.runner.progress.ASK_ABOVE_S` (the default stops it before it starts).
     """
 
-    preset: str = "paper"
+    preset: str = "quick"
     dataset: str | None = None
     data_dir: str | None = None
     seeds: int | tuple[int, ...] | None = None
@@ -36,6 +37,7 @@ class RunOptions:
     threads: int | None = None
     checkpoint_every: int | None = None
     save_embeddings: bool = False
+    yes: bool = False
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -43,6 +45,13 @@ class RunOptions:
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
             raise InputValueError(
                 f"--checkpoint-every is {self.checkpoint_every}; give a number of steps, or 0 for none.")
+        if self.dataset is not None and self.data_dir is not None and self.dataset.strip().lower() != "cifar10":
+            # load_dataset reads whatever the folder holds; a dataset name beside it would be silently ignored.
+            raise InputValueError(
+                f"--dataset {self.dataset} and --data-dir {self.data_dir} both choose the data; with --data-dir the "
+                "folder's files are the data and --dataset is not used (only --dataset cifar10 means something "
+                f"there: insist on CIFAR-10 files). Pass one of them: --data-dir {self.data_dir}, or --dataset "
+                f"{self.dataset}.")
         if self.data_dir is not None:  # workers may start in another folder
             object.__setattr__(self, "data_dir", str(Path(self.data_dir).resolve()))
 

@@ -31,10 +31,19 @@ from probe.runner import executors
 from probe.runner.cells import CellJob
 from probe.runner.options import RunOptions
 from probe.study import Cell, Study, apply_overrides, settings_json
+from probe.training.config import TrainConfig
 from probe.training.evaluation import pixel_probe_accuracy
 
 
-def run_study(study: Study, preset: str = "paper", *, log: Callable[[str], None] = print, **options: Any) -> Path:
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; `message` says what was saved and how to resume."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def run_study(study: Study, preset: str = "quick", *, log: Callable[[str], None] = print, **options: Any) -> Path:
     """Run (or resume) every cell of `study` under `preset`; return the path of results.nc.
 
     `options` are the fields of `RunOptions` (dataset, data_dir, seeds, steps, device, out,
@@ -93,9 +102,12 @@ def run(study: Study, options: RunOptions, *, log: Callable[[str], None] = print
         f"{info.get('n_test', '?')} test), {len(cells)} cells {where}; {len(cells) - len(pending)} already done"
         + (f", {resuming} resuming mid-cell" if resuming else "") + f" -> {run_dir}")
 
-    failed = executors.run_cells(options.executor, pending, data=data, steps_per_cell=settings.steps,
-                                 workers=options.workers, scheduler=options.scheduler, threads=options.threads,
-                                 progress=options.progress, log=log)
+    try:
+        failed = executors.run_cells(options.executor, pending, data=data, steps_per_cell=settings.steps,
+                                     workers=options.workers, scheduler=options.scheduler, threads=options.threads,
+                                     progress=options.progress, log=log)
+    except KeyboardInterrupt:
+        raise RunInterrupted(_saved_so_far(jobs, cells_dir)) from None
     parts = [_failed_cell(job.cell, failed[job.cell.filename()], study.variables) if job.cell.filename() in failed
              else load_dataset(job.result_path) for job in jobs]
     total_wall = float(sum(p.attrs.get("cell_wall_time", 0.0) for p in parts))
@@ -105,9 +117,23 @@ def run(study: Study, options: RunOptions, *, log: Callable[[str], None] = print
     results.attrs = _run_attrs(study, options.preset, settings, info, ", ".join(devices) or str(torch_device),
                                total_wall)
     results.attrs.update(executor=options.executor, stream_seeds_json=_stream_seeds(parts))
-    path = save_dataset(results, run_dir / "results.nc")
-    log(f"results: {path}\nreport:  probe report {path}")
-    return path
+    return save_dataset(results, run_dir / "results.nc")
+
+
+def _saved_so_far(jobs: list[CellJob], cells_dir: Path) -> str:
+    """What an interrupted run leaves behind, and that rerunning the command resumes it."""
+    done = sum(job.result_path.exists() for job in jobs)
+    checkpoints = [job.cell.label for job in jobs if job.checkpoint_path.exists() and not job.result_path.exists()]
+    every = jobs[0].checkpoint_every if jobs else None
+    cadence = "--checkpoint-every 0: none are saved" if every == 0 else \
+        f"one every {every or TrainConfig.checkpoint_every:,} training steps"
+    lines = [f"Interrupted. Saved in {cells_dir}: {done} of {len(jobs)} cell(s) finished"]
+    if checkpoints:
+        lines.append(f"mid-cell checkpoint(s) of {', '.join(checkpoints)} ({cadence}): a rerun resumes from there")
+    else:
+        lines.append(f"no mid-cell checkpoint ({cadence}): the cell in progress starts again")
+    lines.append("Rerun the same command to resume; finished cells are not run again.")
+    return "; ".join(lines[:2]) + ".\n" + lines[2]
 
 
 def _add_baseline(results: xr.Dataset, data: Any, settings: Any) -> xr.Dataset:
