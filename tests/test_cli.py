@@ -33,10 +33,11 @@ def test_run_study_smoke_writes_results_and_report(runner, tmp_path, monkeypatch
     result = runner.invoke(main, ["run-study", "invertible-encoders", "--preset", "smoke", "--no-progress",
                                   "--out", "runs", "--seeds", "1"])
     assert result.exit_code == 0, result.output
-    assert list((tmp_path / "runs" / "invertible-encoders").glob("*/results.nc"))
-    assert (tmp_path / "reports" / "invertible-encoders.html").stat().st_size > 10_000
-    # the run ends with whether it showed the paper's effect, and the numbers that decide it
-    assert "verdict: the claim " in result.output and "infonce: accuracy " in result.output
+    [results] = (tmp_path / "runs" / "invertible-encoders").glob("*/results.nc")
+    assert (results.parent / "report.html").stat().st_size > 10_000  # beside the run, not reports/<study>.html
+    assert not (tmp_path / "reports").exists()
+    # the run ends with whether it showed the paper's effect, and the numbers that decide it (on stdout)
+    assert "verdict: the claim " in result.stdout and "infonce: accuracy " in result.stdout
 
 
 def _fails_cleanly(result, *needles):
@@ -55,6 +56,10 @@ def test_bad_inputs(runner, tmp_path, monkeypatch):
     _fails_cleanly(runner.invoke(main, base + ["--data-dir", str(tmp_path / "nowhere")]), "nowhere")
     _fails_cleanly(runner.invoke(main, base + ["--dataset", "mnsit"]), "Did you mean 'mnist'")
     _fails_cleanly(runner.invoke(main, base + ["--seeds", "zero"]), "give a count")
+    _fails_cleanly(runner.invoke(main, base + ["--seeds", "3-1"]), "'3-1' is an empty range (3 > 1)", "1-3")
+    _fails_cleanly(runner.invoke(main, base + ["--seeds", "0"]), "'0': at least one seed")
+    _fails_cleanly(runner.invoke(main, base + ["--dataset", "mnist", "--data-dir", str(tmp_path)]),
+                   "--dataset mnist and --data-dir", "Pass one of them")
 
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()

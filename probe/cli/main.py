@@ -34,19 +34,28 @@ def _parse_set(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _parse_seeds(value: str | None) -> int | tuple[int, ...] | None:
+    """'3' -> 3 (seeds 0, 1, 2); '0,4,7' -> (0, 4, 7); '2-5' -> (2, 3, 4, 5). Errors quote what was typed."""
     if value is None:
         return None
+    text = value.strip()
     try:
-        if "," in value:
-            return tuple(int(v) for v in value.split(",") if v.strip())
-        if "-" in value.strip()[1:]:
-            lo, hi = value.split("-", 1)
-            return tuple(range(int(lo), int(hi) + 1))
-        count = int(value)
+        if "," in text:
+            seeds = tuple(int(v) for v in text.split(",") if v.strip())
+            if not seeds:
+                raise click.BadParameter(f"{value!r} lists no seed; give e.g. 0,4,7.", param_hint="--seeds")
+            return seeds
+        if "-" in text[1:]:
+            lo, hi = (int(v) for v in text.split("-", 1))
+            if hi < lo:
+                raise click.BadParameter(f"{value!r} is an empty range ({lo} > {hi}); write the lower seed first, "
+                                         f"e.g. {hi}-{lo}.", param_hint="--seeds")
+            return tuple(range(lo, hi + 1))
+        count = int(text)
     except ValueError:
-        raise click.BadParameter(f"{value!r}: give a count (3), a list (0,4,7) or a range (0-9).") from None
+        raise click.BadParameter(f"{value!r}: give a count (3), a list (0,4,7) or a range (0-9).",
+                                 param_hint="--seeds") from None
     if count < 1:
-        raise click.BadParameter(f"{value!r}: at least one seed is required.")
+        raise click.BadParameter(f"{value!r}: at least one seed is required, e.g. --seeds 3.", param_hint="--seeds")
     return count
 
 
@@ -58,18 +67,22 @@ def main() -> None:
     Reproduces Tschannen et al., "On Mutual Information Maximization for Representation
     Learning" (ICLR 2020) and measures what MI does not see.
 
+    Results (paths, verdicts, tables) go to stdout; progress and logs to stderr.
+
     \b
-    Quick start (offline, minutes):
-      probe run-study invertible-encoders --preset quick --dataset digits
+    Quick start (offline, about 12 minutes on 2 CPU cores):
+      probe run-study invertible-encoders --dataset digits
       probe report runs/invertible-encoders/<run>/results.nc
     """
 
 
 @main.command("run-study")
 @click.argument("name")
-@click.option("--preset", default="paper", show_default=True,
-              help="paper = the paper's exact settings; quick = reduced for a laptop; smoke = seconds.")
-@click.option("--dataset", default=None, help="mnist, fashion-mnist or digits (offline). Default: the preset's.")
+@click.option("--preset", default="quick", show_default=True,
+              help="quick (the default) = reduced for a laptop, minutes on a CPU; paper = the paper's exact "
+                   "settings, GPU hours; smoke = seconds.")
+@click.option("--dataset", default=None,
+              help="mnist, fashion-mnist, cifar10 or digits (offline). Default: the preset's. Not with --data-dir.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="A folder holding the four MNIST-format IDX files (e.g. ../shared/data/mnist-5k).")
 @click.option("--seeds", default=None, metavar="N|LIST",
@@ -81,7 +94,7 @@ def main() -> None:
 @click.option("--out", type=click.Path(file_okay=False), default="runs", show_default=True,
               help="Runs folder; results go to OUT/<study>/<preset>-<dataset>-<settings hash>/.")
 @click.option("--report/--no-report", default=True, show_default=True,
-              help="Write the HTML report to reports/<study>.html when the run finishes.")
+              help="Write the HTML report beside the results, <run folder>/report.html, when the run finishes.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch and BLAS, per worker (default: cores // workers). Use 1 when other jobs "
                    "share the machine.")
@@ -98,51 +111,62 @@ def main() -> None:
 @click.option("--save-embeddings", is_flag=True,
               help="Save g1's embeddings at every evaluation to <run>/embeddings/<cell>/step-N.npz, for "
                    "`probe analyze FILE --labels y --test-key z_test --test-labels y_test`.")
+@click.option("--yes", is_flag=True,
+              help="Go on with a CPU run projected to take more than 3 h (it stops before training otherwise).")
 def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, device, out, report, threads,
-                  no_progress, executor, scheduler, workers, checkpoint_every, save_embeddings):
+                  no_progress, executor, scheduler, workers, checkpoint_every, save_embeddings, yes):
     """Run (or resume) the study NAME and save its results as netCDF.
 
-    Every cell (e.g. estimator × seed) is saved as soon as it finishes; rerunning the same
-    command skips finished cells and resumes a killed one from its last checkpoint. Cells
+    After a few training steps it prints the projected wall time; on a CPU a run projected over
+    3 h stops there unless --yes. Every cell (e.g. estimator × seed) is saved as soon as it
+    finishes; rerunning the same command (after Ctrl-C too) skips finished cells and resumes a
+    killed one from its last checkpoint. Cells
     run on --executor: in this process, in --workers processes, or on a dask cluster (each
     worker writes its cells; --out must be a folder every worker sees). See `probe
     list-studies` for the names.
 
     \b
     Examples:
-      probe run-study invertible-encoders                       # paper protocol, MNIST
-      probe run-study invertible-encoders --preset quick --dataset digits
+      probe run-study invertible-encoders --dataset digits      # quick preset, offline, minutes
+      probe run-study invertible-encoders --preset paper        # the paper's protocol, MNIST (a GPU job)
       probe run-study invertible-encoders --preset quick --data-dir ../shared/data/mnist-5k --seeds 3
       probe run-study invertible-encoders --preset quick --executor processes --workers 2
       probe run-study invertible-encoders --executor dask --scheduler tcp://head:8786
     """
+    seed_choice, set_choice = _parse_seeds(seeds), _parse_set(set_values)  # typos fail before any import
     from probe.devices import set_threads
     from probe.results import load_dataset
-    from probe.runner import RunOptions, run
+    from probe.runner import RunInterrupted, RunOptions, run
     from probe.verdict import judge
     from studies import find_study
 
     study = find_study(name)
     if threads is not None:
         set_threads(threads)
-    options = RunOptions(preset=preset, dataset=dataset, data_dir=data_dir, seeds=_parse_seeds(seeds), steps=steps,
-                         device=device, out=out, progress=not no_progress, set_values=_parse_set(set_values),
+    options = RunOptions(preset=preset, dataset=dataset, data_dir=data_dir, seeds=seed_choice, steps=steps,
+                         device=device, out=out, progress=not no_progress, set_values=set_choice,
                          executor=executor, scheduler=scheduler, workers=workers, threads=threads,
-                         checkpoint_every=checkpoint_every, save_embeddings=save_embeddings)
-    path = run(study, options, log=lambda m: click.echo(m, err=True))
+                         checkpoint_every=checkpoint_every, save_embeddings=save_embeddings, yes=yes)
+    try:
+        path = run(study, options, log=lambda m: click.echo(m, err=True))
+    except RunInterrupted as stop:
+        click.echo(f"\n{stop.message}", err=True)
+        sys.exit(130)  # the shell's code for SIGINT
+    click.echo(f"results: {path}")
     verdict = judge(study, load_dataset(path))
     if report:
         from probe.report import write_report
 
-        click.echo(f"report: {write_report(path, verdict=verdict)}", err=True)
+        # Beside its results: two runs of a study (presets, --out folders) never share a page.
+        click.echo(f"report: {write_report(path, path.parent / 'report.html', verdict=verdict)}")
     _echo_verdict(verdict)
 
 
 def _echo_verdict(verdict) -> None:
     """One line on whether this run showed the paper's effect, and the numbers that decide it."""
-    click.echo(f"verdict: the claim {verdict.outcome}: {verdict.claim}", err=True)
+    click.echo(f"verdict: the claim {verdict.outcome}: {verdict.claim}")
     for line in verdict.evidence:
-        click.echo(f"  {line}", err=True)
+        click.echo(f"  {line}")
 
 
 @main.command("report")
@@ -167,7 +191,10 @@ def report_cmd(results, all_runs, out):
     if all_runs:
         from probe.report import write_index
 
-        index = write_index(Path(results), list_studies(), Path(out) if out else Path("reports"))
+        pages: list[Path] = []
+        index = write_index(Path(results), list_studies(), Path(out) if out else Path("reports"), written=pages)
+        for page in pages:
+            click.echo(f"report: {page}")
         click.echo(f"index: {index}")
         return
     from probe.report import write_report
@@ -195,14 +222,26 @@ def list_studies_cmd():
 @main.command("datasets")
 def datasets_cmd():
     """Show the datasets probe knows, whether each is cached, and where."""
+    import re
+
     from probe.data import cache_dir, describe_datasets
 
-    click.echo(f"cache: {cache_dir()}  (set PROBE_DATA_DIR to move it)")
+    click.echo(f"cache: {cache_dir()}  (one folder per dataset; set PROBE_DATA_DIR to move it)\n")
+    rows = [("dataset", "state", "train / test", "image", "download", "description")]
     for d in describe_datasets():
         state = "offline" if d.get("cache_path") is None else ("cached" if d["cached"] else "not cached")
-        click.echo(f"  {d['name']:<14} {state:<11} {d['size']:<28} {d['description']}")
-        if d.get("cache_path"):
-            click.echo(f"  {'':<14} {d['cache_path']}")
+        # size reads "70,000 images (60,000 train / 10,000 test), 28x28; 11.6 MB download"
+        parts = re.fullmatch(r"[\d,]+ images \(([\d,]+) train / ([\d,]+) test\), (\S+?)(?:; (.+) download)?", d["size"])
+        split, image, download = (f"{parts[1]} / {parts[2]}", parts[3], parts[4] or "—") if parts \
+            else (d["size"], "", "")
+        rows.append((d["name"], state, split, image, download, d["description"]))
+    click.echo(_columns(rows))
+
+
+def _columns(rows: list[tuple[str, ...]]) -> str:
+    """Rows as left-aligned columns two spaces apart, each as wide as its longest cell."""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(f"{cell!s:<{w}}" for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
 main.add_command(analyze)

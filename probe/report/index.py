@@ -53,11 +53,14 @@ def find_results(runs_dir: str | os.PathLike) -> list[Path]:
     return found
 
 
-def write_index(runs_dir: str | os.PathLike, studies: list[Study], out_dir: str | os.PathLike = "reports") -> Path:
+def write_index(runs_dir: str | os.PathLike, studies: list[Study], out_dir: str | os.PathLike = "reports",
+                written: list[Path] | None = None) -> Path:
     """Write every study's page and `index.html` into `out_dir`; return the index's path.
 
-    `studies` is the catalogue (`studies.list_studies()`): the index has one row per study in
-    its order, and each page opens with that study's verdict on the run.
+    `studies` is the catalogue (`studies.list_studies()`): the index has one row per run, the
+    studies in its order and each study's runs fullest first (seeds × training steps), so the
+    page named after the study is its fullest run and a smoke run never takes that name. Each
+    page opens with that study's verdict on the run. `written`, when given, receives the pages.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -66,6 +69,7 @@ def write_index(runs_dir: str | os.PathLike, studies: list[Study], out_dir: str 
     by_name = {s.name: s for s in studies}
     entries: dict[str, list[Entry]] = {}
     unreadable: list[str] = []
+    loaded = []
     for path in find_results(runs_dir):
         try:
             ds = load_dataset(path, caller=CALLER)
@@ -76,15 +80,26 @@ def write_index(runs_dir: str | os.PathLike, studies: list[Study], out_dir: str 
         if study is None:
             unreadable.append(f"{path} (not a probe study result)")
             continue
+        loaded.append((study, path, ds))
+    loaded.sort(key=lambda item: -_run_size(item[2]))  # stable: the newest first among runs of one size
+    for study, path, ds in loaded:
         same = entries.setdefault(study.name, [])
         preset = file_name(ds.attrs.get("preset", ""), "run")
         name = study.name if not same else f"{study.name}-{preset}-{len(same)}"
         verdict = verdicts.judge(study, ds)
         page = write_report(ds, out / f"{name}.html", verdict=verdict)
         same.append(Entry(study, path, page, ds, verdict))
+        if written is not None:
+            written.append(page)
     index = out / "index.html"
     write_page(index, _render(list(by_name.values()), entries, unreadable, Path(runs_dir)))
     return index
+
+
+def _run_size(ds: xr.Dataset) -> int:
+    """Seeds × training steps: how much a run measured."""
+    steps = int(ds["step"].values.max()) if "step" in ds.coords and ds.sizes.get("step") else 1
+    return ds.sizes.get("seed", 1) * max(steps, 1)
 
 
 def _row(study: Study, entry: Entry | None) -> str:
