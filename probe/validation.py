@@ -128,7 +128,7 @@ def _check_finite(arr: np.ndarray, *, name: str, caller: str) -> None:
     parts = [f"{n} {kind} value(s)" for n, kind in ((n_nan, "NaN"), (n_inf, "infinite")) if n]
     raise InputValueError(
         f"{caller}: {name} contains {' and '.join(parts)} ({where}, shape={arr.shape}); "
-        "all values must be finite. Did training diverge?"
+        "all values must be finite. Drop or fix those rows first."
     )
 
 

@@ -39,7 +39,8 @@ def test_npz_with_labels_writes_netcdf_and_html(tmp_path):
                      "linear_probe,v_information,triplet_margins", "--out", out)
     assert result.exit_code == 0, result.output
     with xr.open_dataset(out / "analysis.nc", engine="netcdf4") as ds:
-        assert {"linear_probe_accuracy", "v_information_v_information", "triplet_margins_margin_mean"} <= set(ds.data_vars)
+        assert {"linear_probe_accuracy", "v_information", "triplet_margins_margin_mean"} <= set(ds.data_vars)
+        assert not any(name.startswith("v_information_v_information") for name in ds.data_vars)
         assert ds.linear_probe_accuracy.item() > 0.8 and ds.linear_probe_accuracy.attrs["units"] == "1"
         assert ds.attrs["linear_probe_protocol"] == "paper" and ds.attrs["analyze_labels"] == "y"
     page = (out / "analysis.html").read_text()
@@ -56,7 +57,7 @@ def test_paired_npy_files_run_mi_bounds_and_v_information(tmp_path):
                      "mi_bounds,v_information", "--steps", 20, "--batch-size", 16, "--out", out)
     assert result.exit_code == 0, result.output
     with xr.open_dataset(out / "analysis.nc", engine="netcdf4") as ds:
-        assert ds.mi_bounds_bound.dims == ("estimator",) and ds.v_information_v_information.item() > 1.0
+        assert ds.mi_bounds_bound.dims == ("estimator",) and ds.v_information.item() > 1.0
         assert ds.attrs["v_information_target_kind"] == "target"
 
 
@@ -66,7 +67,7 @@ def test_default_output_folder_and_auto_analyzers(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = _invoke("small.npz", "--labels", "labels", "--paired", "other", "--steps", 10, "--batch-size", 16)
     assert result.exit_code == 0, result.output
-    with xr.open_dataset(tmp_path / "runs/analyze/small/analysis.nc", engine="netcdf4") as ds:
+    with xr.open_dataset(tmp_path / "runs/analyze" / tmp_path.name / "small/analysis.nc", engine="netcdf4") as ds:
         names = ds.attrs["analyze_analyzers"].split(",")
     assert set(names) == {"geometry", "linear_probe", "v_information", "triplet_margins", "mi_bounds", "ksg_mi"}
 
@@ -104,7 +105,7 @@ def test_html_escapes_everything(tmp_path):
     (lambda p: np.savez(p / "bad.npz", z=np.ones((6, 2))), ["bad.npz", "--analyzers", "linear_probe"], 2, "needs labels"),
     (lambda p: np.savez(p / "bad.npz", z=np.ones((6, 2))), ["bad.npz", "--analyzers", "condition_numbers"], 2, "needs a model"),
     (lambda p: np.savez(p / "bad.npz", z=np.full((6, 2), np.nan), y=np.arange(6) % 2),
-     ["bad.npz", "--labels", "y", "--analyzers", "geometry"], 1, "geometry: z contains 12 NaN"),
+     ["bad.npz", "--labels", "y", "--analyzers", "geometry"], 1, "analyze: z in bad.npz contains 12 NaN"),
     (lambda p: np.savez(p / "bad.npz", z=np.ones((6, 2)), y=np.arange(5) % 2),
      ["bad.npz", "--labels", "y"], 1, "labels has 5 entries but the embeddings have 6 rows"),
 ])
@@ -136,3 +137,101 @@ def test_merge_renames_a_dimension_whose_coordinate_differs_between_analyzers():
     merged = _prefixed({"first": a, "second": b})
     assert merged.first_q.dims == ("quantile",) and merged.second_q.dims == ("second_quantile",)
     assert merged.second_q.attrs["long_name"] == "b" and merged.attrs == {"first_seed": 0, "second_seed": 1}
+
+
+# ------------------------------------------------------------------ the first hour with probe analyze
+
+def test_summary_table_goes_to_stdout(tmp_path):
+    z, y, _ = _data()
+    np.savez(tmp_path / "emb.npz", z=z, y=y)
+    result = _invoke(tmp_path / "emb.npz", "--labels", "y", "--analyzers", "linear_probe,v_information",
+                     "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
+    with xr.open_dataset(tmp_path / "o/analysis.nc", engine="netcdf4") as ds:
+        assert float(rows["linear_probe_accuracy"][1]) == pytest.approx(ds.linear_probe_accuracy.item(), abs=1e-3)
+        assert rows["v_information"][2] == "nats"
+    assert "running linear_probe" in result.stderr and "running" not in result.stdout
+
+
+def test_an_earlier_analysis_is_never_overwritten_silently(tmp_path, monkeypatch):
+    z, y, _ = _data(n=60)
+    np.savez(tmp_path / "emb.npz", z=z, y=y)
+    monkeypatch.chdir(tmp_path)
+    args = ("emb.npz", "--labels", "y", "--analyzers", "geometry")
+    assert _invoke(*args).exit_code == 0 and _invoke(*args).exit_code == 0
+    base = tmp_path / "runs" / "analyze" / tmp_path.name
+    assert (base / "emb" / "analysis.nc").exists() and (base / "emb-2" / "analysis.nc").exists()
+    first = _invoke(*args, "--out", "mine")
+    again = _invoke(*args, "--out", "mine")
+    assert first.exit_code == 0 and again.exit_code == 2 and "--overwrite" in again.output
+    assert _invoke(*args, "--out", "mine", "--overwrite").exit_code == 0
+
+
+def test_auto_runs_what_fits_and_writes_what_finished(tmp_path):
+    """Labels and a paired view of another width (16 and 8): triplets fall back to labels, mi_bounds
+    cannot make its batches from 120 rows, and everything that finished is written."""
+    rng = np.random.default_rng(1)
+    y = np.arange(120) % 3
+    z = (rng.standard_normal((3, 16))[y] * 2 + rng.standard_normal((120, 16))).astype(np.float32)
+    np.savez(tmp_path / "emb.npz", z=z, y=y)
+    np.save(tmp_path / "v2.npy", z[:, :8] + rng.standard_normal((120, 8)).astype(np.float32))
+    result = _invoke(tmp_path / "emb.npz", "--labels", "y", "--paired", tmp_path / "v2.npy", "--steps", 10,
+                     "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    with xr.open_dataset(tmp_path / "o/analysis.nc", engine="netcdf4") as ds:
+        finished = ds.attrs["analyze_analyzers"].split(",")
+        assert {"linear_probe", "v_information", "triplet_margins", "geometry"} <= set(finished)
+        assert ds.attrs["triplet_margins_method"].startswith("same-class positives")  # not the 8-wide view
+    assert "skipped mi_bounds:" in result.stdout and "skipped ksg_mi: 24 joint dimensions" in result.stdout
+    # Asked for by name, the same failure is an error, but the analyzers that finished are still written.
+    result = CliRunner().invoke(analyze, [str(tmp_path / "emb.npz"), "--labels", "y", "--paired",
+                                          str(tmp_path / "v2.npy"), "--analyzers", "geometry,mi_bounds",
+                                          "--out", str(tmp_path / "p")])
+    assert result.exit_code == 1 and "mi_bounds failed" in result.output and "Traceback" not in result.output
+    with xr.open_dataset(tmp_path / "p/analysis.nc", engine="netcdf4") as ds:
+        assert ds.attrs["analyze_analyzers"] == "geometry"
+
+
+def test_triplets_on_a_paired_view_of_another_width_say_what_they_need(tmp_path):
+    z, _, _ = _data(n=60, d=6)
+    np.save(tmp_path / "a.npy", z)
+    np.save(tmp_path / "b.npy", z[:, :3])
+    result = CliRunner().invoke(analyze, [str(tmp_path / "a.npy"), "--paired", str(tmp_path / "b.npy"),
+                                          "--analyzers", "triplet_margins", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "needs --paired of the embeddings' width (3 features vs 6" in result.output
+
+
+def test_nan_error_names_the_row_of_the_users_file(tmp_path):
+    z, y, _ = _data(n=60)
+    z[5, 2] = np.nan
+    np.savez(tmp_path / "emb.npz", z=z, y=y)
+    result = CliRunner().invoke(analyze, [str(tmp_path / "emb.npz"), "--labels", "y", "--analyzers", "linear_probe",
+                                          "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "z in emb.npz contains 1 NaN value(s) (first at row 5" in result.output
+    assert "training" not in result.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("shape,ok", [((60, 1), True), ((60, 3), False)])
+def test_labels_may_be_a_column(tmp_path, shape, ok):
+    z, y, _ = _data(n=60)
+    labels = np.repeat(y[:, None], shape[1], axis=1)
+    np.savez(tmp_path / "emb.npz", z=z, y=labels)
+    result = CliRunner().invoke(analyze, [str(tmp_path / "emb.npz"), "--labels", "y", "--analyzers", "linear_probe",
+                                          "--out", str(tmp_path / "o")])
+    if ok:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code == 1 and "shape (n,) or (n, 1)" in result.output and "(60, 3)" in result.output
+
+
+def test_default_folders_of_two_cells_step_files_differ(tmp_path, monkeypatch):
+    z, y, _ = _data(n=60)
+    for cell in ("estimator=infonce_seed=0", "estimator=nwj_seed=0"):
+        (tmp_path / cell).mkdir()
+        np.savez(tmp_path / cell / "step-000020.npz", z=z, y=y)
+    monkeypatch.chdir(tmp_path)
+    for cell in ("estimator=infonce_seed=0", "estimator=nwj_seed=0"):
+        assert _invoke(f"{cell}/step-000020.npz", "--analyzers", "geometry").exit_code == 0
+        assert (tmp_path / "runs" / "analyze" / cell / "step-000020" / "analysis.nc").exists()

@@ -66,13 +66,32 @@ class Entry:
     needs: str                                   # "", "labels", "paired", "labels or paired", or "a model"
     auto: Callable[[Inputs], bool] = lambda inputs: False
     run: Callable[[Callable, Inputs, Options], xr.Dataset] | None = None  # None: needs a model
+    # Why these inputs do not suit the analyzer beyond `needs` (a shape, a size), or None.
+    check: Callable[[Inputs], str | None] = lambda inputs: None
+    # Why auto mode leaves it out although it could run (cost, bias), or None.
+    auto_reason: Callable[[Inputs], str | None] = lambda inputs: None
 
     def fits(self, inputs: Inputs) -> bool:
         """Whether `inputs` hold what this analyzer needs."""
+        return self.unfit_reason(inputs) is None
+
+    def unfit_reason(self, inputs: Inputs) -> str | None:
+        """Why this analyzer cannot run on `inputs` ("needs labels: pass --labels"), or None."""
         if self.run is None:
-            return False
-        return {"": True, "labels": inputs.has_labels, "paired": inputs.has_paired,
-                "labels or paired": inputs.has_labels or inputs.has_paired}[self.needs]
+            return f"needs a model, not saved embeddings; call probe.analyzers.{self.name} from Python"
+        has = {"": True, "labels": inputs.has_labels, "paired": inputs.has_paired,
+               "labels or paired": inputs.has_labels or inputs.has_paired}[self.needs]
+        if not has:
+            return f"needs {self.needs}: pass {describe_needs(self)}"
+        return self.check(inputs)
+
+    def skip_reason(self, inputs: Inputs) -> str | None:
+        """Why `--analyzers auto` does not run this analyzer on `inputs`, or None to run it."""
+        reason = self.unfit_reason(inputs)
+        if reason is None and not self.auto(inputs):
+            reason = self.auto_reason(inputs) or "not run in auto mode"
+            reason += f"; ask for it with --analyzers {self.name}"
+        return reason
 
     def __call__(self, inputs: Inputs, options: Options) -> xr.Dataset:
         return self.run(self.function, inputs, options)
@@ -85,7 +104,29 @@ def _v_information(f: Callable, d: Inputs, o: Options) -> xr.Dataset:
 
 
 def _small_joint(d: Inputs) -> bool:
-    return d.has_paired and d.all_z.shape[1] + d.all_paired.shape[1] <= KSG_AUTO_MAX_DIMS
+    return d.has_paired and _joint_dims(d) <= KSG_AUTO_MAX_DIMS
+
+
+def _joint_dims(d: Inputs) -> int:
+    return d.all_z.shape[1] + d.all_paired.shape[1]
+
+
+def _same_width(d: Inputs) -> bool:
+    return d.has_paired and d.all_paired.ndim == 2 and d.all_paired.shape[1] == d.all_z.shape[1]
+
+
+def _triplets(f: Callable, d: Inputs, o: Options) -> xr.Dataset:
+    # A positive is the other view of the anchor only when both views live in one space (same width);
+    # otherwise, with labels, it is another anchor of the same class.
+    positives = d.all_paired if _same_width(d) else None
+    return f(d.all_z, positives, labels=d.all_y, seed=o.seed)
+
+
+def _triplets_check(d: Inputs) -> str | None:
+    if d.has_labels or _same_width(d):
+        return None
+    return (f"needs --paired of the embeddings' width ({d.all_paired.shape[1]} features vs "
+            f"{d.all_z.shape[1]}: distances between the views need one space) or --labels")
 
 
 REGISTRY: tuple[Entry, ...] = (
@@ -93,12 +134,14 @@ REGISTRY: tuple[Entry, ...] = (
           lambda f, d, o: f(d.z, d.y, d.test_z, d.test_y, protocol=o.protocol, seed=o.seed)),
     Entry("v_information", v_information, "labels or paired", lambda d: d.has_labels or d.has_paired, _v_information),
     Entry("triplet_margins", triplet_margins, "labels or paired", lambda d: d.has_labels or d.has_paired,
-          lambda f, d, o: f(d.all_z, d.all_paired, labels=d.all_y, seed=o.seed)),
+          _triplets, check=_triplets_check),
     Entry("condition_numbers", condition_numbers, "a model"),
     Entry("mi_bounds", mi_bounds, "paired", lambda d: d.has_paired,
           lambda f, d, o: f(d.all_z, d.all_paired, steps=o.steps, batch_size=o.batch_size,
                             test_fraction=o.test_fraction, seed=o.seed)),
-    Entry("ksg_mi", ksg_mi, "paired", _small_joint, lambda f, d, o: f(d.all_z, d.all_paired, seed=o.seed)),
+    Entry("ksg_mi", ksg_mi, "paired", _small_joint, lambda f, d, o: f(d.all_z, d.all_paired, seed=o.seed),
+          auto_reason=lambda d: f"{_joint_dims(d)} joint dimensions, above the {KSG_AUTO_MAX_DIMS} where KSG's "
+                                "nearest-neighbour bias stays small"),
     Entry("geometry", geometry, "", lambda d: True,
           lambda f, d, o: f(d.all_z, labels=d.all_y, paired=d.all_paired, seed=o.seed)),
 )

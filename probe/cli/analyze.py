@@ -2,23 +2,28 @@
 
 Which analyzers exist, what each needs and how each is called on saved embeddings is
 `probe.analyzers.registry`; this module reads the user's files, resolves the options to arrays,
-runs the chosen analyzers and writes the results.
+checks them in the user's own row order, runs the chosen analyzers (in auto mode only those
+the inputs suit, each failure kept to its analyzer), writes what finished and prints a table.
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
-from probe.embeddings import read_arrays
 from probe.errors import DataFormatError, ProbeError, UnknownNameError, unknown_name
 
-if TYPE_CHECKING:  # the analyzers load torch and scikit-learn: imported when the command runs
+if TYPE_CHECKING:  # numpy, torch and scikit-learn load when the command runs: `probe --help` stays fast
+    import numpy as np
+    import xarray as xr
+
     from probe.analyzers.registry import Entry, Inputs, Options
 
 DEFAULT_KEYS = ("z", "embeddings")
+CALLER = "analyze"
+MI_ANALYZERS = ("mi_estimate", "mi_bounds", "ksg_mi")  # their values in nats always carry a reliability note
 
 EXAMPLES = """\b
 Examples:
@@ -30,7 +35,7 @@ Examples:
 Inputs: .npy (one array), .npz (named arrays, read with allow_pickle=False) or .nc (netCDF;
 the variables of the file). --labels, --paired, --test-key, --test-labels and --test-paired
 each take either the name of an array in the embeddings file or the path of another file
-(.npy, or .npz/.nc holding a single suitable array).
+(.npy, or .npz/.nc holding a single suitable array). Labels are (n,) or (n, 1).
 
 \b
 Held-out data: linear_probe and v_information are scored on --test-key/--test-labels when
@@ -39,9 +44,11 @@ when there are labels). mi_bounds makes its own seeded split with the same fract
 analyzers use every row of the embeddings.
 
 \b
-Output (--out, default runs/analyze/<file stem>/): analysis.nc, every analyzer's variables
-prefixed with its name (linear_probe_accuracy, ...), and analysis.html, a self-contained
-summary table.
+Auto mode runs every analyzer the inputs suit and says why it skips the others; a failing
+analyzer never costs the ones that finished. Output (--out, default runs/analyze/<EMBEDDINGS
+folder>/<stem>/, or a new -2, -3, ... beside an earlier analysis): analysis.nc (variables
+<analyzer>_<variable>, e.g. linear_probe_accuracy, v_information) and analysis.html. The table
+of numbers goes to stdout, progress to stderr.
 """
 
 
@@ -49,7 +56,7 @@ summary table.
 
 def _pick(arrays: dict[str, np.ndarray], ndim: int, preferred: tuple[str, ...], what: str, source: str) -> str:
     """The name of the only `ndim`-D array, else the first preferred name present."""
-    candidates = [name for name, a in arrays.items() if a.ndim == ndim]
+    candidates = [name for name, a in arrays.items() if a.ndim == ndim or (ndim == 1 and _column(a))]
     if len(candidates) == 1:
         return candidates[0]
     for name in preferred:
@@ -62,63 +69,81 @@ def _pick(arrays: dict[str, np.ndarray], ndim: int, preferred: tuple[str, ...], 
     )
 
 
+def _column(array: np.ndarray) -> bool:
+    return array.ndim == 2 and array.shape[1] == 1
+
+
 def _resolve(spec: str | None, main: dict[str, np.ndarray], main_name: str, *, ndim: int, option: str,
-             preferred: tuple[str, ...]) -> np.ndarray | None:
-    """`spec` as an array of the embeddings file, else as a path to another file."""
+             preferred: tuple[str, ...]) -> tuple[np.ndarray, str] | None:
+    """`spec` as an array of the embeddings file, else as a path to another file; (array, its name)."""
     if spec is None:
         return None
+    from probe.embeddings import read_arrays
+
     if spec in main:
-        array = main[spec]
+        array, name = main[spec], f"{spec} in {main_name}"
     elif Path(spec).is_file():
         path = Path(spec)
         arrays = read_arrays(path)
-        array = arrays[_pick(arrays, ndim, preferred, option.lstrip("-"), path.name)]
+        key = _pick(arrays, ndim, preferred, option.lstrip("-"), path.name)
+        array, name = arrays[key], f"{key} in {path.name}"
     else:
         raise DataFormatError(
             f"{option} '{spec}' is neither an array in {main_name} (arrays: {', '.join(main) or 'none'}) "
             "nor an existing file."
         )
+    if ndim == 1 and _column(array):  # (n, 1) labels, as scikit-learn users often save them
+        array = array[:, 0]
     if array.ndim != ndim:
+        required = "one class label per row: shape (n,) or (n, 1)" if ndim == 1 else "an (n, d) array"
         raise DataFormatError(
-            f"{option} '{spec}' is {array.ndim}-D (shape={array.shape}); a {ndim}-D array is required."
+            f"{option} '{spec}' is {array.ndim}-D (shape={array.shape}); {required} is required."
         )
-    return array
+    return array, name
 
 
-def _main_array(arrays: dict[str, np.ndarray], key: str | None, path: Path) -> np.ndarray:
+def _main_array(arrays: dict[str, np.ndarray], key: str | None, path: Path) -> tuple[np.ndarray, str]:
     if key is None:
-        return arrays[_pick(arrays, 2, DEFAULT_KEYS, "embeddings", path.name)]
-    if key not in arrays:
+        key = _pick(arrays, 2, DEFAULT_KEYS, "embeddings", path.name)
+    elif key not in arrays:
         raise unknown_name(f"array in {path.name}", key, list(arrays))
-    return arrays[key]
+    return arrays[key], f"{key} in {path.name}"
 
 
-# --- running ---------------------------------------------------------------------------------
+def _check_finite_rows(named: list[tuple[np.ndarray | None, str]]) -> None:
+    """Every float array finite, checked before any split so that a row number is the user's own."""
+    from probe.validation import check_array
 
-def _choose(requested: str, inputs: Inputs) -> list[Entry]:
+    for array, name in named:
+        if array is not None and array.dtype.kind == "f":
+            check_array(array, name=name, caller=CALLER, ndim=array.ndim, min_samples=0, min_features=0)
+
+
+# --- choosing and running ----------------------------------------------------------------------
+
+def _choose(requested: str, inputs: Inputs) -> tuple[list[Entry], dict[str, str]]:
+    """The analyzers to run and, in auto mode, {analyzer: why it is skipped}."""
     from probe.analyzers import get_analyzer
-    from probe.analyzers.registry import REGISTRY, describe_needs, entries
+    from probe.analyzers.registry import REGISTRY, entries
 
-    known = entries()
     if requested == "auto":
-        return [entry for entry in REGISTRY if entry.auto(inputs)]
-    names = list(dict.fromkeys(n.strip() for n in requested.split(",") if n.strip()))
+        reasons = {entry.name: entry.skip_reason(inputs) for entry in REGISTRY}
+        return [e for e in REGISTRY if reasons[e.name] is None], {k: v for k, v in reasons.items() if v}
+    known = entries()
     chosen = []
-    for name in names:
+    for name in dict.fromkeys(n.strip() for n in requested.split(",") if n.strip()):
         try:
             get_analyzer(name)
         except UnknownNameError as err:
             raise click.BadParameter(str(err), param_hint="--analyzers") from None
         entry = known[name]
+        reason = entry.unfit_reason(inputs)
         if entry.run is None:
-            raise click.BadParameter(
-                f"{name} needs a model, not saved embeddings; call probe.analyzers.{name} from Python.",
-                param_hint="--analyzers",
-            )
-        if not entry.fits(inputs):
-            raise click.UsageError(f"{name} needs {entry.needs}: pass {describe_needs(entry)}.")
+            raise click.BadParameter(f"{name} {reason}.", param_hint="--analyzers")
+        if reason is not None:
+            raise click.UsageError(f"{name} {reason}.")
         chosen.append(entry)
-    return chosen
+    return chosen, {}
 
 
 def _held_out(z, y, paired, test_z, test_y, test_paired, opts: Options, names: list[str]) -> Inputs:
@@ -136,14 +161,158 @@ def _held_out(z, y, paired, test_z, test_y, test_paired, opts: Options, names: l
     from probe.validation import check_fraction, check_labels, check_same_length
 
     if paired is not None:
-        check_same_length(z, paired, names=("the embeddings", "--paired"), caller="analyze")
+        check_same_length(z, paired, names=("the embeddings", "--paired"), caller=CALLER)
 
-    fraction = check_fraction(opts.test_fraction, name="--test-fraction", caller="analyze")
-    strata = None if y is None else check_labels(y, name="labels", caller="analyze", n_samples=z.shape[0])
-    tr, te = split_indices(z.shape[0], fraction, opts.seed, labels=strata, caller="analyze")
+    fraction = check_fraction(opts.test_fraction, name="--test-fraction", caller=CALLER)
+    strata = None if y is None else check_labels(y, name="labels", caller=CALLER, n_samples=z.shape[0])
+    tr, te = split_indices(z.shape[0], fraction, opts.seed, labels=strata, caller=CALLER)
     part = lambda a, rows: None if a is None else a[rows]  # noqa: E731
     return Inputs(**data, z=z[tr], y=part(y, tr), paired=part(paired, tr),
                   test_z=z[te], test_y=part(y, te), test_paired=part(paired, te))
+
+
+def _run_all(chosen: list[Entry], data: Inputs, opts: Options, threads: int | None,
+             auto: bool) -> tuple[dict[str, xr.Dataset], dict[str, str]]:
+    """Run each analyzer; a user-facing failure is kept to its analyzer ({name: message})."""
+    import contextlib
+
+    results, failed = {}, {}
+    with contextlib.ExitStack() as stack:
+        if threads is not None:
+            import torch
+            from threadpoolctl import threadpool_limits
+
+            stack.enter_context(threadpool_limits(threads))
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            stack.callback(torch.set_num_threads, previous)
+        for entry in chosen:
+            click.echo(f"running {entry.name} ...", err=True)
+            try:
+                results[entry.name] = entry(data, opts)
+            except ProbeError as err:
+                failed[entry.name] = str(err).removeprefix(f"{entry.name}: ")  # the table names it already
+                click.echo(f"  {entry.name} {'skipped' if auto else 'failed'}: {failed[entry.name]}", err=True)
+    return results, failed
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+def _out_folder(out: Path | None, embeddings: Path, overwrite: bool) -> Path:
+    """--out (refused if it holds an analysis, unless --overwrite), else a fresh default folder."""
+    if out is not None:
+        if (out / "analysis.nc").exists() and not overwrite:
+            raise click.UsageError(f"--out {out} already holds an analysis (analysis.nc); pass --overwrite to "
+                                   "replace it, or choose another --out.")
+        return out
+    # The parent folder is part of the name: two cells' step-000020.npz files never share a folder.
+    parent = embeddings.resolve().parent.name or "root"
+    base = Path("runs") / "analyze" / parent / embeddings.stem
+    if overwrite or not (base / "analysis.nc").exists():
+        return base
+    candidates = (base.with_name(f"{base.name}-{n}") for n in itertools.count(2))
+    candidate = next(c for c in candidates if not (c / "analysis.nc").exists())
+    click.echo(f"{base} holds an earlier analysis; writing to {candidate} (--overwrite replaces it).", err=True)
+    return candidate
+
+
+def _names(results: dict[str, xr.Dataset]) -> dict[tuple[str, str], str]:
+    """{(analyzer, variable): name in analysis.nc}: <analyzer>_<variable>, without a doubled prefix
+    (v_information's `v_information` stays `v_information`); a shortened name that would clash
+    with another variable's keeps the full one."""
+    from collections import Counter
+
+    full = {(a, str(v)): f"{a}_{v}" for a, ds in results.items() for v in ds.data_vars}
+    short = {(a, v): (v if v == a or v.startswith(f"{a}_") else name) for (a, v), name in full.items()}
+    counts = Counter(short.values())
+    return {key: (name if counts[name] == 1 else full[key]) for key, name in short.items()}
+
+
+def _merge(results: dict[str, xr.Dataset]) -> xr.Dataset:
+    from probe.results import merge_prefixed
+
+    merged = merge_prefixed(results)
+    names = _names(results)
+    return merged.rename({f"{a}_{v}": name for (a, v), name in names.items() if name != f"{a}_{v}"})
+
+
+def _cell(value: Any) -> str:
+    import numpy as np
+
+    value = np.asarray(value)
+    if value.dtype.kind in "US" or value.dtype == object:
+        return str(value.item() if value.ndim == 0 else value.tolist())
+    if value.dtype.kind == "f":
+        return f"{float(value):.4g}"
+    return str(value.item())
+
+
+def _reliability(ds: xr.Dataset, index: dict, value: np.ndarray, analyzer: str) -> str:
+    """'reliable' or 'UNRELIABLE: <reason>' for an MI value: the analyzer's own `reliable` and
+    `unreliable_reason` when it has them; else only a negative or non-finite value is flagged."""
+    import numpy as np
+
+    if "reliable" in ds and set(ds["reliable"].dims) <= set(index):  # the verdict on this very value
+        at = {d: c for d, c in index.items() if d in ds["reliable"].dims}
+        if bool(ds["reliable"].sel(at).values):
+            return "reliable"
+        reason = ds["unreliable_reason"].sel(at).values if "unreliable_reason" in ds else "no reason given"
+        return f"UNRELIABLE: {_cell(reason)}"
+    if value.dtype.kind == "f" and not np.isfinite(value):
+        return "UNRELIABLE: not finite"
+    if analyzer in MI_ANALYZERS and value.dtype.kind in "fi" and float(value) < 0:
+        return "UNRELIABLE: negative (MI is never below 0)"
+    return ""
+
+
+def _rows(analyzer: str, ds: xr.Dataset, names: dict[tuple[str, str], str]) -> list[tuple[str, ...]]:
+    """(name, value, interval, units, note) for every variable a table can hold."""
+    import numpy as np
+
+    rows = []
+    skip = {"reliable", "unreliable_reason"} | {v for v in ds.data_vars if str(v).endswith("_ci")}
+    verdict_dims = set(ds["reliable"].dims) if "reliable" in ds else None
+    # The analyzer's verdict goes beside its headline value: its first variable in nats (or bits)
+    # that has a value per verdict (mi_bounds' `bound` per estimator, an estimate's `mutual_information`).
+    headline = next((v for v, x in ds.data_vars.items() if v not in skip and verdict_dims is not None
+                     and x.attrs.get("units") in ("nats", "bits") and verdict_dims <= set(x.dims)), None)
+    for var_name, var in ds.data_vars.items():
+        if var_name in skip or "sample" in var.dims:  # per-row arrays stay in analysis.nc
+            continue
+        name, units = names[(analyzer, str(var_name))], str(var.attrs.get("units", ""))
+        ci = ds.get(f"{var_name}_ci")
+        mi_like = units in ("nats", "bits") and (headline is None or var_name == headline)
+        if var.ndim == 0 or (var.ndim == 1 and var.size <= 12 and var.dims[0] in ds.coords):
+            labels = [{}] if var.ndim == 0 else [{var.dims[0]: c} for c in ds[var.dims[0]].values]
+            for index in labels:
+                value = var.sel(index).values if index else var.values
+                interval = ""
+                if ci is not None and ci.ndim == var.ndim + 1:
+                    lo, hi = np.asarray(ci.sel(index).values if index else ci.values, dtype=float).ravel()[:2]
+                    interval = f"[{lo:.4g}, {hi:.4g}]"
+                note = _reliability(ds, index, value, analyzer) if mi_like else ""
+                if not note and value.dtype.kind == "f" and not np.isfinite(value):
+                    note = "not finite"
+                label = f"{name}[{next(iter(index.values()))}]" if index else name
+                rows.append((label, _cell(value), interval, units, note))
+        else:
+            values = np.asarray(var.values)
+            finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+            shape = ", ".join(f"{d}: {n}" for d, n in var.sizes.items())
+            median = f"median {np.median(finite):.4g}" if finite.size and values.dtype.kind in "fiu" else ""
+            rows.append((name, median or "—", f"array ({shape})", units, ""))
+    return rows
+
+
+def _table(results: dict[str, xr.Dataset], skipped: dict[str, str]) -> str:
+    names = _names(results)
+    rows = [("variable", "value", "interval", "units", "note")]
+    for analyzer, ds in results.items():
+        rows += _rows(analyzer, ds, names)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines += [f"skipped {name}: {reason}" for name, reason in skipped.items()]
+    return "\n".join(lines)
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -152,7 +321,8 @@ def _held_out(z, y, paired, test_z, test_y, test_paired, opts: Options, names: l
 @click.argument("embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--key", help="Array of EMBEDDINGS (.npz/.nc) to analyse. Default: the only 2-D array, else 'z' or "
               "'embeddings'. Example: --key z")
-@click.option("--labels", help="Class labels: an array name in EMBEDDINGS or a file path. Example: --labels y")
+@click.option("--labels", help="Class labels, (n,) or (n, 1): an array name in EMBEDDINGS or a file path. "
+              "Example: --labels y")
 @click.option("--paired", help="The paired view's embeddings (same rows): an array name in EMBEDDINGS or a file "
               "path. Example: --paired view2.npy")
 @click.option("--test-key", help="Held-out embeddings: an array name in EMBEDDINGS or a file path. "
@@ -162,8 +332,8 @@ def _held_out(z, y, paired, test_z, test_y, test_paired, opts: Options, names: l
               "--paired. Example: --test-paired view2_test.npy")
 @click.option("--analyzers", "requested", default="auto", show_default=True,
               help="Comma-separated analyzers: linear_probe, v_information, triplet_margins, mi_bounds, ksg_mi, "
-              "geometry. 'auto' runs every one the inputs allow (ksg_mi only up to 20 joint dimensions). "
-              "Example: --analyzers linear_probe,geometry")
+              "geometry. 'auto' runs every one the inputs suit and says why it skips the others (ksg_mi only up "
+              "to 20 joint dimensions). Example: --analyzers linear_probe,geometry")
 @click.option("--protocol", type=click.Choice(["paper", "converged"]), default="paper", show_default=True,
               help="linear_probe protocol: the paper's SAGA tol 0.1, or L-BFGS to tol 1e-6. "
               "Example: --protocol converged")
@@ -177,68 +347,70 @@ def _held_out(z, y, paired, test_z, test_y, test_paired, opts: Options, names: l
 @click.option("--test-fraction", type=float, default=0.2, show_default=True,
               help="Held-out share of the rows when no test set is given. Example: --test-fraction 0.25")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder. Default: runs/analyze/<EMBEDDINGS stem>/. Example: --out runs/analyze/mnist")
+              help="Output folder. Default: runs/analyze/<EMBEDDINGS folder>/<EMBEDDINGS stem>/ (a new -2, -3, ... "
+              "when it holds an analysis). Example: --out runs/analyze/mnist")
+@click.option("--overwrite", is_flag=True, help="Replace the analysis already in the output folder. "
+              "Example: --overwrite --out runs/analyze/mnist")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Limit torch and BLAS threads (on a busy machine 1 is often much faster). Example: --threads 1")
 def analyze(embeddings: Path, key, labels, paired, test_key, test_labels, test_paired, requested, protocol,
-            steps, batch_size, seed, test_fraction, out, threads) -> None:
+            steps, batch_size, seed, test_fraction, out, overwrite, threads) -> None:
     """Measure saved embeddings: probe accuracy, V-information, triplet margins, MI bounds, geometry.
 
     EMBEDDINGS is a .npy, .npz or .nc file holding an (n, d) array.
     """
     try:
         _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired, requested, protocol,
-                 steps, batch_size, seed, test_fraction, out, threads)
+                 steps, batch_size, seed, test_fraction, out, overwrite, threads)
     except ProbeError as err:
         raise click.ClickException(str(err)) from None
 
 
 def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired, requested, protocol,
-             steps, batch_size, seed, test_fraction, out, threads) -> None:
+             steps, batch_size, seed, test_fraction, out, overwrite, threads) -> None:
     from probe.analyzers.registry import Inputs, Options
+    from probe.embeddings import read_arrays
     from probe.report.analysis import analysis_page
     from probe.report.html import write_page
-    from probe.results import merge_prefixed, save_dataset
+    from probe.results import save_dataset
 
-    arrays = read_arrays(embeddings)
     if key is not None and embeddings.suffix.lower() == ".npy":
         raise click.UsageError("--key applies to .npz and .nc files; a .npy file holds a single array.")
-    z = _main_array(arrays, key, embeddings)
+    out = _out_folder(out, embeddings, overwrite)
+    arrays = read_arrays(embeddings)
+    z, z_name = _main_array(arrays, key, embeddings)
     resolve = lambda spec, ndim, option, preferred=(): _resolve(  # noqa: E731
-        spec, arrays, embeddings.name, ndim=ndim, option=option, preferred=preferred)
-    y = resolve(labels, 1, "--labels", ("labels", "y"))
-    p = resolve(paired, 2, "--paired", ("paired", "z2"))
-    tz = resolve(test_key, 2, "--test-key", ("z_test", "test_z"))
-    ty = resolve(test_labels, 1, "--test-labels", ("test_labels", "y_test"))
-    tp = resolve(test_paired, 2, "--test-paired", ())
-    chosen = _choose(requested, Inputs(all_z=z, all_y=y, all_paired=p))
-    names = [entry.name for entry in chosen]
+        spec, arrays, embeddings.name, ndim=ndim, option=option, preferred=preferred) or (None, option)
+    (y, _), (p, p_name) = resolve(labels, 1, "--labels", ("labels", "y")), resolve(paired, 2, "--paired", ("paired", "z2"))
+    tz, tz_name = resolve(test_key, 2, "--test-key", ("z_test", "test_z"))
+    ty, _ = resolve(test_labels, 1, "--test-labels", ("test_labels", "y_test"))
+    tp, tp_name = resolve(test_paired, 2, "--test-paired", ())
+    if z.ndim != 2:
+        raise DataFormatError(f"{z_name} is {z.ndim}-D (shape={z.shape}); (n, d) embeddings are required. "
+                              "Reshape a single feature with z.reshape(-1, 1).")
+    _check_finite_rows([(z, z_name), (p, p_name), (tz, tz_name), (tp, tp_name)])
+    chosen, skipped = _choose(requested, Inputs(all_z=z, all_y=y, all_paired=p))
+    if not chosen:
+        raise click.UsageError("no analyzer suits these inputs:\n" + "\n".join(f"  {k}: {v}" for k, v in skipped.items()))
     opts = Options(seed=seed, test_fraction=test_fraction, protocol=protocol, steps=steps, batch_size=batch_size)
-    data = _held_out(z, y, p, tz, ty, tp, opts, names)
+    data = _held_out(z, y, p, tz, ty, tp, opts, [entry.name for entry in chosen])
+    results, failed = _run_all(chosen, data, opts, threads, auto=requested == "auto")
+    skipped.update(failed if requested == "auto" else {})
+    if not results:
+        raise click.ClickException("every analyzer failed; nothing was written:\n"
+                                   + "\n".join(f"  {k}: {v}" for k, v in failed.items()))
 
-    import contextlib
-
-    results = {}
-    with contextlib.ExitStack() as stack:
-        if threads is not None:
-            import torch
-            from threadpoolctl import threadpool_limits
-
-            stack.enter_context(threadpool_limits(threads))
-            previous = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            stack.callback(torch.set_num_threads, previous)
-        for entry in chosen:
-            click.echo(f"running {entry.name} ...", err=True)
-            results[entry.name] = entry(data, opts)
-
-    out = out if out is not None else Path("runs") / "analyze" / embeddings.stem
-    out.mkdir(parents=True, exist_ok=True)
-    merged = merge_prefixed(results)
+    merged = _merge(results)
     settings = {"source": embeddings.name, "key": key or "auto", "labels": labels or "none",
                 "paired": paired or "none", "test_key": test_key or "none", "seed": seed,
-                "test_fraction": test_fraction, "analyzers": ",".join(names)}
+                "test_fraction": test_fraction, "analyzers": ",".join(results),
+                "skipped": "; ".join(f"{k}: {v}" for k, v in {**skipped, **failed}.items()) or "none"}
     merged.attrs.update({f"analyze_{k}": v for k, v in settings.items()})
+    out.mkdir(parents=True, exist_ok=True)
     save_dataset(merged, out / "analysis.nc")  # atomic: a failure never leaves half a file
     write_page(out / "analysis.html", analysis_page(results, f"probe analyze: {embeddings.name}", settings))
+    click.echo(_table(results, skipped))
     click.echo(f"wrote {out / 'analysis.nc'} and {out / 'analysis.html'}")
+    if failed and requested != "auto":
+        raise click.ClickException("; ".join(f"{k} failed: {v}" for k, v in failed.items())
+                                   + " (the other analyzers' results were written).")
