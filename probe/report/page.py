@@ -153,7 +153,8 @@ def _paper_note(study: StudyView) -> str:
         '<div class="callout paper"><p><strong>◆ Paper values</strong> (Tschannen et al. 2020, '
         f"{escape(entry['figure'])}) are drawn as diamonds on dashed lines in each grid cell's colour, ranges as "
         "thick vertical bars. Tags: [F] read off the figures by eye (about ±0.005 accuracy, ±0.2 nats), "
-        "[P] stated in the text, [C] in the notebook's code.</p>"
+        "[P] stated in the text, [C] in the notebook's code; each value with its figure and source is listed in "
+        "<code>docs/reference.md</code> of the probe repository.</p>"
         f"<p>Baselines: {escape(baselines)}.</p><ul>{notes}</ul></div>"
     )
 
