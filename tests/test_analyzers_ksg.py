@@ -73,6 +73,18 @@ def test_a_tiny_sample_is_flagged():
     assert ds.reliable.item() == 0 and ds.unreliable_reason.item() != ""
 
 
+def test_heavy_tails_are_flagged_and_normal_scores_fix_them():
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(7)  # bivariate Student-t, 1 degree of freedom, identity dispersion: 0.22 nats
+    z = rng.standard_normal((3000, 4)) / np.sqrt(rng.chisquare(1, (3000, 1)))
+    raw = ksg_mi(z[:, :2], z[:, 2:])
+    assert raw.reliable.item() == 0 and raw.unreliable_reason.item().startswith("heavy tails")
+    scores = ndtri(rankdata(z, axis=0) / 3001)
+    assert ksg_mi(scores[:, :2], scores[:, 2:]).reliable.item() == 1
+
+
 def test_max_reliable_dims_grows_with_n():
     assert [ksg_max_dims(n) for n in (50, 500, 5000, 50000)] == [2, 3, 6, 9]
     assert ksg_verdict(math.nan, se=0.0, dims=2, n=100) == "non-finite estimate"

@@ -11,7 +11,8 @@ A non-parametric reference for low-dimensional data (the synthetic Gaussians of 
 experiment 6); its bias grows quickly with the dimension, so it refuses more than `max_dims`
 joint dimensions and flags as unreliable any estimate above `ksg_max_dims(n)` of them (at
 n = 5,000: 6; measured on the bmi-v1 tasks, where 10 joint dimensions already give 0.5-0.7
-of the true MI), a negative estimate, or a standard error above a quarter of the estimate.
+of the true MI), heavy tails (excess kurtosis above 20), a negative estimate, or a standard
+error above a quarter of the estimate.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 import xarray as xr
 from scipy.spatial import cKDTree
 from scipy.special import digamma
+from scipy.stats import kurtosis
 
 from probe.analyzers._common import NATS_PER_BIT, check_seed, make_dataset, var
 from probe.analyzers._reliability import ksg_verdict
@@ -39,6 +41,12 @@ def _prepare(a: np.ndarray, rng: np.random.Generator, standardize: bool) -> np.n
         std = a.std(axis=0)
         a = (a - a.mean(axis=0)) / np.where(std > 0, std, 1.0)
     return a + 1e-10 * np.maximum(1.0, np.mean(np.abs(a), axis=0)) * rng.standard_normal(a.shape)
+
+
+def _max_kurtosis(a: np.ndarray) -> float:
+    """The largest sample excess kurtosis over the varying columns of a (0 when none varies)."""
+    varying = a[:, a.std(axis=0) > 0]
+    return float(kurtosis(varying, axis=0).max()) if varying.shape[1] else 0.0
 
 
 def ksg_terms(xs: np.ndarray, ys: np.ndarray, k: int) -> np.ndarray:
@@ -103,7 +111,7 @@ def ksg_mi(
     terms = ksg_terms(xs, ys, k)
     mi = float(terms.mean())
     se = float(terms.std(ddof=1) / np.sqrt(n))
-    reason = ksg_verdict(mi, se=se, dims=dims, n=n)
+    reason = ksg_verdict(mi, se=se, dims=dims, n=n, kurtosis=max(_max_kurtosis(xa), _max_kurtosis(ya)))
     data_vars = {
         "mutual_information": var((), mi, "KSG-1 estimate of I(X; Y)", "nats"),
         "mutual_information_bits": var((), mi / NATS_PER_BIT, "KSG-1 estimate of I(X; Y)", "bits"),
