@@ -280,7 +280,7 @@ def _endpoint_chart(study: StudyView, key: str, with_paper: bool) -> alt.LayerCh
     domain = robust_range(frame["value"].to_numpy(float), frame["lo"].to_numpy(float), frame["hi"].to_numpy(float),
                           keep=np.asarray(extent, dtype=float))
     scale = alt.Scale(zero=False) if domain is None else alt.Scale(zero=False, domain=list(domain), nice=False)
-    x = alt.X("value:Q", title=title + (f" ({stat})" if stat else ""), scale=scale)
+    x = alt.X("value:Q", title=wrap(title + (f" ({stat})" if stat else ""), AXIS_TITLE_CHARS + 8), scale=scale)
     y = alt.Y("label:N", title=None, sort=study.labels)
     tip = ["label:N", "source:N", alt.Tooltip("value:Q", format=".4f")]
     layers = [
