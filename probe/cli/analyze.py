@@ -38,10 +38,9 @@ each take either the name of an array in the embeddings file or the path of anot
 (.npy, or .npz/.nc holding a single suitable array). Labels are (n,) or (n, 1).
 
 \b
-Held-out data: linear_probe and v_information are scored on --test-key/--test-labels when
-given, else on a split of the rows made with --seed and --test-fraction (stratified by label
-when there are labels). mi_bounds makes its own seeded split with the same fraction. The other
-analyzers use every row of the embeddings.
+Held-out data: linear_probe and v_information are scored on --test-key/--test-labels when given,
+else on a split made with --seed and --test-fraction (stratified by label); mi_bounds makes its
+own seeded split; the other analyzers use every row.
 
 \b
 Auto mode runs every analyzer the inputs suit and says why it skips the others; a failing
@@ -56,7 +55,7 @@ of numbers goes to stdout, progress to stderr.
 
 def _pick(arrays: dict[str, np.ndarray], ndim: int, preferred: tuple[str, ...], what: str, source: str) -> str:
     """The name of the only `ndim`-D array, else the first preferred name present."""
-    candidates = [name for name, a in arrays.items() if a.ndim == ndim or (ndim == 1 and _column(a))]
+    candidates = [name for name, a in arrays.items() if a.ndim == ndim or (ndim == 1 and a.shape[1:] == (1,))]
     if len(candidates) == 1:
         return candidates[0]
     for name in preferred:
@@ -67,10 +66,6 @@ def _pick(arrays: dict[str, np.ndarray], ndim: int, preferred: tuple[str, ...], 
         f"{source}: cannot tell which array holds the {what} (arrays: {found}); "
         f"name it{' with --key' if what == 'embeddings' else ''}."
     )
-
-
-def _column(array: np.ndarray) -> bool:
-    return array.ndim == 2 and array.shape[1] == 1
 
 
 def _resolve(spec: str | None, main: dict[str, np.ndarray], main_name: str, *, ndim: int, option: str,
@@ -92,7 +87,7 @@ def _resolve(spec: str | None, main: dict[str, np.ndarray], main_name: str, *, n
             f"{option} '{spec}' is neither an array in {main_name} (arrays: {', '.join(main) or 'none'}) "
             "nor an existing file."
         )
-    if ndim == 1 and _column(array):  # (n, 1) labels, as scikit-learn users often save them
+    if ndim == 1 and array.shape[1:] == (1,):  # (n, 1) labels, as scikit-learn users often save them
         array = array[:, 0]
     if array.ndim != ndim:
         required = "one class label per row: shape (n,) or (n, 1)" if ndim == 1 else "an (n, d) array"
@@ -162,7 +157,6 @@ def _held_out(z, y, paired, test_z, test_y, test_paired, opts: Options, names: l
 
     if paired is not None:
         check_same_length(z, paired, names=("the embeddings", "--paired"), caller=CALLER)
-
     fraction = check_fraction(opts.test_fraction, name="--test-fraction", caller=CALLER)
     strata = None if y is None else check_labels(y, name="labels", caller=CALLER, n_samples=z.shape[0])
     tr, te = split_indices(z.shape[0], fraction, opts.seed, labels=strata, caller=CALLER)
@@ -231,38 +225,51 @@ def _names(results: dict[str, xr.Dataset]) -> dict[tuple[str, str], str]:
 def _merge(results: dict[str, xr.Dataset]) -> xr.Dataset:
     from probe.results import merge_prefixed
 
-    merged = merge_prefixed(results)
-    names = _names(results)
-    return merged.rename({f"{a}_{v}": name for (a, v), name in names.items() if name != f"{a}_{v}"})
+    renames = {f"{a}_{v}": name for (a, v), name in _names(results).items() if name != f"{a}_{v}"}
+    return merge_prefixed(results).rename(renames)
 
 
 def _cell(value: Any) -> str:
     import numpy as np
 
     value = np.asarray(value)
-    if value.dtype.kind in "US" or value.dtype == object:
-        return str(value.item() if value.ndim == 0 else value.tolist())
-    if value.dtype.kind == "f":
-        return f"{float(value):.4g}"
-    return str(value.item())
+    return f"{float(value):.4g}" if value.dtype.kind == "f" else str(value.item() if value.ndim == 0 else value.tolist())
 
 
-def _reliability(ds: xr.Dataset, index: dict, value: np.ndarray, analyzer: str) -> str:
-    """'reliable' or 'UNRELIABLE: <reason>' for an MI value: the analyzer's own `reliable` and
-    `unreliable_reason` when it has them; else only a negative or non-finite value is flagged."""
+def _verdicts(ds: xr.Dataset) -> dict[str, tuple[str, str | None]]:
+    """{value: (its reliable variable, its reason)}: `reliable` judges the first value in nats or bits
+    with a value per verdict (mi_bounds' `bound`, mi_estimate's `mutual_information`), `<p>_reliable` `<p>_*`."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for name, var in ds.data_vars.items():
+        name = str(name)
+        prefix = name.split("_")[0]
+        if name.endswith(("reliable", "reason")) or var.attrs.get("units") not in ("nats", "bits"):
+            continue
+        if f"{prefix}_reliable" in ds:
+            reason = next((r for r in (f"{prefix}_reason", f"{prefix}_unreliable_reason") if r in ds), None)
+            out[name] = (f"{prefix}_reliable", reason)
+        elif "reliable" in ds and "reliable" not in {v for v, _ in out.values()} \
+                and set(ds["reliable"].dims) <= set(var.dims):
+            out[name] = ("reliable", "unreliable_reason" if "unreliable_reason" in ds else None)
+    return out
+
+
+def _note(ds: xr.Dataset, verdict: tuple[str, str | None] | None, index: dict, value: np.ndarray,
+          mi_value: bool) -> str:
+    """'reliable' or 'UNRELIABLE: <reason>'; without a verdict an MI value that is negative or not
+    finite is still flagged, and any other non-finite value is marked."""
     import numpy as np
 
-    if "reliable" in ds and set(ds["reliable"].dims) <= set(index):  # the verdict on this very value
-        at = {d: c for d, c in index.items() if d in ds["reliable"].dims}
-        if bool(ds["reliable"].sel(at).values):
+    if verdict is not None:
+        reliable, reason = (None if v is None else ds[v].sel({d: c for d, c in index.items() if d in ds[v].dims})
+                            for v in verdict)
+        if bool(reliable.values):
             return "reliable"
-        reason = ds["unreliable_reason"].sel(at).values if "unreliable_reason" in ds else "no reason given"
-        return f"UNRELIABLE: {_cell(reason)}"
-    if value.dtype.kind == "f" and not np.isfinite(value):
-        return "UNRELIABLE: not finite"
-    if analyzer in MI_ANALYZERS and value.dtype.kind in "fi" and float(value) < 0:
-        return "UNRELIABLE: negative (MI is never below 0)"
-    return ""
+        return f"UNRELIABLE: {_cell(reason.values) if reason is not None else 'no reason given'}"
+    finite = value.dtype.kind != "f" or bool(np.isfinite(value))
+    if mi_value and (not finite or float(value) < 0):
+        return "UNRELIABLE: " + ("not finite" if not finite else "negative (MI is never below 0)")
+    return "" if finite else "not finite"
 
 
 def _rows(analyzer: str, ds: xr.Dataset, names: dict[tuple[str, str], str]) -> list[tuple[str, ...]]:
@@ -270,18 +277,15 @@ def _rows(analyzer: str, ds: xr.Dataset, names: dict[tuple[str, str], str]) -> l
     import numpy as np
 
     rows = []
-    skip = {"reliable", "unreliable_reason"} | {v for v in ds.data_vars if str(v).endswith("_ci")}
-    verdict_dims = set(ds["reliable"].dims) if "reliable" in ds else None
-    # The analyzer's verdict goes beside its headline value: its first variable in nats (or bits)
-    # that has a value per verdict (mi_bounds' `bound` per estimator, an estimate's `mutual_information`).
-    headline = next((v for v, x in ds.data_vars.items() if v not in skip and verdict_dims is not None
-                     and x.attrs.get("units") in ("nats", "bits") and verdict_dims <= set(x.dims)), None)
+    verdicts = _verdicts(ds)
+    skip = {v for pair in verdicts.values() for v in pair if v} | {"reliable", "unreliable_reason"}
+    skip |= {v for v in ds.data_vars if str(v).endswith("_ci")}
     for var_name, var in ds.data_vars.items():
         if var_name in skip or "sample" in var.dims:  # per-row arrays stay in analysis.nc
             continue
         name, units = names[(analyzer, str(var_name))], str(var.attrs.get("units", ""))
         ci = ds.get(f"{var_name}_ci")
-        mi_like = units in ("nats", "bits") and (headline is None or var_name == headline)
+        mi_value = analyzer in MI_ANALYZERS and units in ("nats", "bits")
         if var.ndim == 0 or (var.ndim == 1 and var.size <= 12 and var.dims[0] in ds.coords):
             labels = [{}] if var.ndim == 0 else [{var.dims[0]: c} for c in ds[var.dims[0]].values]
             for index in labels:
@@ -290,9 +294,7 @@ def _rows(analyzer: str, ds: xr.Dataset, names: dict[tuple[str, str], str]) -> l
                 if ci is not None and ci.ndim == var.ndim + 1:
                     lo, hi = np.asarray(ci.sel(index).values if index else ci.values, dtype=float).ravel()[:2]
                     interval = f"[{lo:.4g}, {hi:.4g}]"
-                note = _reliability(ds, index, value, analyzer) if mi_like else ""
-                if not note and value.dtype.kind == "f" and not np.isfinite(value):
-                    note = "not finite"
+                note = _note(ds, verdicts.get(str(var_name)), index, value, mi_value)
                 label = f"{name}[{next(iter(index.values()))}]" if index else name
                 rows.append((label, _cell(value), interval, units, note))
         else:
