@@ -15,6 +15,7 @@ method variant; every output can be written with `to_netcdf` and read back uncha
     condition_numbers  ln(σ_max / σ_min) of the encoder Jacobian
     mi_bounds          held-out variational MI lower bounds (InfoNCE, NWJ, ...)
     ksg_mi             Kraskov-Stögbauer-Grassberger MI for low-dimensional data
+    mi_estimate        probe's best estimate of I(X; Y), with an interval and a verdict
     geometry           effective rank, alignment, uniformity, linear CKA, k-NN accuracy
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from probe.analyzers.bounds import mi_bounds
 from probe.analyzers.jacobian import condition_numbers
 from probe.analyzers.ksg import ksg_mi
 from probe.analyzers.linear import linear_probe
+from probe.analyzers.mi_estimate import mi_estimate
 from probe.analyzers.registry import REGISTRY
 from probe.analyzers.representation_geometry import geometry
 from probe.analyzers.triplets import triplet_margins
@@ -37,6 +39,7 @@ Analyzer = Callable[..., xr.Dataset]
 
 # Every analyzer by name (probe.analyzers.registry says what each takes).
 ANALYZERS: dict[str, Analyzer] = {entry.name: entry.function for entry in REGISTRY}
+ANALYZERS.setdefault("mi_estimate", mi_estimate)  # Python API; `probe analyze` lists REGISTRY's entries
 
 
 def get_analyzer(name: str) -> Analyzer:
@@ -48,4 +51,4 @@ def get_analyzer(name: str) -> Analyzer:
 
 
 __all__ = ["ANALYZERS", "REGISTRY", "get_analyzer", "condition_numbers", "geometry", "ksg_mi", "linear_probe",
-           "mi_bounds", "triplet_margins", "v_information"]
+           "mi_bounds", "mi_estimate", "triplet_margins", "v_information"]
