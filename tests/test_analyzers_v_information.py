@@ -111,3 +111,76 @@ def test_errors_name_the_problem():
         v_information(z, target=z[:49])
     with pytest.raises(InputValueError, match="v_information: C is -1"):
         v_information(z, y, C=-1)
+
+
+# ----------------------------------------------------------------------------- against scikit-learn
+
+def _sklearn_v_information(z, y, tz, ty, C):
+    """The estimator written out with scikit-learn's L-BFGS (probe's implementation before the torch solver)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(z)
+    model = LogisticRegression(C=C, tol=1e-6, max_iter=5000).fit(scaler.transform(z), y)
+    p = model.predict_proba(scaler.transform(tz))[np.arange(ty.size), ty]
+    prior = np.bincount(y)[ty] / y.size
+    return float(np.mean(np.log(p) - np.log(prior)))
+
+
+def test_agrees_with_scikit_learns_lbfgs_to_1e_3_nats():
+    rng = np.random.default_rng(10)
+    y = _balanced(n=1500, n_classes=4)
+    z = rng.standard_normal((4, 8))[y] + 1.5 * rng.standard_normal((1500, 8))
+    for C in (0.05, 1.0):
+        ds = v_information(z[:1000], y[:1000], test_z=z[1000:], test_y=y[1000:], C=C)
+        expected = _sklearn_v_information(z[:1000], y[:1000], z[1000:], y[1000:], C)
+        assert abs(ds.v_information.item() - expected) <= 1e-3, (C, ds.v_information.item(), expected)
+
+
+def test_digits_agree_with_scikit_learn_and_the_chosen_C_is_reusable():
+    from sklearn.datasets import load_digits
+
+    images, labels = load_digits(return_X_y=True)
+    auto = v_information(images[:1300], labels[:1300], test_z=images[1300:], test_y=labels[1300:])
+    chosen = auto.attrs["C_selected"]
+    assert chosen in (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0) and auto.converged.item() == 1
+    again = v_information(images[:1300], labels[:1300], test_z=images[1300:], test_y=labels[1300:], C=chosen)
+    assert again.v_information.item() == pytest.approx(auto.v_information.item(), abs=1e-4)
+    expected = _sklearn_v_information(images[:1300], labels[:1300], images[1300:], labels[1300:], chosen)
+    assert abs(again.v_information.item() - expected) <= 1e-3
+
+
+# ----------------------------------------------------------------------------- bootstrap intervals
+
+@pytest.mark.parametrize("mode", ["labels", "target"])
+def test_bootstrap_interval_is_labelled_seeded_and_holds_the_value(mode):
+    rng = np.random.default_rng(11)
+    y = _balanced(n=600, n_classes=3)
+    z = np.eye(3)[y] * 2 + rng.standard_normal((600, 3))
+    kwargs = dict(y=y, C=1.0) if mode == "labels" else dict(target=z @ rng.standard_normal((3, 2)) + rng.standard_normal((600, 2)))
+    plain = v_information(z, **kwargs)
+    ds = v_information(z, **kwargs, n_bootstrap=200, seed=0)
+    ci = ds.v_information_ci
+    assert ci.dims == ("interval",) and ci["interval"].values.tolist() == ["lower", "upper"]
+    assert ci.attrs["units"] == "nats" and ci.attrs["n_bootstrap"] == 200 and ci.attrs["level"] == 0.95
+    assert ci.sel(interval="lower") <= ds.v_information <= ci.sel(interval="upper")
+    xr_identical = ds.drop_vars(["v_information_ci", "interval"]).identical(plain)
+    assert xr_identical  # n_bootstrap adds the interval and changes nothing else
+    assert v_information(z, **kwargs, n_bootstrap=200, seed=0).v_information_ci.equals(ci)
+    narrow = v_information(z, **kwargs, n_bootstrap=200, seed=0, ci_level=0.5).v_information_ci
+    assert narrow.sel(interval="lower") >= ci.sel(interval="lower") and narrow.sel(interval="upper") <= ci.sel(interval="upper")
+
+
+def test_bad_bootstrap_arguments_and_device_raise():
+    from probe.errors import InputTypeError
+
+    z = np.random.default_rng(12).standard_normal((50, 3))
+    y = np.arange(50) % 2
+    with pytest.raises(InputValueError, match="v_information: n_bootstrap is -1"):
+        v_information(z, y, n_bootstrap=-1)
+    with pytest.raises(InputTypeError, match="n_bootstrap must be an integer"):
+        v_information(z, y, n_bootstrap=1.5)
+    with pytest.raises(InputValueError, match="ci_level is 1.5"):
+        v_information(z, y, n_bootstrap=10, ci_level=1.5)
+    with pytest.raises(InputValueError, match="v_information: device is 'tpu'"):
+        v_information(z, y, device="tpu")

@@ -10,8 +10,10 @@ with guarantees). Unlike Shannon MI it is not invariant to bijections of Z: an i
 that destroys linear structure lowers it, which is the point of measuring it next to MI.
 
 Two families:
-- labels: V = multinomial logistic regression on standardised z (L-BFGS to tol 1e-6); the
-  "empty" predictor is the constant class-frequency distribution of the training rows.
+- labels: V = multinomial logistic regression on standardised z, scikit-learn's
+  LogisticRegression objective solved to tol 1e-6 by probe.analyzers.logistic (torch,
+  float64, Newton-CG; CPU or GPU); the "empty" predictor is the constant class-frequency
+  distribution of the training rows.
 - target: V = linear-Gaussian regressors, one independent Gaussian per target feature. The
   empty predictor is N(train mean, train variance); the conditional one is ridge regression
   with the residual variance of the fit. Negative log-likelihoods are summed over features.
@@ -23,65 +25,84 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
+import torch
 from sklearn.preprocessing import StandardScaler
 
+from probe.analyzers._bootstrap import bootstrap_ci, check_ci_level, check_n_bootstrap, ci_variable
 from probe.analyzers._common import (
     NATS_PER_BIT, PROB_FLOOR, capped_blas_threads, check_label_pair, check_positive_float, check_seed,
-    held_out_cross_entropy, make_dataset, run_quietly, split_indices, var,
+    held_out_cross_entropy, make_dataset, split_indices, var,
 )
+from probe.analyzers.logistic import LogisticFit, capped_torch_threads, check_device, fit_logistic
 from probe.errors import InputValueError
 from probe.validation import check_array, check_fraction, check_labels, check_same_length, check_same_width
 
 CALLER = "v_information"
 REFERENCE = "Xu et al., A Theory of Usable Information under Computational Constraints, ICLR 2020"
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+SELECTION_TOL, FINAL_TOL = 1e-4, 1e-6  # max |gradient| of the mean objective, as scikit-learn's tol
+MAX_ITER = 100  # Newton iterations; 10-20 reach tol 1e-6 on the problems tested
 RIDGE_GRID = tuple(10.0 ** np.arange(-6, 3))  # times the number of training rows
 VAR_FLOOR = 1e-12
 
 
 # --- labels: multinomial logistic regression -------------------------------------------------
 
-def _logistic(C: float, tol: float, seed: int) -> LogisticRegression:
-    return LogisticRegression(C=C, solver="lbfgs", tol=tol, max_iter=2000, random_state=seed, warm_start=True)
+def _fit(x: torch.Tensor, codes: np.ndarray, C: float, tol: float, init: LogisticFit | None) -> tuple[LogisticFit,
+                                                                                                   np.ndarray]:
+    """The logistic family on rows x (a tensor) with labels `codes`: (fit, its classes)."""
+    classes, local = np.unique(codes, return_inverse=True)
+    if init is not None and init.coef.shape[0] != classes.size:
+        init = None
+    fit = fit_logistic(x, local, C, n_classes=classes.size, init=init, tol=tol, max_iter=MAX_ITER)
+    return fit, classes
 
 
-def _select_C(x: np.ndarray, y: np.ndarray, seed: int) -> float:
+def _select_C(x: torch.Tensor, codes: np.ndarray, seed: int) -> tuple[float, LogisticFit | None]:
     """C from C_GRID by held-out cross-entropy on a 25% validation split of the training rows.
 
     Walks the grid from strong to weak regularisation with warm starts (tol 1e-4) and stops
-    at the first C whose validation cross-entropy is worse than the best so far. With too few
-    rows for a validation split it returns C = 1.
+    at the first C whose validation cross-entropy is worse than the best so far. Returns the
+    chosen C and its fit (the warm start of the final fit); with too few rows for a validation
+    split, C = 1 and no fit.
     """
     try:
-        tr, va = split_indices(x.shape[0], 0.25, seed, labels=y, caller=CALLER)
+        tr, va = split_indices(x.shape[0], 0.25, seed, labels=codes, caller=CALLER)
     except InputValueError:
-        return 1.0
-    model, best, best_C = _logistic(C_GRID[0], 1e-4, seed), math.inf, C_GRID[0]
+        return 1.0, None
+    x_tr, x_va = x[torch.as_tensor(tr, device=x.device)], x[torch.as_tensor(va, device=x.device)]
+    best, best_C, best_fit, fit = math.inf, C_GRID[0], None, None
     for C in C_GRID:
-        model.set_params(C=C)
-        run_quietly(lambda: model.fit(x[tr], y[tr]), (ConvergenceWarning,))
-        ce = held_out_cross_entropy(model.predict_proba(x[va]), model.classes_, y[va])
+        fit, classes = _fit(x_tr, codes[tr], C, SELECTION_TOL, fit)
+        ce = held_out_cross_entropy(fit.predict_proba(x_va), classes, codes[va])
         if ce >= best:
             break
-        best, best_C = ce, C
-    return best_C
+        best, best_C, best_fit = ce, C, fit
+    return best_C, best_fit
 
 
-def _label_entropies(z, y, tz, ty, C, seed) -> dict:
+def _label_entropies(z, y, tz, ty, C, seed, device) -> dict:
     classes, counts = np.unique(y, return_counts=True)
-    h_empty = held_out_cross_entropy(np.tile(counts / counts.sum(), (ty.shape[0], 1)), classes, ty)
+    empty_rows = _row_nll(np.tile(counts / counts.sum(), (ty.shape[0], 1)), classes, ty)
     scaler = StandardScaler().fit(z)
-    x, tx = scaler.transform(z), scaler.transform(tz)
-    chosen = _select_C(x, y, seed) if isinstance(C, str) else float(C)
-    model = _logistic(chosen, 1e-6, seed)
-    run_quietly(lambda: model.fit(x, y), (ConvergenceWarning,))
-    h_given = held_out_cross_entropy(model.predict_proba(tx), model.classes_, ty)
-    n_iter = int(np.max(model.n_iter_))
-    extra = {"n_iter": var((), np.int64(n_iter), "L-BFGS iterations of the final fit", "1"),
-             "converged": var((), np.int8(n_iter < 2000), "1 if L-BFGS reached tol 1e-6 within 2000 iterations", "1")}
-    return dict(h_empty=h_empty, h_given=h_given, extra=extra, chosen=chosen)
+    x = torch.as_tensor(np.ascontiguousarray(scaler.transform(z)), device=device)
+    tx = torch.as_tensor(np.ascontiguousarray(scaler.transform(tz)), device=device)
+    chosen, init = _select_C(x, y, seed) if isinstance(C, str) else (float(C), None)
+    fit, fit_classes = _fit(x, y, chosen, FINAL_TOL, init)
+    given_rows = _row_nll(fit.predict_proba(tx), fit_classes, ty)
+    extra = {"n_iter": var((), np.int64(fit.n_iter), "Newton iterations of the final fit", "1"),
+             "converged": var((), np.int8(fit.converged),
+                              f"1 if the final fit reached tol {FINAL_TOL:g} within {MAX_ITER} Newton iterations", "1")}
+    return dict(h_empty=float(np.mean(empty_rows)), h_given=float(np.mean(given_rows)), extra=extra, chosen=chosen,
+                rows=(empty_rows, given_rows))
+
+
+def _row_nll(proba: np.ndarray, model_classes: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-row -ln p(y_i) in nats, as `held_out_cross_entropy` (whose mean it is) clips it."""
+    p = np.zeros(y.shape[0])
+    seen = np.isin(y, model_classes)
+    p[seen] = proba[np.flatnonzero(seen), np.searchsorted(model_classes, y[seen])]
+    return -np.log(np.maximum(p, PROB_FLOOR))
 
 
 # --- target: linear-Gaussian regressors ------------------------------------------------------
@@ -122,15 +143,20 @@ def _target_entropies(z, t, tz, tt, ridge) -> dict:
     t_mean = t.mean(axis=0)
     base_var = np.maximum(t.var(axis=0, ddof=1), VAR_FLOOR)
     coef, res_var, alpha = _ridge_gcv(x, t - t_mean, ridge)
-    per_feature_empty = _gaussian_nll(tt - t_mean, base_var)
-    per_feature_given = _gaussian_nll(tt - t_mean - tx @ coef, res_var)
+    empty_residual, given_residual = tt - t_mean, tt - t_mean - tx @ coef
+    per_feature_empty = _gaussian_nll(empty_residual, base_var)
+    per_feature_given = _gaussian_nll(given_residual, res_var)
     extra = {
         "v_information_per_feature": var("feature", per_feature_empty - per_feature_given,
                                          "V-information per target feature", "nats"),
         "ridge_alpha": var("feature", alpha, "ridge penalty chosen by generalised cross-validation", "1"),
     }
+
+    def rows(residual: np.ndarray, variance: np.ndarray) -> np.ndarray:  # per-row NLL summed over features
+        return np.sum(0.5 * np.log(2 * np.pi * variance) + residual**2 / (2 * variance), axis=1)
+
     return dict(h_empty=float(per_feature_empty.sum()), h_given=float(per_feature_given.sum()), extra=extra,
-                chosen=ridge)
+                chosen=ridge, rows=(rows(empty_residual, base_var), rows(given_residual, res_var)))
 
 
 # --- public ----------------------------------------------------------------------------------
@@ -178,6 +204,9 @@ def v_information(
     C: float | str = "auto",
     ridge: float | str = "auto",
     seed: int = 0,
+    device: str | None = None,
+    n_bootstrap: int = 0,
+    ci_level: float = 0.95,
 ) -> xr.Dataset:
     """Predictive V-information I_V(Z -> Y) in nats (and bits) from embeddings z.
 
@@ -188,16 +217,21 @@ def v_information(
         test_z with test_y / test_target: held-out rows; without them a seeded split holds out
             `test_fraction` (stratified by label).
         C: inverse L2 strength of the logistic family; "auto" picks from 1e-3..1e2 on a
-            validation split of the training rows. ridge: ridge penalty, "auto" = generalised
-            cross-validation per target feature over n * 1e-6..1e2.
-        seed: the splits.
+            validation split of the training rows (the output's `C_selected`: pass it as C
+            on later calls on similar data to skip the search). ridge: ridge penalty, "auto" =
+            generalised cross-validation per target feature over n * 1e-6..1e2.
+        seed: the splits and the bootstrap.
+        device: torch device of the logistic fits ("cpu" by default, "cuda" for a GPU); the
+            result does not depend on it beyond float64 rounding.
+        n_bootstrap: with n > 0, `v_information_ci`: a percentile-bootstrap interval over the
+            held-out rows (n redraws, the fitted predictors kept). ci_level: its coverage.
 
     Returns:
         Dataset with `v_information` (nats), `v_information_bits` (bits),
         `marginal_entropy` H_V(Y|∅) and `conditional_entropy` H_V(Y|Z) (nats, held-out), plus
         solver diagnostics (labels) or `v_information_per_feature` and `ridge_alpha` over
-        `feature` (target). Held-out estimates may be slightly negative when z carries nothing
-        V can use.
+        `feature` (target), and `v_information_ci` over `interval` with n_bootstrap > 0.
+        Held-out estimates may be slightly negative when z carries nothing V can use.
 
     Reference: Xu et al., ICLR 2020, Def. 2 and Sec. 4 (empirical V-information).
     """
@@ -209,27 +243,39 @@ def v_information(
         )
     mode = "labels" if y is not None else "target"
     seed = check_seed(seed, CALLER)
+    n_bootstrap = check_n_bootstrap(n_bootstrap, CALLER)
+    ci_level = check_ci_level(ci_level, CALLER)
     for name, value in (("C", C), ("ridge", ridge)):
         if not (isinstance(value, str) and value == "auto"):
             check_positive_float(value, name=name, caller=CALLER)
+    torch_device = check_device(device, CALLER)
     z, other, tz, tother = _held_out(z, y if mode == "labels" else target, test_z,
                                      test_y if mode == "labels" else test_target,
                                      mode=mode, test_fraction=test_fraction, seed=seed)
     if mode == "labels":
-        result = _label_entropies(z, other, tz, tother, C, seed)
-        family = "multinomial logistic regression on standardised z (L-BFGS, tol 1e-6); empty = train class frequencies"
+        with capped_torch_threads(torch_device):
+            result = _label_entropies(z, other, tz, tother, C, seed, torch_device)
+        family = (f"multinomial logistic regression on standardised z (scikit-learn's objective, torch Newton-CG, "
+                  f"tol {FINAL_TOL:g}); empty = train class frequencies")
     else:
         result = _target_entropies(z, other, tz, tother, ridge)
         family = "linear-Gaussian: ridge per target feature with residual variance; empty = per-feature Gaussian"
     v = result["h_empty"] - result["h_given"]
+    long_name = "predictive V-information I_V(Z -> Y), held-out"
     data_vars = {
-        "v_information": var((), v, "predictive V-information I_V(Z -> Y), held-out", "nats"),
-        "v_information_bits": var((), v / NATS_PER_BIT, "predictive V-information I_V(Z -> Y), held-out", "bits"),
+        "v_information": var((), v, long_name, "nats"),
+        "v_information_bits": var((), v / NATS_PER_BIT, long_name, "bits"),
         "marginal_entropy": var((), result["h_empty"], "predictive entropy H_V(Y | empty), held-out", "nats"),
         "conditional_entropy": var((), result["h_given"],
                                    "predictive conditional entropy H_V(Y | Z), held-out", "nats"),
         **result["extra"],
     }
+    if n_bootstrap:
+        gain = result["rows"][0] - result["rows"][1]  # per held-out row: H(Y|empty) - H(Y|Z) terms
+        lower, upper = bootstrap_ci(lambda rows: gain[rows].mean(), gain.size, n_bootstrap=n_bootstrap, seed=seed,
+                                    level=ci_level)
+        data_vars["v_information_ci"] = ci_variable(lower, upper, long_name, "nats", level=ci_level,
+                                                    n_bootstrap=n_bootstrap)
     return make_dataset(
         CALLER, f"{mode}: {family}", data_vars, reference=REFERENCE, target_kind=mode,
         C=C if mode == "labels" else "none", C_selected=result["chosen"] if mode == "labels" else "none",
