@@ -50,7 +50,7 @@ def test_converged_protocol_separates_separable_classes():
     z, y = _blobs(spread=20.0)
     ds = linear_probe(z, y, protocol="converged")
     assert ds.accuracy.item() == 1.0 and ds.cross_entropy.item() < 0.05
-    assert ds.attrs["max_iter"] == 2000 and "lbfgs" in ds.attrs["method"]
+    assert ds.attrs["max_iter"] == 100 and "newton-cg" in ds.attrs["method"] and ds.n_iter.item() < 100
 
 
 def test_folds_report_each_fold_and_their_mean():
@@ -94,3 +94,40 @@ def test_errors_name_the_problem():
         linear_probe(z[:8], y[:8], folds=3)
     with pytest.raises(InputValueError, match="folds is 1"):
         linear_probe(z, y, folds=1)
+
+
+def test_converged_protocol_agrees_with_scikit_learns_lbfgs():
+    z, y = _blobs(n=900, d=10, spread=0.8, seed=3)
+    ds = linear_probe(z[:600], y[:600], z[600:], y[600:], protocol="converged", C=1.0)
+    scaler = MinMaxScaler().fit(z[:600])
+    model = LogisticRegression(C=1.0, tol=1e-6, max_iter=5000).fit(scaler.transform(z[:600]), y[:600])
+    proba = model.predict_proba(scaler.transform(z[600:]))
+    assert abs(ds.accuracy.item() - np.mean(proba.argmax(1) == y[600:])) <= 1e-3
+    assert abs(ds.cross_entropy.item() + np.mean(np.log(proba[np.arange(300), y[600:]]))) <= 1e-3
+
+
+@pytest.mark.parametrize("protocol", ["paper", "converged"])
+def test_bootstrap_intervals_over_held_out_rows(protocol):
+    z, y = _blobs()
+    plain = linear_probe(z[:200], y[:200], z[200:], y[200:], protocol=protocol)
+    ds = linear_probe(z[:200], y[:200], z[200:], y[200:], protocol=protocol, n_bootstrap=300)
+    for name, units in (("accuracy", "1"), ("cross_entropy", "nats")):
+        ci = ds[f"{name}_ci"]
+        assert ci.dims == ("interval",) and ci["interval"].values.tolist() == ["lower", "upper"]
+        assert ci.attrs["units"] == units and ci.attrs["method"].startswith("percentile bootstrap over")
+        assert ci.sel(interval="lower") <= ds[name] <= ci.sel(interval="upper")
+    assert ds.drop_vars(["accuracy_ci", "cross_entropy_ci", "interval"]).identical(plain)
+    again = linear_probe(z[:200], y[:200], z[200:], y[200:], protocol=protocol, n_bootstrap=300)
+    assert again.accuracy_ci.equals(ds.accuracy_ci)
+    other_seed = linear_probe(z[:200], y[:200], z[200:], y[200:], protocol=protocol, n_bootstrap=300, seed=1)
+    assert not np.array_equal(other_seed.cross_entropy_ci.values, ds.cross_entropy_ci.values)
+
+
+def test_bootstrap_with_folds_resamples_the_pooled_out_of_fold_rows():
+    z, y = _blobs()
+    ds = linear_probe(z, y, folds=3, n_bootstrap=200)
+    ci = ds.accuracy_ci
+    assert ci.sel(interval="lower") <= ds.accuracy <= ci.sel(interval="upper")
+    assert ci.sel(interval="upper") - ci.sel(interval="lower") < 0.2  # 300 pooled rows, not 100
+    with pytest.raises(InputValueError, match="linear_probe: n_bootstrap is -2"):
+        linear_probe(z, y, n_bootstrap=-2)
