@@ -1,6 +1,8 @@
 """`probe analyze` through click's CliRunner on files written in tmp_path."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -69,7 +71,8 @@ def test_default_output_folder_and_auto_analyzers(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     with xr.open_dataset(tmp_path / "runs/analyze" / tmp_path.name / "small/analysis.nc", engine="netcdf4") as ds:
         names = ds.attrs["analyze_analyzers"].split(",")
-    assert set(names) == {"geometry", "linear_probe", "v_information", "triplet_margins", "mi_bounds", "ksg_mi"}
+    assert set(names) == {"geometry", "linear_probe", "v_information", "triplet_margins", "mi_estimate"}
+    assert "skipped mi_bounds: mi_estimate already" in result.stdout
 
 
 def test_explicit_test_set_and_netcdf_input(tmp_path):
@@ -168,29 +171,44 @@ def test_an_earlier_analysis_is_never_overwritten_silently(tmp_path, monkeypatch
     assert _invoke(*args, "--out", "mine", "--overwrite").exit_code == 0
 
 
-def test_auto_runs_what_fits_and_writes_what_finished(tmp_path):
-    """Labels and a paired view of another width (16 and 8): triplets fall back to labels, mi_bounds
-    cannot make its batches from 120 rows, and everything that finished is written."""
+def test_auto_runs_what_fits_and_writes_what_finished(tmp_path, monkeypatch):
+    """Labels and a paired view of another width (16 and 8): triplets fall back to labels, KSG is
+    left to mi_estimate, and an analyzer that fails costs only itself."""
+    import dataclasses
+
+    import probe.analyzers.registry as registry
+    from probe.errors import InputValueError
+
     rng = np.random.default_rng(1)
     y = np.arange(120) % 3
     z = (rng.standard_normal((3, 16))[y] * 2 + rng.standard_normal((120, 16))).astype(np.float32)
     np.savez(tmp_path / "emb.npz", z=z, y=y)
     np.save(tmp_path / "v2.npy", z[:, :8] + rng.standard_normal((120, 8)).astype(np.float32))
-    result = _invoke(tmp_path / "emb.npz", "--labels", "y", "--paired", tmp_path / "v2.npy", "--steps", 10,
-                     "--out", tmp_path / "o")
+    args = [tmp_path / "emb.npz", "--labels", "y", "--paired", tmp_path / "v2.npy", "--steps", 10]
+    result = _invoke(*args, "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
     with xr.open_dataset(tmp_path / "o/analysis.nc", engine="netcdf4") as ds:
-        finished = ds.attrs["analyze_analyzers"].split(",")
-        assert {"linear_probe", "v_information", "triplet_margins", "geometry"} <= set(finished)
+        finished = set(ds.attrs["analyze_analyzers"].split(","))
+        assert finished == {"linear_probe", "v_information", "triplet_margins", "mi_estimate", "geometry"}
         assert ds.attrs["triplet_margins_method"].startswith("same-class positives")  # not the 8-wide view
-    assert "skipped mi_bounds:" in result.stdout and "skipped ksg_mi: 24 joint dimensions" in result.stdout
-    # Asked for by name, the same failure is an error, but the analyzers that finished are still written.
-    result = CliRunner().invoke(analyze, [str(tmp_path / "emb.npz"), "--labels", "y", "--paired",
-                                          str(tmp_path / "v2.npy"), "--analyzers", "geometry,mi_bounds",
-                                          "--out", str(tmp_path / "p")])
-    assert result.exit_code == 1 and "mi_bounds failed" in result.output and "Traceback" not in result.output
+    assert "skipped ksg_mi: mi_estimate already runs KSG where the dimension allows (24 joint dimensions" \
+        in result.stdout
+
+    def broken(f, d, o):
+        raise InputValueError("geometry: something about these inputs")
+
+    patched = tuple(dataclasses.replace(e, run=broken) if e.name == "geometry" else e for e in registry.REGISTRY)
+    monkeypatch.setattr(registry, "REGISTRY", patched)
+    result = _invoke(*args, "--analyzers", "auto", "--out", tmp_path / "p")
+    assert result.exit_code == 0 and "skipped geometry: something about these inputs" in result.stdout
     with xr.open_dataset(tmp_path / "p/analysis.nc", engine="netcdf4") as ds:
-        assert ds.attrs["analyze_analyzers"] == "geometry"
+        assert set(ds.attrs["analyze_analyzers"].split(",")) == finished - {"geometry"}
+    # Asked for by name, a failure is an error, but the analyzers that finished are still written.
+    result = CliRunner().invoke(analyze, [str(a) for a in args] + ["--analyzers", "linear_probe,geometry",
+                                                                    "--out", str(tmp_path / "q")])
+    assert result.exit_code == 1 and "geometry failed" in result.output and "Traceback" not in result.output
+    with xr.open_dataset(tmp_path / "q/analysis.nc", engine="netcdf4") as ds:
+        assert ds.attrs["analyze_analyzers"] == "linear_probe"
 
 
 def test_triplets_on_a_paired_view_of_another_width_say_what_they_need(tmp_path):
@@ -235,3 +253,24 @@ def test_default_folders_of_two_cells_step_files_differ(tmp_path, monkeypatch):
     for cell in ("estimator=infonce_seed=0", "estimator=nwj_seed=0"):
         assert _invoke(f"{cell}/step-000020.npz", "--analyzers", "geometry").exit_code == 0
         assert (tmp_path / "runs" / "analyze" / cell / "step-000020" / "analysis.nc").exists()
+
+
+@pytest.mark.parametrize("dependent", [True, False])
+def test_paired_auto_prints_mi_estimate_with_its_interval_and_verdict(tmp_path, dependent):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 2))
+    y = x + 0.5 * rng.standard_normal((200, 2)) if dependent else rng.standard_normal((200, 2))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    result = _invoke(tmp_path / "x.npy", "--paired", tmp_path / "y.npy", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("mi_estimate_mutual_information ")]
+    value, lo, hi = (float(t) for t in re.findall(r"-?\d+\.?\d*(?:e-?\d+)?", row)[:3])
+    assert lo <= value <= hi and "nats" in row
+    with xr.open_dataset(tmp_path / "o/analysis.nc", engine="netcdf4") as ds:
+        assert float(ds.mi_estimate_mutual_information) == pytest.approx(value, rel=1e-3, abs=1e-4)
+        reason = str(ds.mi_estimate_unreliable_reason.values)
+    if dependent:
+        assert row.rstrip().endswith("reliable") and "UNRELIABLE" not in row
+    else:  # no dependence: the value is near 0 and said to be unreliable, with the analyzer's reason
+        assert f"UNRELIABLE: {reason}" in row and reason

@@ -333,9 +333,9 @@ def _table(results: dict[str, xr.Dataset], skipped: dict[str, str]) -> str:
 @click.option("--test-paired", help="Paired view of the held-out embeddings (name or path), for v_information on "
               "--paired. Example: --test-paired view2_test.npy")
 @click.option("--analyzers", "requested", default="auto", show_default=True,
-              help="Comma-separated analyzers: linear_probe, v_information, triplet_margins, mi_bounds, ksg_mi, "
-              "geometry. 'auto' runs every one the inputs suit and says why it skips the others (ksg_mi only up "
-              "to 20 joint dimensions). Example: --analyzers linear_probe,geometry")
+              help="Comma-separated analyzers: linear_probe, v_information, triplet_margins, mi_estimate, mi_bounds, "
+              "ksg_mi, geometry. 'auto' runs every one the inputs suit (with --paired: mi_estimate, not mi_bounds "
+              "or ksg_mi) and says why it skips the others. Example: --analyzers linear_probe,geometry")
 @click.option("--protocol", type=click.Choice(["paper", "converged"]), default="paper", show_default=True,
               help="linear_probe protocol: the paper's SAGA tol 0.1, or L-BFGS to tol 1e-6. "
               "Example: --protocol converged")
