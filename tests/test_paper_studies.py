@@ -17,7 +17,7 @@ import studies.noniid_negatives as noniid
 from probe.errors import InputValueError, UnknownNameError
 from probe.results import load_dataset
 from probe.runner import run_study
-from probe.training import CellResult
+from probe.training import CellResult, TrainConfig
 from studies import find_study
 
 # study name -> (grid dims in order, variables over step every cell must hold, a quantile variable?)
@@ -135,6 +135,26 @@ def test_encoder_architecture_paper_preset():
         mlp_hidden=(300, 300), conv_channels=(64, 128), out=100, learning_rate=1e-4, grad_clip=None,
         batch_size=128, steps=20_000, eval_every=1_000, seeds=tuple(range(20)), dataset="mnist",
         jacobian_inputs=0, analyzers=True))
+
+
+def test_cifar_appendix_paper_presets():
+    # App. G: the Sec. 3.2 / 3.3 settings on CIFAR-10, learning rate 1e-5 (not 1e-4), 3x the steps,
+    # evaluated every 1k as on MNIST; everything else as the MNIST paper preset.
+    assert _asdict(critic_capacity.PRESETS["paper-cifar"]) == _asdict(critic_capacity.Settings(
+        estimators=("infonce", "nwj"), critics=("bilinear", "separable", "concat"), hidden=(300, 300), out=100,
+        learning_rate=1e-5, grad_clip=None, batch_size=128, steps=60_000, eval_every=1_000,
+        seeds=tuple(range(20)), dataset="cifar10", jacobian_inputs=0, analyzers=True))
+    assert _asdict(encoder_architecture.PRESETS["paper-cifar"]) == _asdict(encoder_architecture.Settings(
+        estimators=("infonce", "nwj"), encoders=("convnet", "mlp"), targets=(2.0, 4.0), critic="bilinear",
+        mlp_hidden=(300, 300), conv_channels=(64, 128), out=100, learning_rate=1e-5, grad_clip=None,
+        batch_size=128, steps=60_000, eval_every=1_000, seeds=tuple(range(20)), dataset="cifar10",
+        jacobian_inputs=0, analyzers=True))
+    for module in (critic_capacity, encoder_architecture):
+        paper, cifar = module.PRESETS["paper"], module.PRESETS["paper-cifar"]
+        assert cifar.steps == 3 * paper.steps and cifar.learning_rate == paper.learning_rate / 10
+        assert _asdict(dataclasses.replace(cifar, dataset="mnist", learning_rate=1e-4, steps=20_000)) == _asdict(paper)
+        config = TrainConfig.from_settings(cifar, estimator="nwj")
+        assert config.learning_rate == 1e-5 and config.eval_steps.tolist() == list(range(0, 60_001, 1_000))
 
 
 def test_paper_encoders_have_the_papers_parameter_counts():
