@@ -35,10 +35,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import probe  # noqa: E402,F401  (before torch, so OpenMP waits passively)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import probe  # noqa: E402,F401  (sets passive OpenMP waiting, see probe/__init__.py)
 from probe.analyzers import ksg_mi, mi_bounds  # noqa: E402
 from probe.analyzers.mi_estimate import mi_estimate  # noqa: E402
 from probe.ground_truth import list_tasks  # noqa: E402
