@@ -74,10 +74,11 @@ PRESETS = {
     # (581,500); learning rate 1e-5 instead of 1e-4 and 3x the iterations, evaluated every 1k as on
     # MNIST (61 points, 0 to 60k). Downloads CIFAR-10 into the cache, or pass --data-dir.
     "paper-cifar": Settings(learning_rate=1e-5, steps=60_000, dataset="cifar10"),
-    # Reduced for 2 CPU cores: 3 seeds x 4 cells on the full 50k / 10k CIFAR-10, projected 14 min with
-    # --threads 1 (from CPU times on a synthetic set of the real size, 6 x 10,000 records; no real
-    # CIFAR-10 run was possible offline): a step costs 45 ms (ConvNet) / 24 ms (MLP), an evaluation
-    # 5.7 / 3.3 s (the probe fits on all 50k encodings), the pixel baseline ~25 s a seed.
+    # Reduced for 2 CPU cores: 3 seeds x 4 cells on the full 50k / 10k CIFAR-10 in about 14.5 min on
+    # ONE core (--threads 1), projected from a timed run on synthetic data of the real size (6 x 10,000
+    # records; no real CIFAR-10 was reachable when this was written): one seed's 4 cells and its pixel
+    # baseline took 293 s of CPU, the baseline and loading about 30 s of it. A step costs 45 ms (ConvNet)
+    # / 24 ms (MLP), an evaluation 5.7 / 3.3 s (the probe is fit on all 50k encodings); 2.9 GB of memory.
     # - InfoNCE only, as in `quick`;
     # - ConvNet channels (16, 32), as in `quick`: the paper's (64, 128) costs 218 ms a step and 40 s
     #   an evaluation here;
