@@ -48,8 +48,8 @@ VAR_FLOOR = 1e-12
 
 # --- labels: multinomial logistic regression -------------------------------------------------
 
-def _fit(x: torch.Tensor, codes: np.ndarray, C: float, tol: float, init: LogisticFit | None) -> tuple[LogisticFit,
-                                                                                                   np.ndarray]:
+def _fit(x: torch.Tensor, codes: np.ndarray, C: float, tol: float,
+         init: LogisticFit | None) -> tuple[LogisticFit, np.ndarray]:
     """The logistic family on rows x (a tensor) with labels `codes`: (fit, its classes)."""
     classes, local = np.unique(codes, return_inverse=True)
     if init is not None and init.coef.shape[0] != classes.size:
