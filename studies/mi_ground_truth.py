@@ -26,6 +26,7 @@ The task × estimator table of Î / I (mean over seeds) and the solved counts:
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import sys
 import time
@@ -225,6 +226,16 @@ def task_solved(ds) -> Any:
     return (cells.sum("seed") > ds.sizes["seed"] / 2).astype(int)
 
 
+def estimator_order(ds) -> list[str]:
+    """The run's estimators in its settings' order (the Dataset's own order is alphabetical)."""
+    names = [str(e) for e in ds["estimator"].values]
+    try:
+        listed = json.loads(ds.attrs.get("settings_json", "{}")).get("mi_estimators", [])
+    except ValueError:
+        listed = []
+    return [e for e in listed if e in names] + [e for e in names if e not in listed]
+
+
 def table(results: Any) -> str:
     """The task × estimator table of Î / I (mean over seeds; * marks a task not solved) as markdown,
     then the solved count per estimator. `results` is the Dataset or the path of its results.nc."""
@@ -233,7 +244,7 @@ def table(results: Any) -> str:
     ds = results if hasattr(results, "data_vars") else load_dataset(results, required=("estimate", "solved"))
     ratio = ds["estimate_ratio"].isel(step=-1).mean("seed")
     won = task_solved(ds)
-    estimators = [str(e) for e in ds["estimator"].values]
+    estimators = estimator_order(ds)
     order = [t for t in ALL_TASKS if t in ds["task"].values] + [str(t) for t in ds["task"].values if t not in TASKS]
     lines = ["| task | true MI | " + " | ".join(estimators) + " |", "|---|---:|" + "---:|" * len(estimators)]
     for task in order:
@@ -270,7 +281,7 @@ def verdict(ds):
     est = np.asarray(cells["estimate"].values, dtype=float).reshape(-1)
     flagged = np.asarray(cells["reliable"].values, dtype=float).reshape(-1) == 1
     bad = int((flagged & ~(np.isfinite(est) & (est >= 0))).sum())
-    counts = ", ".join(f"{e} {int(won.sel(estimator=e).sum())}" for e in ds["estimator"].values)
+    counts = ", ".join(f"{e} {int(won.sel(estimator=e).sum())}" for e in estimator_order(ds))
     unsolved = [str(t) for t in ds["task"].values if not int(won.sel(estimator="mi_estimate", task=t))]
     evidence = (f"mi_estimate solved {n_won} of {n_tasks} tasks (needs {need})",
                 f"negative or non-finite estimates marked reliable: {bad} of {est.size} cells",
