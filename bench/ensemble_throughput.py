@@ -1,4 +1,4 @@
-"""Member-steps per second: an ensemble of M members (probe.ensemble) vs M single-member steps.
+"""Member-steps per second: an ensemble of M members (probe.training.ensemble) vs M single-member steps.
 
 For each architecture and size, in one run: M members trained one after another with
 train_pair's step (forward, the isfinite check, backward, clip_grad_norm_, torch.optim.Adam,
@@ -31,9 +31,9 @@ from torch import nn
 import probe  # noqa: F401  (before torch: sets passive OpenMP waiting, see probe/__init__.py)
 from probe.critics import make_critic
 from probe.encoders import ConvEncoder, MLPEncoder, RealNVP, ResidualMLPEncoder
-from probe.ensemble import Ensemble
-from probe.ensemble_optim import EnsembleTrainer
 from probe.estimators import infonce
+from probe.training.ensemble import Ensemble
+from probe.training.ensemble_optim import EnsembleTrainer
 
 
 def _pair(make, critic):

@@ -14,14 +14,14 @@ import pytest
 import torch
 from torch import nn
 
-from probe import ensemble as ens_mod
 from probe.critics import make_critic
 from probe.encoders import ConvEncoder, MLPEncoder, RealNVP, ResidualMLPEncoder
-from probe.ensemble import Ensemble, MemberBatches
-from probe.ensemble_optim import BatchedAdam, EnsembleTrainer, batched_estimator, clip_rows_, member_grad_norms
 from probe.errors import InputTypeError, InputValueError, UnknownNameError
 from probe.estimators import ESTIMATORS, get_estimator
 from probe.training import BatchSampler, PairData, TrainConfig, add_view_noise, seeded_generator, stream_rng, train_pair
+from probe.training import ensemble as ens_mod
+from probe.training.ensemble import Ensemble, MemberBatches
+from probe.training.ensemble_optim import BatchedAdam, EnsembleTrainer, batched_estimator, clip_rows_, member_grad_norms
 
 K, STEPS = 16, 20
 

@@ -18,7 +18,7 @@ LAYERS = [  # bottom first; a module belongs to the first prefix it matches, lon
     ("probe.results", "probe.embeddings", "probe.verdict", "probe.estimators", "probe.critics", "probe.encoders",
      "probe.data", "probe.ground_truth", "probe.study"),
     ("probe.analyzers",),
-    ("probe.training", "probe.ensemble"),
+    ("probe.training",),
     ("studies",),
     ("probe.runner", "probe.report"),
     ("probe.cli",),

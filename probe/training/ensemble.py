@@ -3,7 +3,7 @@
 The paper's protocol is 20 seeds per grid cell (Tschannen et al., ICLR 2020; docs/reference.md,
 "Common protocol"). Rather than train the seeds one after another, an `Ensemble` stacks the
 members' parameters along a leading member axis, in one (M, P) tensor, and
-`probe.ensemble_optim.EnsembleTrainer` makes each step of all members at once: one forward
+`probe.training.ensemble_optim.EnsembleTrainer` makes each step of all members at once: one forward
 pass over (M, K, d) batches, one backward pass, one Adam update. Each member keeps its own
 estimator, target, learning rate, gradient clipping, batches (`MemberBatches`), noise and Adam
 state, so member m follows the run `probe.training.train_pair` would make for it alone, to
@@ -33,7 +33,8 @@ from torch.func import functional_call, vmap
 
 from probe import critics, encoders
 from probe.errors import InputTypeError, InputValueError
-from probe.training import BatchSampler, seeded_generator, stream_rng
+from probe.training.noise import BatchSampler
+from probe.training.streams import seeded_generator, stream_rng
 
 Triple = tuple[nn.Module, nn.Module, nn.Module]
 ENGINES = ("native", "vmap")
@@ -353,12 +354,3 @@ class MemberBatches:
         if self.device.type == "cuda":
             return t.pin_memory().to(self.device, non_blocking=True)
         return t.to(self.device)
-
-
-def __getattr__(name: str):
-    # The trainer lives in probe.ensemble_optim (which imports this module); reachable from here too.
-    if name in {"EnsembleTrainer", "FAILURES"}:
-        from probe import ensemble_optim
-
-        return getattr(ensemble_optim, name)
-    raise AttributeError(f"module 'probe.ensemble' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Training an ensemble (`probe.ensemble.Ensemble`): every member's bound, loss, gradient
+"""Training an ensemble (`probe.training.ensemble.Ensemble`): every member's bound, loss, gradient
 clipping and Adam update at once, on tensors with a leading member axis (M, ...).
 
 What makes member m's update the one `train_pair` would make for it alone:
@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch.func import vmap
 
 from probe import estimators as _est
-from probe.ensemble import Ensemble
 from probe.errors import InputTypeError, InputValueError
+from probe.training.ensemble import Ensemble
 
 BatchedEstimator = Callable[[torch.Tensor], torch.Tensor]
 
