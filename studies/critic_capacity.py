@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from probe.critics import make_critic
 from probe.encoders import MLPEncoder
 from probe.study import Study
-from probe.training import CellResult, PairData, TrainConfig, seeded_init, train_pair
+from probe.training import PairData, TrainConfig, seeded_init
+from probe.training.members import Member, train_alone
 from probe.verdict import Verdict, at_step, fmt, mean, outcome, undecided
 
 # The notebook's critic sizes (docs/reference.md, "Estimators and critics"), as keyword arguments of make_critic.
@@ -84,14 +84,18 @@ PRESETS = {
 }
 
 
-def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: torch.device,
-             on_step=None) -> CellResult:
+def build_member(settings: Settings, ids: dict, seed: int, data: PairData) -> Member:
     with seeded_init(seed):
         g1 = MLPEncoder(data.dim, settings.hidden, settings.out)
         g2 = MLPEncoder(data.dim, settings.hidden, settings.out)
         critic = make_critic(ids["critic"], settings.out, settings.out, **CRITIC_SIZES.get(ids["critic"], {}))
     config = TrainConfig.from_settings(settings, estimator=ids["estimator"])
-    return train_pair(g1, g2, critic, data, config, seed=seed, device=device, on_step=on_step)
+    return Member(g1, g2, critic, config)
+
+
+# Trained alone here; the runner trains the cells that differ only in MEMBER_AXES (and seed) as one ensemble.
+run_cell = train_alone(build_member)
+MEMBER_AXES = ("estimator",)
 
 
 def verdict(ds):
@@ -128,5 +132,7 @@ STUDY = Study(
     presets=PRESETS,
     grid=lambda s: {"estimator": list(s.estimators), "critic": list(s.critics)},
     run_cell=run_cell,
+    member=build_member,
+    member_axes=MEMBER_AXES,
     verdict=verdict,
 )

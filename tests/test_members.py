@@ -106,3 +106,26 @@ def test_group_checkpoint_resumes_with_the_same_numbers(tmp_path):
     for a, b in zip(whole, resumed):
         assert max_abs_difference(a, b) == 0.0
     torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("study_name", ["invertible-encoders", "critic-capacity", "encoder-architecture"])
+def test_a_study_run_as_ensembles_matches_the_run_cell_by_cell(study_name, tmp_path):
+    """Every study that builds members: the runner's groups give each cell's numbers, statuses and
+    stream seeds as training it alone does."""
+    from probe.results import load_dataset
+    from probe.runner import run_study
+    from studies import find_study
+
+    study = find_study(study_name)
+    runs = {flag: load_dataset(run_study(study, "smoke", seeds=2, out=tmp_path / str(flag), progress=False,
+                                         ensemble=flag, set_values={"steps": "6"}, log=lambda m: None))
+            for flag in (True, False)}
+    together, alone = runs[True], runs[False]
+    grouped = [load_dataset(p).attrs.get("trained_with_members", 1) for p in (tmp_path / "True").rglob("cells/*.nc")]
+    assert max(grouped) >= 2, grouped  # the cells really were trained together
+    assert (together["status"].values == alone["status"].values).all()
+    for name in ("bound_test", "bound_train", "loss"):
+        np.testing.assert_allclose(together[name].values, alone[name].values, rtol=2e-3, atol=2e-3, err_msg=name)
+    diff = np.abs(together["probe_accuracy"].values - alone["probe_accuracy"].values)
+    assert np.nanmax(diff) <= 0.02  # a held-out example or two may flip
+    assert together.attrs["stream_seeds_json"] == alone.attrs["stream_seeds_json"]

@@ -58,8 +58,14 @@ def test_rerun_resumes_and_reproduces(smoke_run):
     again = load_dataset(run_study(STUDY, "smoke", out=out, progress=False, log=logs.append))
     assert "1 already done" in logs[0]
     same = ["bound_test", "bound_train", "probe_accuracy", "v_information", "log_condition_number"]
-    # Same seed -> the same numbers and variable attrs (run attrs such as `created` differ).
-    xr.testing.assert_identical(again[same].drop_attrs(deep=False), ds[same].drop_attrs(deep=False))
+    # Same seed -> the same numbers and variable attrs (run attrs such as `created` differ). The
+    # cells were trained as one ensemble and the rerun trains the missing one alone: float32 sums
+    # in another order, so equal to rounding (bit-identical resumes: tests/test_checkpoint.py).
+    for name in same:
+        assert again[name].attrs == ds[name].attrs
+    xr.testing.assert_allclose(again[same].drop_vars("probe_accuracy"), ds[same].drop_vars("probe_accuracy"),
+                               rtol=5e-3, atol=5e-3)
+    assert float(abs(again["probe_accuracy"] - ds["probe_accuracy"]).max()) <= 0.02
 
 
 def test_changed_setting_gets_a_new_run_folder(smoke_run, tmp_path):

@@ -108,13 +108,17 @@ def main() -> None:
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=None, metavar="STEPS",
               help="Save a mid-cell checkpoint every STEPS training steps (default 1000; 0: never). "
                    "A rerun resumes a killed cell from it, with the same numbers.")
+@click.option("--ensemble/--no-ensemble", default=True, show_default=True,
+              help="Train the cells that share an architecture (seeds, estimators, targets t) together as one "
+                   "vectorised model; --no-ensemble trains one cell after another (the same numbers, to float "
+                   "rounding).")
 @click.option("--save-embeddings", is_flag=True,
               help="Save g1's embeddings at every evaluation to <run>/embeddings/<cell>/step-N.npz, for "
                    "`probe analyze FILE --labels y --test-key z_test --test-labels y_test`.")
 @click.option("--yes", is_flag=True,
               help="Go on with a CPU run projected to take more than 3 h (it stops before training otherwise).")
 def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, device, out, report, threads,
-                  no_progress, executor, scheduler, workers, checkpoint_every, save_embeddings, yes):
+                  no_progress, executor, scheduler, workers, checkpoint_every, ensemble, save_embeddings, yes):
     """Run (or resume) the study NAME and save its results as netCDF.
 
     After a few training steps it prints the projected wall time; on a CPU a run projected over
@@ -146,7 +150,8 @@ def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, dev
     options = RunOptions(preset=preset, dataset=dataset, data_dir=data_dir, seeds=seed_choice, steps=steps,
                          device=device, out=out, progress=not no_progress, set_values=set_choice,
                          executor=executor, scheduler=scheduler, workers=workers, threads=threads,
-                         checkpoint_every=checkpoint_every, save_embeddings=save_embeddings, yes=yes)
+                         checkpoint_every=checkpoint_every, save_embeddings=save_embeddings, yes=yes,
+                         ensemble=ensemble)
     try:
         path = run(study, options, log=lambda m: click.echo(m, err=True))
     except RunInterrupted as stop:

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from probe.devices import cores, set_threads
 from probe.errors import InputValueError, unknown_name
 from probe.runner.cells import CellJob, run_cell_job
+from probe.runner.groups import group_jobs, run_group_job
 from probe.runner.options import EXECUTORS
 from probe.runner.progress import Projection, StepClock, clock_text, eval_schedule
 
@@ -90,25 +91,31 @@ def check_executor(executor: str, scheduler: str | None, workers: int | None) ->
 
 def run_local(jobs: list[CellJob], data: Any, *, steps_per_cell: int, progress: bool,
               log: Callable[[str], None]) -> None:
-    """In this process, one cell after another, with a progress bar over training steps.
+    """In this process, one group of cells after another (`probe.runner.groups`: the cells a study
+    trains together as one ensemble; one cell a group otherwise), with a progress bar over
+    training steps of all cells.
 
     The bar's ETA is `StepClock`'s: steps and evaluations timed apart, none before a few steps.
     """
     if not jobs:
         return
+    groups = group_jobs(jobs, ensemble=jobs[0].options.ensemble)
+    groups[0][0] = dataclasses.replace(groups[0][0], projection=dataclasses.replace(
+        groups[0][0].projection, cells=len(groups))) if groups[0][0].projection else groups[0][0]
     bar = tqdm(total=len(jobs) * steps_per_cell, unit="step", disable=not progress, dynamic_ncols=True,
                desc="cells", file=sys.stderr, bar_format=BAR_FORMAT)
     say = (lambda message: tqdm.write(message, file=sys.stderr)) if progress else log  # noqa: E731
     clock = StepClock(steps_per_cell, eval_schedule(jobs[0].settings))
-    for index, job in enumerate(jobs):
-        label = job.cell.label
+    for index, group in enumerate(groups):
+        size = len(group)
+        label = group[0].cell.label if size == 1 else f"{size} cells together ({group[0].cell.label}, ...)"
         done_before = bar.n
         clock.start_cell()
-        bar.set_postfix_str(f"{_eta(clock, len(jobs) - index - 1)}, {label}", refresh=False)
+        bar.set_postfix_str(f"{_eta(clock, len(groups) - index - 1)}, {label}", refresh=False)
         shown = {"at": 0.0, "last": ""}
 
-        def on_step(step: int, last: dict, done_before: int = done_before, label: str = label,
-                    cells_after: int = len(jobs) - index - 1, shown: dict = shown) -> None:
+        def on_step(step: int, last: dict, done_before: int = done_before, label: str = label, size: int = size,
+                    cells_after: int = len(groups) - index - 1, shown: dict = shown) -> None:
             clock.tick(step)
             if last and step % 50 == 0:
                 shown["last"] = (f" | bound {last.get('bound_test', float('nan')):.2f} "
@@ -117,16 +124,17 @@ def run_local(jobs: list[CellJob], data: Any, *, steps_per_cell: int, progress: 
             if now - shown["at"] > 0.5:  # the median over 200 steps is cheap, but not free every step
                 shown["at"] = now
                 bar.set_postfix_str(f"{_eta(clock, cells_after)}, {label}{shown['last']}", refresh=False)
-            bar.update(done_before + step - bar.n)
+            bar.update(done_before + step * size - bar.n)
 
         try:
-            _, status = run_cell_job(job, data, on_step, log=say)
+            written = run_group_job(group, data, on_step, log=say)
         except BaseException:
             bar.close()  # before the caller's message (Ctrl-C, a too-long run), not after it
             raise
-        bar.update(done_before + steps_per_cell - bar.n)
-        if status != "ok":
-            say(f"  {label}: {status}; the other cells go on.")
+        bar.update(done_before + steps_per_cell * size - bar.n)
+        for job, (_, status) in zip(group, written):
+            if status != "ok":
+                say(f"  {job.cell.label}: {status}; the other cells go on.")
     bar.close()
 
 

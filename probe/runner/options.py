@@ -38,6 +38,9 @@ class RunOptions:
     checkpoint_every: int | None = None
     save_embeddings: bool = False
     yes: bool = False
+    # Train the cells a study groups (Study.member_axes: seeds, estimators, targets) as one
+    # vectorised ensemble (probe.training.members); False trains one cell after another.
+    ensemble: bool = True
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:

@@ -2,7 +2,7 @@
 
 The members are (g1, g2, critic) triples that share an architecture: the seeds of one grid cell,
 and cells that differ only in estimator, target t or learning rate. `train_members` stacks them
-into one vectorised model (`probe.ensemble`), draws each member's batches and noise from the
+into one vectorised model (`probe.training.ensemble`), draws each member's batches and noise from the
 streams `train_pair` would draw them from for its seed, makes one update of every member per
 step without reading anything back to the host, and evaluates each member with the same
 `Evaluator` at the same steps. Member m's `CellResult` is therefore `train_pair`'s for it, to
@@ -14,11 +14,12 @@ Inside the runner's `checkpointing` block the group saves a checkpoint every
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import time
-from typing import Callable, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from probe.training.checkpoint import TrainingCheckpoint, global_rng_state, rest
 from probe.training.config import TrainConfig
 from probe.training.evaluation import Evaluator
 from probe.training.loop import train_pair
+from probe.training.streams import _stream_seed
 
 # Settings every member of one group must share: one step loop, one batch shape, one schedule.
 SHARED = ("steps", "batch_size", "eval_every", "noise_std", "noise_coupled", "probe_protocol", "jacobian_inputs",
@@ -82,14 +84,19 @@ def check_group(configs: Sequence[TrainConfig]) -> None:
 
 def train_members(members: Sequence[Triple], data: PairData, configs: Sequence[TrainConfig], seeds: Sequence[int], *,
                   device: torch.device | str = "cpu", engine: str = "native",
-                  on_step: Callable[[int, dict], None] | None = None) -> list[CellResult]:
+                  on_step: Callable[[int, dict], None] | None = None,
+                  member_context: Callable[[int], ContextManager] | None = None) -> list[CellResult]:
     """Train every (g1, g2, critic) of `members` on its own config and seed, all at once.
 
     `configs[m]` and `seeds[m]` are what `train_pair` would take for member m. Returns one
     CellResult per member, in order. `on_step(step, last_eval_of_member_0)` after every update.
+    `member_context(m)` is entered around everything done for member m alone (its evaluator,
+    its evaluations, its streams' seeds): the runner records each cell's streams and saves
+    each cell's embeddings there.
     """
-    from probe.ensemble import Ensemble, MemberBatches
-    from probe.ensemble_optim import EnsembleTrainer
+    around = member_context or (lambda m: contextlib.nullcontext())
+    from probe.training.ensemble import Ensemble, MemberBatches
+    from probe.training.ensemble_optim import EnsembleTrainer
 
     if not (len(members) == len(configs) == len(seeds)) or not members:
         raise InputValueError(f"train_members: {len(members)} members, {len(configs)} configs and {len(seeds)} seeds; "
@@ -102,7 +109,11 @@ def train_members(members: Sequence[Triple], data: PairData, configs: Sequence[T
                               [c.target for c in configs], [c.grad_clip for c in configs])
     batches = MemberBatches(data.train1, data.train2, seeds, shared.batch_size, noise_std=shared.noise_std,
                             noise_coupled=shared.noise_coupled, device=device)
-    evaluators = [Evaluator(data, config, int(seed), device) for config, seed in zip(configs, seeds)]
+    evaluators = []
+    for m, (config, seed) in enumerate(zip(configs, seeds)):
+        with around(m):
+            evaluators.append(Evaluator(data, config, int(seed), device))
+            _stream_seed(int(seed), "batches"), _stream_seed(int(seed), "train-noise")  # drawn by MemberBatches
     run = _Group(len(members))
     ckpt = TrainingCheckpoint.open(_identity(configs, seeds), shared.checkpoint_every)
     saved = ckpt.load() if ckpt is not None else None
@@ -125,7 +136,8 @@ def train_members(members: Sequence[Triple], data: PairData, configs: Sequence[T
                 continue
             g1, g2, critic = ensemble.member_modules(m)
             try:
-                record = evaluators[m](g1, g2, critic, step=step)
+                with around(m):
+                    record = evaluators[m](g1, g2, critic, step=step)
             except FloatingPointError:
                 run.status[m] = f"non-finite embeddings at step {step}"
                 continue

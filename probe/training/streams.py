@@ -27,10 +27,11 @@ _STREAMS: ContextVar[dict[str, int] | None] = ContextVar("probe_stream_seeds", d
 
 
 @contextlib.contextmanager
-def recording_streams() -> Iterator[dict[str, int]]:
+def recording_streams(into: dict[str, int] | None = None) -> Iterator[dict[str, int]]:
     """Collect the seed of every stream drawn inside this block (`seeded_generator`, `stream_rng`,
-    `note_seed`); the study runner stores them in each cell's attrs as `seed_<stream>`."""
-    streams: dict[str, int] = {}
+    `note_seed`) into `into` (a new dict by default); the study runner stores them in each cell's
+    attrs as `seed_<stream>`. A group of cells trained together records each member into its own."""
+    streams: dict[str, int] = {} if into is None else into
     token = _STREAMS.set(streams)
     try:
         yield streams

@@ -1,0 +1,98 @@
+"""Cells trained together: the pending cells of a study that differ only in its member axes.
+
+A study that builds its cells as members (`Study.member`, `Study.member_axes`, see
+`probe.training.members`) has every group of cells that share an architecture and a step loop
+(same grid ids but for the member axes, e.g. the seeds and estimators of one critic) trained
+as one ensemble. Each member still gets its own cell file, written when the group finishes,
+with the same variables, attrs and stream seeds as when trained alone; a killed group resumes
+from its group checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from probe.devices import device_label, resolve_device
+from probe.embeddings import saving_embeddings
+from probe.results import cell_dataset, save_dataset
+from probe.runner.cells import CellJob, _attr_name, _warm_up, run_cell_job, worker_data
+from probe.runner.progress import Gate, StepClock, eval_schedule
+from probe.training.checkpoint import checkpointing
+from probe.training.members import train_members
+from probe.training.streams import recording_streams
+
+# Members per ensemble: the paper's 20 seeds x 2 estimators fit; more would only cost memory.
+MAX_MEMBERS = 64
+
+
+def group_jobs(jobs: list[CellJob], *, ensemble: bool = True, max_members: int = MAX_MEMBERS) -> list[list[CellJob]]:
+    """The jobs in groups trained together (in the jobs' order); one job a group when the study
+    builds no members or `ensemble` is off."""
+    if not jobs or not ensemble or jobs[0].study.member is None:
+        return [[job] for job in jobs]
+    axes = set(jobs[0].study.member_axes)
+    groups: dict[tuple, list[CellJob]] = {}
+    for job in jobs:
+        key = tuple((k, str(v)) for k, v in job.cell.ids.items() if k not in axes)
+        groups.setdefault(key, []).append(job)
+    return [members[i:i + max_members] for members in groups.values() for i in range(0, len(members), max_members)]
+
+
+def group_checkpoint(group: list[CellJob]) -> Path:
+    names = "|".join(job.cell.filename() for job in group)
+    return Path(group[0].cells_dir) / f"group-{hashlib.sha256(names.encode()).hexdigest()[:12]}.ckpt.pt"
+
+
+def run_group_job(group: list[CellJob], data: Any = None, on_step: Callable[[int, dict], None] | None = None,
+                  log: Callable[[str], None] | None = None) -> list[tuple[Path, str]]:
+    """Train the group's cells as one ensemble and write each cell's file; [(path, status)]."""
+    if len(group) == 1:
+        return [run_cell_job(group[0], data, on_step, log=log)]
+    first = group[0]
+    data = worker_data(first) if data is None else data
+    device = resolve_device(first.options.device)
+    _warm_up()
+    gate = Gate(on_step, first.projection, StepClock(int(first.settings.steps), eval_schedule(first.settings)),
+                device.type == "cpu", f"{len(group)} cells trained together", log)
+    started = time.perf_counter()
+    streams: list[dict[str, int]] = [{} for _ in group]
+    members = []
+    for job, recorded in zip(group, streams):
+        with recording_streams(recorded):
+            members.append(job.study.member(job.settings, job.cell.ids, job.cell.seed, data))
+
+    def member_context(m: int) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(recording_streams(streams[m]))
+        job = group[m]
+        if job.embeddings_dir:
+            stack.enter_context(saving_embeddings(Path(job.embeddings_dir) / Path(job.cell.filename()).stem))
+        return stack
+
+    path = group_checkpoint(group)
+    with checkpointing(path, f"{first.run_key}/{path.name}", first.checkpoint_every) as plan:
+        results = train_members([m.triple for m in members], data, [m.config for m in members],
+                                [job.cell.seed for job in group], device=device, on_step=gate.on_step,
+                                member_context=member_context)
+    wall = time.perf_counter() - started
+    written = []
+    for job, member, result, recorded in zip(group, members, results, streams):
+        if member.finish is not None:
+            result = member.finish(result)
+        ds = cell_dataset(result, {**job.cell.ids, "seed": job.cell.seed}, job.study.variables)
+        ds.attrs.update({
+            "cell_wall_time": wall / len(group),  # the group's time, shared: total_wall_time still adds up
+            "resumed_from_step": plan.resumed_from,
+            "device": device_label(device),
+            "run_key": first.run_key,
+            "trained_with_members": len(group),
+            **{f"seed_{_attr_name(stream)}": seed for stream, seed in sorted(recorded.items())},
+        })
+        written.append((save_dataset(ds, job.result_path), result.status))
+        job.checkpoint_path.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+    gate.finish()
+    return written
