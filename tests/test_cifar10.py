@@ -90,7 +90,7 @@ def test_load_folder(tmp_path, inside):
     bins = tmp_path / "cifar" / ("cifar-10-batches-bin" if inside else "")
     arrays = write_batches(bins)
     ds = data.load_dataset(data_dir=tmp_path / "cifar")
-    assert ds.name == "folder:cifar" and ds.image_shape == (32, 32, 3)
+    assert ds.name == "folder:cifar10:cifar" and ds.image_shape == (32, 32, 3)  # named for what it holds
     assert ds.train.images.shape == (9, 32, 32, 3) and ds.test.images.shape == (4, 32, 32, 3)
     assert ds.train.images.dtype == np.float32 and ds.train.labels.dtype == np.int64
     assert ds.train.images.flags.c_contiguous and ds.test.images.flags.c_contiguous

@@ -133,7 +133,7 @@ def test_smoke_run_on_cifar10_files(cifar_runs, name, grid):
     ds, _ = cifar_runs[name]
     settings = json.loads(ds.attrs["settings_json"])
     assert settings["dataset"] == "cifar10" and settings["learning_rate"] == 3e-4 and settings["steps"] == 20
-    assert ds.attrs["dataset"] == "folder:cifar-10-batches-bin" and ds.attrs["preset"] == "quick-cifar"
+    assert ds.attrs["dataset"] == "folder:cifar10:cifar-10-batches-bin" and ds.attrs["preset"] == "quick-cifar"
     assert reference.paper_dataset(ds.attrs["dataset"]) == "cifar10"
     assert (ds["status"] == "ok").all(), ds["status"].values
     for variable in ("bound_test", "probe_accuracy", "loss"):

@@ -74,7 +74,8 @@ def load_dataset(
 ) -> ImageDataset:
     """Load a dataset by name, or the files in `data_dir`.
 
-    With `data_dir`, the result is named "folder:<basename>"; the folder holds either the four
+    With `data_dir`, the result is named "folder:<basename>" ("folder:cifar10:<basename>" for the
+    CIFAR-10 .bin files); the folder holds either the four
     IDX files or the six CIFAR-10 .bin files (or their cifar-10-batches-bin folder), and
     `name` only matters as "cifar10", which insists on the latter. Otherwise `name` (default
     "digits") is one of `KNOWN_DATASETS`; the others come from the cache, downloaded into it
@@ -89,7 +90,9 @@ def load_dataset(
         folder = pathlib.Path(data_dir).expanduser()
         label = f"folder:{folder.resolve().name}"
         if key == "cifar10" or cifar10.looks_like_cifar10(folder):
-            return cifar10.load_cifar10_folder(folder, name=label)
+            # The name says which dataset the folder holds, whatever the folder is called, so the
+            # report finds the paper's CIFAR-10 values (probe.reference.paper_dataset).
+            return cifar10.load_cifar10_folder(folder, name=f"folder:cifar10:{folder.resolve().name}")
         return load_idx_folder(folder, name=label, source=str(folder.resolve()))
     if key not in KNOWN_DATASETS:
         raise unknown_name("dataset", name, KNOWN_DATASETS)
