@@ -127,7 +127,8 @@ def run_local(jobs: list[CellJob], data: Any, *, steps_per_cell: int, progress: 
             bar.update(done_before + step * size - bar.n)
 
         try:
-            written = run_group_job(group, data, on_step, log=say)
+            written = [run_cell_job(group[0], data, on_step, log=say)] if size == 1 else \
+                run_group_job(group, data, on_step, log=say)
         except BaseException:
             bar.close()  # before the caller's message (Ctrl-C, a too-long run), not after it
             raise
