@@ -158,6 +158,25 @@ def test_results_go_to_stdout_and_progress_to_stderr(one_cell_run):
     assert "verdict" not in result.stderr and "results:" not in result.stderr
 
 
+def test_a_report_that_fails_never_hides_the_results_or_the_verdict(one_cell_run, monkeypatch):
+    import probe.report
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a chart bug")
+
+    folder, _ = one_cell_run
+    monkeypatch.setattr(probe.report, "write_report", broken)
+    previous = os.umask(0o022)  # it rewrites the fixture's results.nc, whose mode another test checks
+    try:
+        result = CliRunner().invoke(main, ["run-study", "invertible-encoders", *ONE_CELL, "--out", str(folder)])
+    finally:
+        os.umask(previous)
+    assert isinstance(result.exception, RuntimeError)  # a bug keeps its traceback ...
+    assert "1 already done" in result.stderr           # (the finished run, reassembled)
+    assert "results: " in result.stdout and "verdict: the claim" in result.stdout  # ... after the outcome
+    assert "The results are saved; write the page later with: probe report" in result.stderr
+
+
 def test_result_files_respect_the_umask(one_cell_run, tmp_path):
     folder, _ = one_cell_run
     run_dir = next(folder.glob("invertible-encoders/*/results.nc")).parent

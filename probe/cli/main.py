@@ -159,12 +159,16 @@ def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, dev
         sys.exit(130)  # the shell's code for SIGINT
     click.echo(f"results: {path}")
     verdict = judge(study, load_dataset(path))
+    _echo_verdict(verdict)  # before the page: a page that fails to render never hides the run's outcome
     if report:
         from probe.report import write_report
 
-        # Beside its results: two runs of a study (presets, --out folders) never share a page.
-        click.echo(f"report: {write_report(path, path.parent / 'report.html', verdict=verdict)}")
-    _echo_verdict(verdict)
+        try:  # beside its results: two runs of a study (presets, --out folders) never share a page
+            click.echo(f"report: {write_report(path, path.parent / 'report.html', verdict=verdict)}")
+        except Exception:
+            click.echo(f"The report page could not be written (a bug in probe: please report the traceback below). "
+                       f"The results are saved; write the page later with: probe report {path}", err=True)
+            raise
 
 
 def _echo_verdict(verdict) -> None:
