@@ -84,6 +84,7 @@ def _specs() -> dict[str, Spec]:
         "mi_bounds": Spec("mi_bounds", {"x": g, "y": g2}, pairs=(("x", "y"),),
                           other={"steps": 15, "batch_size": 16, "estimators": ["infonce", "nwj"]}),
         "ksg_mi": Spec("ksg_mi", {"x": g, "y": g2}, pairs=(("x", "y"),)),
+        "mi_estimate": Spec("mi_estimate", {"x": g, "y": g2}, pairs=(("x", "y"),)),
         "geometry": Spec("geometry", {"z": z, "paired": paired}, {"labels": y}, (("z", "paired"), ("z", "labels"))),
     }
 

@@ -157,6 +157,7 @@ def analyzer_specs() -> dict[str, Spec]:
         "condition_numbers": Spec("condition_numbers", {"inputs": z[:8]}, {}, {"batch_size": 4}, min_samples=1),
         "mi_bounds": Spec("mi_bounds", {"x": g, "y": g2}, {}, {"steps": 10, "batch_size": 16}),
         "ksg_mi": Spec("ksg_mi", {"x": g, "y": g2}, {}, {}),
+        "mi_estimate": Spec("mi_estimate", {"x": g, "y": g2}, {}, {}),
         "geometry": Spec("geometry", {"z": z, "paired": paired}, {"labels": y}, {}),
     }
 
