@@ -101,7 +101,7 @@ def run_local(jobs: list[CellJob], data: Any, *, steps_per_cell: int, progress: 
         return
     groups = group_jobs(jobs, ensemble=jobs[0].options.ensemble)
     groups[0][0] = dataclasses.replace(groups[0][0], projection=dataclasses.replace(
-        groups[0][0].projection, cells=len(groups))) if groups[0][0].projection else groups[0][0]
+        groups[0][0].projection, cells=len(groups), total_cells=len(jobs))) if groups[0][0].projection else groups[0][0]
     bar = tqdm(total=len(jobs) * steps_per_cell, unit="step", disable=not progress, dynamic_ncols=True,
                desc="cells", file=sys.stderr, bar_format=BAR_FORMAT)
     say = (lambda message: tqdm.write(message, file=sys.stderr)) if progress else log  # noqa: E731

@@ -150,10 +150,11 @@ class Projection:
     and dask executors the worker running that cell checks it, and the error reaches the parent.
     """
 
-    cells: int
+    cells: int                      # units run one after another (cells, or groups trained together)
     parallel: int = 1
     yes: bool = False
     command_hint: str = "--preset quick (minutes on a laptop)"
+    total_cells: int | None = None  # the run's cells when `cells` counts groups of them
 
     def seconds(self, clock: StepClock) -> float:
         return clock.cell_s() * math.ceil(self.cells / max(self.parallel, 1))
@@ -169,18 +170,24 @@ class Projection:
             timed_evals = f", {evals} evaluations at {clock.eval_s:,.1f} s"
         else:  # none timed yet: the start-up holds the step-0 evaluation, so it bounds one from above
             timed_evals = f", {evals} evaluations counted as long as the start-up"
-        text = (f"projected wall time: about {human_seconds(total)} for {self.cells} cell(s){parallel} "
+        text = (f"projected wall time: about {human_seconds(total)} for {self._what()}{parallel} "
                 f"({clock.steps:,} steps at {clock.step_s * 1e3:,.0f} ms{timed_evals}, {clock.startup_s:,.1f} s to "
                 f"start; timed on the first {clock.timed_steps} steps of {label})")
         (log or _stderr)(text)
         if on_cpu and total > ASK_ABOVE_S and not self.yes:
             raise RunTooLong(
                 f"run-study: the projected wall time on this CPU is about {human_seconds(total)} "
-                f"({self.cells} cell(s) of {clock.steps:,} steps at {clock.step_s * 1e3:,.0f} ms a step); that is "
+                f"({self._what()}, {clock.steps:,} steps at {clock.step_s * 1e3:,.0f} ms a step); that is "
                 f"over the {human_seconds(ASK_ABOVE_S)} a CPU run may take without asking. Try {self.command_hint}, "
                 "run on a machine with a GPU (--device cuda), or pass --yes to go on anyway (every finished "
                 "cell is kept, so the run can be stopped and resumed)."
             )
+
+
+    def _what(self) -> str:
+        if self.total_cells is None or self.total_cells == self.cells:
+            return f"{self.cells} cell(s)"
+        return f"{self.total_cells} cells in {self.cells} group(s) trained together"
 
 
 def _stderr(message: str) -> None:
