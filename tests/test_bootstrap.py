@@ -24,7 +24,7 @@ def test_interval_of_a_normal_mean_covers_about_95_percent_with_the_closed_form_
     covered, widths = 0, []
     for draw in range(draws):
         x = rng.standard_normal(n)
-        lower, upper = bootstrap_ci(lambda rows: x[rows].mean(), n, n_bootstrap=400, seed=draw)
+        lower, upper = bootstrap_ci(lambda rows, x=x: x[rows].mean(), n, n_bootstrap=400, seed=draw)
         covered += lower <= 0.0 <= upper
         widths.append(upper - lower)
     assert 0.90 <= covered / draws <= 0.99
@@ -69,7 +69,7 @@ def test_vector_statistic_gives_elementwise_bounds():
     assert lower.shape == upper.shape == (3,)
     assert np.all(lower <= x.mean(axis=0)) and np.all(x.mean(axis=0) <= upper)
     for j in range(3):
-        single = bootstrap_ci(lambda rows: x[rows, j].mean(), 80, n_bootstrap=300, seed=0)
+        single = bootstrap_ci(lambda rows, j=j: x[rows, j].mean(), 80, n_bootstrap=300, seed=0)
         assert single == pytest.approx((lower[j], upper[j]), rel=1e-12)
 
 

@@ -6,8 +6,19 @@ import math
 import pytest
 import torch
 
-from probe.encoders import (AdditiveCoupling, AffineCoupling, ConvEncoder, MLPEncoder, Permutation, RealNVP,
-                            ResidualMLPEncoder, _same_padding, count_parameters, layer_norm, make_encoder)
+from probe.encoders import (
+    AdditiveCoupling,
+    AffineCoupling,
+    ConvEncoder,
+    MLPEncoder,
+    Permutation,
+    RealNVP,
+    ResidualMLPEncoder,
+    _same_padding,
+    count_parameters,
+    layer_norm,
+    make_encoder,
+)
 from probe.errors import InputValueError, UnknownNameError
 
 DIM = 7  # odd on purpose: the masked half and the transformed half differ in size

@@ -19,7 +19,8 @@ import torch
 import xarray as xr
 from torch.func import jacrev, vmap
 
-from probe.analyzers._common import check_seed, make_dataset, quantiles as _quantiles, var
+from probe.analyzers._common import check_seed, make_dataset, var
+from probe.analyzers._common import quantiles as _quantiles
 from probe.errors import InputTypeError, InputValueError
 from probe.validation import check_array, check_positive_int, check_quantiles
 

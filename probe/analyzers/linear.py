@@ -22,8 +22,17 @@ from sklearn.preprocessing import MinMaxScaler
 
 from probe.analyzers._bootstrap import bootstrap_ci, check_ci_level, check_n_bootstrap, ci_variable
 from probe.analyzers._common import (
-    PROB_FLOOR, capped_blas_threads, check_choice, check_label_pair, check_positive_float, check_seed, held_out_cross_entropy,
-    make_dataset, run_quietly, split_indices, var,
+    PROB_FLOOR,
+    capped_blas_threads,
+    check_choice,
+    check_label_pair,
+    check_positive_float,
+    check_seed,
+    held_out_cross_entropy,
+    make_dataset,
+    run_quietly,
+    split_indices,
+    var,
 )
 from probe.analyzers.logistic import capped_torch_threads, check_device, fit_logistic
 from probe.errors import InputValueError

@@ -207,7 +207,7 @@ def geometry(
             if not names:
                 continue
             estimate = np.array([data_vars[name][1] for name in names]) if recentred else None
-            lower, upper = bootstrap_ci(lambda rows: np.array([measures[name][1](rows) for name in names]),
+            lower, upper = bootstrap_ci(lambda rows, names=names: np.array([measures[name][1](rows) for name in names]),
                                         za.shape[0], n_bootstrap=n_bootstrap, seed=seed, level=ci_level,
                                         estimate=estimate)
             for i, name in enumerate(names):

@@ -24,14 +24,22 @@ import math
 from typing import Any
 
 import numpy as np
-import xarray as xr
 import torch
+import xarray as xr
 from sklearn.preprocessing import StandardScaler
 
 from probe.analyzers._bootstrap import bootstrap_ci, check_ci_level, check_n_bootstrap, ci_variable
 from probe.analyzers._common import (
-    NATS_PER_BIT, PROB_FLOOR, capped_blas_threads, check_label_pair, check_positive_float, check_seed,
-    held_out_cross_entropy, make_dataset, split_indices, var,
+    NATS_PER_BIT,
+    PROB_FLOOR,
+    capped_blas_threads,
+    check_label_pair,
+    check_positive_float,
+    check_seed,
+    held_out_cross_entropy,
+    make_dataset,
+    split_indices,
+    var,
 )
 from probe.analyzers.logistic import LogisticFit, capped_torch_threads, check_device, fit_logistic
 from probe.errors import InputValueError
