@@ -452,3 +452,16 @@ def test_analysis_page_tables_name_their_units():
     assert rows["v_information"][2] == "nats" and rows["linear_probe_accuracy"][2] == "dimensionless"
     assert rows["count"][2] == "—"
     assert "<th>setting</th><th>value</th>" in page and "<th>units</th>" in page
+
+
+def test_a_variable_pooled_over_seeds_does_not_break_the_page(tmp_path):
+    """log_condition_number_pooled has no seed axis: the correlation charts must leave it out
+    (a 3-seed quick run crashed there), the percentile chart still draws it."""
+    ds = make_result(seeds=3, steps=4)
+    q = ds["quantile"].values if "quantile" in ds.dims else [0.0, 0.5, 1.0]
+    dims = [d for d in ds["bound_test"].dims if d != "seed"]
+    values = np.random.default_rng(0).random([ds.sizes[d] for d in dims] + [len(q)])
+    ds = ds.assign_coords(quantile=q)
+    ds["log_condition_number_pooled"] = (tuple(dims) + ("quantile",), values)
+    page = write_report(ds, tmp_path / "pooled.html").read_text(encoding="utf-8")
+    assert "log_condition_number_pooled" in page

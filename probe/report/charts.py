@@ -372,6 +372,8 @@ def correlation_charts(study: StudyView) -> list[tuple[str, alt.Chart]]:
             q = np.asarray(study.ds["quantile"].values, dtype=float)
             k = int(np.argmin(np.abs(q - 0.5)))
             values, note = values[:, k], f" (percentile {q[k] * 100:g})"
+        if values.shape != bound.shape:  # pooled over seeds (no seed axis): no point per seed to pair up
+            continue
         columns[f"v{i}"] = values.ravel()
         described[name] = (f"v{i}", note)
     frame = pd.DataFrame(columns)
