@@ -117,25 +117,25 @@ def main() -> None:
     with threadpool_limits(1):
         for n in (int(s) for s in args.sizes.split(",")):
             zn, yn = z[:n], y[:n]
-            paper, t_paper = timed(lambda: analyzers.linear_probe(zn, yn, tz, ty, protocol="paper"))
-            new, t_new = timed(lambda: analyzers.v_information(zn, yn, test_z=tz, test_y=ty, device=args.device))
+            paper, t_paper = timed(lambda zn=zn, yn=yn: analyzers.linear_probe(zn, yn, tz, ty, protocol="paper"))
+            new, t_new = timed(lambda zn=zn, yn=yn: analyzers.v_information(zn, yn, test_z=tz, test_y=ty, device=args.device))
             chosen = float(new.attrs["C_selected"])
-            fixed, t_fixed = timed(lambda: analyzers.v_information(zn, yn, test_z=tz, test_y=ty, C=chosen,
+            fixed, t_fixed = timed(lambda zn=zn, yn=yn, chosen=chosen: analyzers.v_information(zn, yn, test_z=tz, test_y=ty, C=chosen,
                                                                    device=args.device))
             line = (f"n={n}: paper probe {t_paper:.1f} s (acc {float(paper.accuracy):.4f}) | "
                     f"V-info new {t_new:.1f} s = {float(new.v_information):.5f} nats (C {chosen:g}, "
                     f"{int(new.n_iter)} Newton its) | new, C fixed {t_fixed:.1f} s = {float(fixed.v_information):.5f}")
             t_old = None
             if not args.skip_old:
-                (v_old, c_old), t_old = timed(lambda: old_v_information(zn, yn, tz, ty))
+                (v_old, c_old), t_old = timed(lambda zn=zn, yn=yn: old_v_information(zn, yn, tz, ty))
                 line += (f" || old V-info {t_old:.1f} s = {v_old:.5f} nats (C {c_old:g}), "
                          f"|diff| {abs(v_old - float(new.v_information)):.1e}")
             if args.converged:
-                probe_new, t_probe_new = timed(lambda: analyzers.linear_probe(zn, yn, tz, ty, protocol="converged",
+                probe_new, t_probe_new = timed(lambda zn=zn, yn=yn: analyzers.linear_probe(zn, yn, tz, ty, protocol="converged",
                                                                               device=args.device))
                 line += f" | converged probe new {t_probe_new:.1f} s (acc {float(probe_new.accuracy):.4f})"
                 if not args.skip_old:
-                    acc_old, t_probe_old = timed(lambda: old_converged_probe(zn, yn, tz, ty))
+                    acc_old, t_probe_old = timed(lambda zn=zn, yn=yn: old_converged_probe(zn, yn, tz, ty))
                     line += f", old {t_probe_old:.1f} s (acc {acc_old:.4f})"
             print(line, flush=True)
             rows.append((n, t_paper, t_new, t_fixed, t_old))
