@@ -27,14 +27,13 @@ import time
 import warnings
 
 import numpy as np
-
-import probe  # noqa: F401  (before torch and BLAS: passive OpenMP waiting)
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from threadpoolctl import threadpool_limits
 
+import probe  # noqa: F401  (before torch and BLAS: passive OpenMP waiting)
 from probe import analyzers
 from probe.analyzers._common import held_out_cross_entropy, split_indices
 from probe.analyzers.usable_information import C_GRID
