@@ -104,11 +104,14 @@ def test_smoke_results_layout(smoke):
         assert ds[name].attrs["long_name"] and ds[name].attrs["units"] == "nats", name
     status = ds["status"].squeeze(["data_dim", "seed"])
     assert (status.sel(estimator="infonce") == "ok").all()
-    # NWJ's e^f on a bilinear critic's heavy-tailed scores (y³) overflows even float64 at once:
-    # the cell is recorded as failed, from that step on its values are NaN, and the sweep goes on.
-    failed = str(status.sel(estimator="nwj", critic="bilinear", transform="cubic").values)
-    assert failed.startswith("non-finite estimate at step"), failed
-    assert (status.sel(critic="separable") == "ok").all()
+    # NWJ's e^f on heavy-tailed scores (y³) overflows even float64 at once, for the bilinear critic
+    # and, at the notebook's Glorot init (scores about 8x wider than torch's default gave), for the
+    # separable one: the cell is recorded as failed, its values are NaN from that step on, and the
+    # sweep goes on. On y itself every cell trains.
+    for critic in ("bilinear", "separable"):
+        failed = str(status.sel(estimator="nwj", critic=critic, transform="cubic").values)
+        assert failed.startswith("non-finite estimate at step"), (critic, failed)
+    assert (status.sel(transform="identity") == "ok").all()
     assert ds.attrs["dataset"] == "correlated-gaussian" and len(ds.attrs["dataset_sha256"]) == 64
     assert ds.attrs["eval_batch_size"] == SMOKE.batch_size
 
@@ -132,10 +135,9 @@ def test_optimal_critic_is_blind_to_the_bijection(smoke):
     # Same batches, y or y³: the closed-form critic undoes the bijection, so its estimates agree;
     # and they do not depend on which critic the cell trains.
     _, ds = smoke
-    optimal = ds["optimal_critic_estimate"].sel(critic="separable")
+    optimal = ds["optimal_critic_estimate"].sel(critic="separable", estimator="infonce")  # NWJ·cubic fails at once
     np.testing.assert_allclose(optimal.sel(transform="cubic"), optimal.sel(transform="identity"), rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(optimal.sel(estimator="infonce"),
-                                  ds["optimal_critic_estimate"].sel(critic="bilinear", estimator="infonce"))
+    np.testing.assert_array_equal(optimal, ds["optimal_critic_estimate"].sel(critic="bilinear", estimator="infonce"))
 
 
 def test_same_seed_same_numbers():
