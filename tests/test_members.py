@@ -11,8 +11,23 @@ from probe.critics import make_critic
 from probe.data import PairData
 from probe.encoders import MLPEncoder, RealNVP
 from probe.errors import InputValueError
+from probe.results import CellResult
 from probe.training import TrainConfig, seeded_init, train_pair
-from probe.training.members import max_abs_difference, train_members
+from probe.training.members import train_members
+
+
+def max_abs_difference(a: CellResult, b: CellResult, skip: tuple[str, ...] = ()) -> float:
+    """The largest |a - b| over the variables both results hold but `skip` and wall_time (NaN where
+    both are NaN counts as 0; NaN in one only as inf)."""
+    worst = 0.0
+    for name in set(a.variables) & set(b.variables):
+        if name == "wall_time" or name in skip:
+            continue
+        x, y = (np.asarray(r.variables[name][1], dtype=float) for r in (a, b))
+        both_nan = np.isnan(x) & np.isnan(y)
+        diff = np.where(both_nan, 0.0, np.abs(x - y))
+        worst = max(worst, float(np.nanmax(np.where(np.isnan(diff), np.inf, diff))) if diff.size else 0.0)
+    return worst
 
 
 def _data(n=192, d=12, seed=0):

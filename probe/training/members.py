@@ -21,7 +21,6 @@ import math
 import time
 from typing import Callable, ContextManager, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -209,17 +208,3 @@ def _identity(configs: Sequence[TrainConfig], seeds: Sequence[int]) -> str:
     members = [{"seed": int(s), **{k: v for k, v in dataclasses.asdict(c).items() if k != "checkpoint_every"}}
                for c, s in zip(configs, seeds)]
     return json.dumps(members, sort_keys=True, default=str)
-
-
-def max_abs_difference(a: CellResult, b: CellResult, skip: tuple[str, ...] = ()) -> float:
-    """The largest |a - b| over the variables both results hold but `skip` and wall_time (NaN where
-    both are NaN counts as 0; NaN in one only as inf)."""
-    worst = 0.0
-    for name in set(a.variables) & set(b.variables):
-        if name == "wall_time" or name in skip:
-            continue
-        x, y = (np.asarray(r.variables[name][1], dtype=float) for r in (a, b))
-        both_nan = np.isnan(x) & np.isnan(y)
-        diff = np.where(both_nan, 0.0, np.abs(x - y))
-        worst = max(worst, float(np.nanmax(np.where(np.isnan(diff), np.inf, diff))) if diff.size else 0.0)
-    return worst
