@@ -96,16 +96,8 @@ def run_cell_job(job: CellJob, data: Any = None, on_step: Callable[[int, dict], 
                                                       job.checkpoint_every) as plan, \
             saving_embeddings(Path(job.embeddings_dir) / Path(job.cell.filename()).stem if job.embeddings_dir else None):
         result = job.study.run_cell(job.settings, job.cell.ids, job.cell.seed, data, device, gate.on_step)
-    ds = cell_dataset(result, {**job.cell.ids, "seed": job.cell.seed}, job.study.variables)
-    ds.attrs.update({
-        "cell_wall_time": time.perf_counter() - started,
-        "resumed_from_step": plan.resumed_from,
-        "device": device_label(device),
-        "run_key": job.run_key,
-        **{f"seed_{_attr_name(stream)}": seed for stream, seed in sorted(streams.items())},
-    })
-    path = save_dataset(ds, job.result_path)
-    job.checkpoint_path.unlink(missing_ok=True)
+    path = write_cell(job, result, streams, wall=time.perf_counter() - started, resumed_from=plan.resumed_from,
+                      device=device)
     job.attempts_path.unlink(missing_ok=True)
     gate.finish()  # a cell too short for the projection's timing: project from the whole (saved) cell
     return path, result.status
@@ -127,6 +119,24 @@ def _warm_up() -> None:
 
         torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
         _WARM = True
+
+
+def write_cell(job: CellJob, result, streams: dict[str, int], *, wall: float, resumed_from: int, device,
+               **attrs) -> Path:
+    """Write one cell's result file (its ids, variables, run attrs and stream seeds) and drop its
+    mid-cell checkpoint; the path written."""
+    ds = cell_dataset(result, {**job.cell.ids, "seed": job.cell.seed}, job.study.variables)
+    ds.attrs.update({
+        "cell_wall_time": wall,
+        "resumed_from_step": resumed_from,
+        "device": device_label(device),
+        "run_key": job.run_key,
+        **attrs,
+        **{f"seed_{_attr_name(stream)}": seed for stream, seed in sorted(streams.items())},
+    })
+    path = save_dataset(ds, job.result_path)
+    job.checkpoint_path.unlink(missing_ok=True)
+    return path
 
 
 def _attr_name(stream: str) -> str:

@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from probe.devices import device_label, resolve_device
+from probe.devices import resolve_device
 from probe.embeddings import saving_embeddings
-from probe.results import cell_dataset, save_dataset
-from probe.runner.cells import CellJob, _attr_name, _warm_up, run_cell_job, worker_data
+from probe.runner.cells import CellJob, _warm_up, run_cell_job, worker_data, write_cell
 from probe.runner.progress import Gate, StepClock, eval_schedule
 from probe.training.checkpoint import checkpointing
 from probe.training.members import train_members
@@ -82,17 +81,10 @@ def run_group_job(group: list[CellJob], data: Any = None, on_step: Callable[[int
     for job, member, result, recorded in zip(group, members, results, streams):
         if member.finish is not None:
             result = member.finish(result)
-        ds = cell_dataset(result, {**job.cell.ids, "seed": job.cell.seed}, job.study.variables)
-        ds.attrs.update({
-            "cell_wall_time": wall / len(group),  # the group's time, shared: total_wall_time still adds up
-            "resumed_from_step": plan.resumed_from,
-            "device": device_label(device),
-            "run_key": first.run_key,
-            "trained_with_members": len(group),
-            **{f"seed_{_attr_name(stream)}": seed for stream, seed in sorted(recorded.items())},
-        })
-        written.append((save_dataset(ds, job.result_path), result.status))
-        job.checkpoint_path.unlink(missing_ok=True)
+        # The group's time, shared: total_wall_time still adds up.
+        path_written = write_cell(job, result, recorded, wall=wall / len(group), resumed_from=plan.resumed_from,
+                                  device=device, trained_with_members=len(group))
+        written.append((path_written, result.status))
     path.unlink(missing_ok=True)
     gate.finish()
     return written
