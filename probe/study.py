@@ -49,6 +49,11 @@ class Study:
     # cells that differ only in `member_axes` (and seed) together, as one ensemble.
     member: Callable[..., Any] | None = None
     member_axes: tuple[str, ...] = ("estimator",)
+    # For a study with its own step loop (no `member`): `run_members(settings, ids_list, seeds, data,
+    # device, on_step, member_context) -> [CellResult]` trains the same groups of cells together and
+    # returns one result per cell, each as `run_cell` would return it alone. `member_context(m)` is
+    # entered around everything drawn for member m alone (its seeds are recorded under it).
+    run_members: Callable[..., list[CellResult]] | None = None
 
     def settings(self, preset: str) -> Any:
         if preset not in self.presets:

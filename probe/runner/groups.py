@@ -5,7 +5,8 @@ A study that builds its cells as members (`Study.member`, `Study.member_axes`, s
 (same grid ids but for the member axes, e.g. the seeds and estimators of one critic) trained
 as one ensemble. Each member still gets its own cell file, written when the group finishes,
 with the same variables, attrs and stream seeds as when trained alone; a killed group resumes
-from its group checkpoint.
+from its group checkpoint. A study with its own step loop trains such a group in its
+`Study.run_members` instead, under the same group checkpoint plan.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ MAX_MEMBERS = 64
 def group_jobs(jobs: list[CellJob], *, ensemble: bool = True, max_members: int = MAX_MEMBERS) -> list[list[CellJob]]:
     """The jobs in groups trained together (in the jobs' order); one job a group when the study
     builds no members or `ensemble` is off."""
-    if not jobs or not ensemble or jobs[0].study.member is None:
+    if not jobs or not ensemble or not trains_together(jobs[0].study):
         return [[job] for job in jobs]
     axes = set(jobs[0].study.member_axes)
     groups: dict[tuple, list[CellJob]] = {}
@@ -38,6 +39,11 @@ def group_jobs(jobs: list[CellJob], *, ensemble: bool = True, max_members: int =
         key = tuple((k, str(v)) for k, v in job.cell.ids.items() if k not in axes)
         groups.setdefault(key, []).append(job)
     return [members[i:i + max_members] for members in groups.values() for i in range(0, len(members), max_members)]
+
+
+def trains_together(study) -> bool:
+    """Whether the runner may hand this study's cells to it in groups."""
+    return study.member is not None or study.run_members is not None
 
 
 def group_checkpoint(group: list[CellJob]) -> Path:
@@ -58,10 +64,6 @@ def run_group_job(group: list[CellJob], data: Any = None, on_step: Callable[[int
                 device.type == "cpu", f"{len(group)} cells trained together", log)
     started = time.perf_counter()
     streams: list[dict[str, int]] = [{} for _ in group]
-    members = []
-    for job, recorded in zip(group, streams):
-        with recording_streams(recorded):
-            members.append(job.study.member(job.settings, job.cell.ids, job.cell.seed, data))
 
     def member_context(m: int) -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
@@ -73,14 +75,10 @@ def run_group_job(group: list[CellJob], data: Any = None, on_step: Callable[[int
 
     path = group_checkpoint(group)
     with checkpointing(path, f"{first.run_key}/{path.name}", first.checkpoint_every) as plan:
-        results = train_members([m.triple for m in members], data, [m.config for m in members],
-                                [job.cell.seed for job in group], device=device, on_step=gate.on_step,
-                                member_context=member_context)
+        results = _train_group(group, data, device, gate.on_step, member_context, streams)
     wall = time.perf_counter() - started
     written = []
-    for job, member, result, recorded in zip(group, members, results, streams):
-        if member.finish is not None:
-            result = member.finish(result)
+    for job, result, recorded in zip(group, results, streams):
         # The group's time, shared: total_wall_time still adds up.
         path_written = write_cell(job, result, recorded, wall=wall / len(group), resumed_from=plan.resumed_from,
                                   device=device, trained_with_members=len(group))
@@ -88,3 +86,23 @@ def run_group_job(group: list[CellJob], data: Any = None, on_step: Callable[[int
     path.unlink(missing_ok=True)
     gate.finish()
     return written
+
+
+def _train_group(group: list[CellJob], data: Any, device, on_step, member_context, streams) -> list:
+    """One result per cell of the group: by `train_members` from the study's members, or by the
+    study's own `run_members` loop."""
+    study, first = group[0].study, group[0]
+    if study.member is None:
+        results = study.run_members(first.settings, [job.cell.ids for job in group], [job.cell.seed for job in group],
+                                    data, device, on_step, member_context)
+        if len(results) != len(group):
+            raise RuntimeError(f"{study.name}: run_members returned {len(results)} results for {len(group)} cells")
+        return list(results)
+    members = []
+    for job, recorded in zip(group, streams):
+        with recording_streams(recorded):
+            members.append(study.member(job.settings, job.cell.ids, job.cell.seed, data))
+    results = train_members([m.triple for m in members], data, [m.config for m in members],
+                            [job.cell.seed for job in group], device=device, on_step=on_step,
+                            member_context=member_context)
+    return [m.finish(r) if m.finish is not None else r for m, r in zip(members, results)]
