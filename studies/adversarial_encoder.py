@@ -17,14 +17,17 @@ inputs in float32 (as trained), `inverse_round_trip_error_float64` the same for 
 (a bijection gives round-off there however ill-conditioned it is) and, where `jacobian_inputs` > 0,
 quantiles of ln(σ_max/σ_min) of its Jacobian.
 
+The loop is probe.training.adversarial's: a cell saves a mid-cell checkpoint every
+`--checkpoint-every` encoder steps (default 1,000) and resumes from it with the same numbers;
+the runner trains the seeds and learning-rate sources of a run together as one vectorised
+model (`run_members`), each member as it would train alone; `--no-ensemble` runs them one by one.
+
 Tschannen et al. (ICLR 2020), Sec. 3.1 and Fig. 1c; notebook `train_adversarial`;
 docs/reference.md, experiment 2.
 """
 from __future__ import annotations
 
 import copy
-import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +38,14 @@ from torch import nn
 from probe import analyzers
 from probe.encoders import RealNVP
 from probe.errors import unknown_name
-from probe.results import collect_records
 from probe.study import Study
-from probe.training import ENCODE_CHUNK, BatchSampler, CellResult, PairData, encode, seeded_init, stream_rng
+from probe.training import ENCODE_CHUNK, CellResult, PairData, encode, seeded_init
+from probe.training.adversarial import (
+    AdversarialConfig,
+    train_adversarial,
+    train_adversarial_members,
+    uniform_target_loss,
+)
 from probe.verdict import Verdict, at_step, fmt, mean, outcome, undecided
 
 # (classifier, encoder) learning rates by source.
@@ -83,12 +91,6 @@ PRESETS = {
 }
 
 
-def uniform_target_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of softmax(logits) against the uniform distribution over the C classes:
-    -(1/C) Σ_c log softmax(l)_c = logsumexp(l) - mean(l); ln C exactly when the logits are equal."""
-    return (torch.logsumexp(logits, dim=1) - logits.mean(dim=1)).mean()
-
-
 def make_classifier(dim: int, n_classes: int) -> nn.Linear:
     """The adversary: tf.layers.dense defaults, Glorot-uniform weights and zero biases."""
     linear = nn.Linear(dim, n_classes)
@@ -97,74 +99,47 @@ def make_classifier(dim: int, n_classes: int) -> nn.Linear:
     return linear
 
 
-def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: torch.device,
-             on_step=None) -> CellResult:
+def _config(settings: Settings, ids: dict) -> AdversarialConfig:
     source = ids["lr_source"]
     if source not in LEARNING_RATES:
         raise unknown_name("lr_source", source, list(LEARNING_RATES))
     lr_classifier, lr_encoder = (lr * settings.lr_scale for lr in LEARNING_RATES[source])
+    return AdversarialConfig(lr_classifier, lr_encoder, settings.steps, settings.batch_size, settings.warmup_steps,
+                             settings.classifier_steps, settings.eval_every)
+
+
+def _models(settings: Settings, seed: int, data: PairData) -> tuple[RealNVP, nn.Linear]:
     n_classes = int(max(data.train_labels.max(), data.test_labels.max())) + 1
     with seeded_init(seed) as init:
         flow = RealNVP(data.dim, settings.n_couplings, tuple(settings.hidden), settings.coupling, settings.init_std,
                        generator=init)
         classifier = make_classifier(data.dim, n_classes)
-    flow.to(device).train()
-    classifier.to(device).train()
-    opt_c = torch.optim.Adam(classifier.parameters(), lr=lr_classifier)
-    opt_e = torch.optim.Adam(flow.parameters(), lr=lr_encoder)
-    sampler = BatchSampler(len(data.train1), settings.batch_size, stream_rng(seed, "batches"))
-    x_train, y_train = torch.from_numpy(data.train1), torch.from_numpy(data.train_labels)
+    return flow, classifier
 
-    def batch() -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.from_numpy(next(sampler))
-        return x_train[idx].to(device), y_train[idx].to(device)
 
-    def classifier_step() -> float:
-        x, y = batch()
-        with torch.no_grad():
-            z = flow(x)
-        loss = F.cross_entropy(classifier(z), y)
-        opt_c.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_c.step()
-        return float(loss.detach())
+def run_cell(settings: Settings, ids: dict, seed: int, data: PairData, device: torch.device,
+             on_step=None) -> CellResult:
+    """One cell alone (checkpointed mid-cell inside the runner's plan)."""
+    config = _config(settings, ids)
+    flow, classifier = _models(settings, seed, data)
+    return train_adversarial(flow, classifier, data, config, seed=seed, evaluate=_Evaluation(settings, data, device),
+                             device=device, on_step=on_step)
 
-    def encoder_step() -> float:
-        x, _ = batch()
-        loss = uniform_target_loss(classifier(flow(x)))
-        opt_e.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_e.step()
-        return float(loss.detach())
 
-    evaluate = _Evaluation(settings, data, device)
-    eval_steps = np.arange(0, settings.steps + 1, settings.eval_every)
-    if eval_steps[-1] != settings.steps:
-        eval_steps = np.append(eval_steps, settings.steps)
-    records: list[dict] = []
-    status, start, last_loss = "ok", time.perf_counter(), math.nan
-    for _ in range(settings.warmup_steps):
-        classifier_step()
-    step = 0
-    while True:
-        if step in eval_steps:
-            record = evaluate(flow, classifier)
-            if record is None:
-                status = f"non-finite embeddings at step {step}"
-                break
-            records.append({**record, "loss": last_loss, "wall_time": time.perf_counter() - start})
-        if step == settings.steps:
-            break
-        for _ in range(settings.classifier_steps):
-            classifier_step()
-        last_loss = encoder_step()
-        step += 1
-        if not math.isfinite(last_loss):
-            status = f"non-finite encoder loss at step {step}"
-            break
-        if on_step is not None:
-            on_step(step, records[-1] if records else {})
-    return collect_records(eval_steps, records, status, empty=("probe_accuracy", "wall_time"))
+def run_members(settings: Settings, ids_list: list[dict], seeds: list[int], data: PairData, device: torch.device,
+                on_step, member_context) -> list[CellResult]:
+    """A group of cells (seeds and learning-rate sources) as one vectorised model; each member's
+    result is run_cell's for it to float rounding."""
+    configs = [_config(settings, ids) for ids in ids_list]
+    flows, classifiers, evaluators = [], [], []
+    for m, seed in enumerate(seeds):
+        with member_context(m):
+            flow, classifier = _models(settings, seed, data)
+        flows.append(flow)
+        classifiers.append(classifier)
+        evaluators.append(_Evaluation(settings, data, device))
+    return train_adversarial_members(flows, classifiers, data, configs, seeds, evaluators=evaluators, device=device,
+                                     on_step=on_step, member_context=member_context)
 
 
 class _Evaluation:
@@ -271,4 +246,7 @@ STUDY = Study(
     run_cell=run_cell,
     verdict=verdict,
     variables=VARIABLES,
+    # The seeds and learning-rate sources of one architecture train together (run_members).
+    member_axes=("lr_source",),
+    run_members=run_members,
 )
