@@ -14,7 +14,7 @@ import studies.adversarial_encoder as adversarial
 from probe.data import PairData
 from probe.results import load_dataset
 from probe.runner import run_study
-from probe.training.adversarial import AdversarialConfig, train_adversarial, train_adversarial_members
+from probe.training.adversarial import AdversarialConfig, _Stack, train_adversarial, train_adversarial_members
 
 STUDY = adversarial.STUDY
 # The smoke preset: 20 encoder steps, evaluated at 0, 10, 20; checkpoints at 5, 10, 15.
@@ -99,7 +99,9 @@ def test_a_group_killed_twice_resumes_to_identical_numbers(whole, tmp_path):
     for cell in (path.parent / "cells").glob("*.nc"):
         attrs = load_dataset(cell).attrs
         assert attrs["resumed_from_step"] == 15 and attrs["trained_with_members"] == 6
-    assert_same_numbers(load_dataset(path), whole[1])
+    resumed = load_dataset(path)
+    assert_same_numbers(resumed, whole[1])
+    assert resumed.attrs["stream_seeds_json"] == whole[1].attrs["stream_seeds_json"] == whole[0].attrs["stream_seeds_json"]
 
 
 def test_each_member_of_the_group_matches_its_cell_alone(whole):
@@ -155,3 +157,24 @@ def test_a_non_finite_member_is_frozen_and_the_others_go_on():
     accuracy = grouped[1].variables["probe_accuracy"][1]
     assert np.isfinite(accuracy[0]) and np.isnan(accuracy[1:]).all()  # evaluated at 0, then never again
     assert np.isfinite(grouped[2].variables["probe_accuracy"][1]).all()
+
+
+def test_stacked_flows_and_classifiers_compute_each_members_own_forward_and_gradient():
+    data = _data()
+    settings = dataclasses.replace(adversarial.PRESETS["smoke"], init_std=0.3)  # couplings far from the identity
+    built = [adversarial._models(settings, s, data) for s in range(3)]
+    flows, classifiers = (_Stack([b[i] for b in built], torch.device("cpu")) for i in (0, 1))
+    x = torch.from_numpy(data.train1[:96]).view(3, 32, -1)
+    logits = classifiers(flows(x))
+    assert flows.native and classifiers.native
+    alive = torch.tensor([True, False, True])
+    grad = flows.gradient(adversarial.uniform_target_loss(logits), alive).clone()
+    for m, (flow, classifier) in enumerate(built):
+        own = classifier(flow(x[m]))
+        torch.testing.assert_close(logits[m], own, rtol=1e-5, atol=1e-6)
+        flow.zero_grad()
+        adversarial.uniform_target_loss(own).backward()
+        expected = torch.cat([p.grad.reshape(-1) for p in flow.parameters()])
+        torch.testing.assert_close(grad[m], expected if alive[m] else torch.zeros_like(expected), rtol=1e-4, atol=1e-7)
+    flows.native = classifiers.native = False  # the vmap fallback gives the same
+    torch.testing.assert_close(classifiers(flows(x)), logits.detach(), rtol=1e-5, atol=1e-6)
