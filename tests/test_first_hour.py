@@ -86,6 +86,26 @@ def test_step_clock_projects_a_whole_cell():
     assert eval_schedule(type("S", (), {"steps": 30})()) == {0}  # no eval_every: only the start
 
 
+def test_one_step_cells_get_an_eta_from_the_mean_cell():
+    """mi-ground-truth's cells are one estimate each: there are no steps to time, so the ETA
+    (and the projection) come from whole cells, not from a step clock that never fills."""
+    clock = StepClock(1, frozenset({0}))
+    now, durations = 0.0, [1.0, 3.0, 2.0, 6.0]
+    for i, seconds in enumerate(durations):
+        clock.start_cell(now)
+        now += seconds
+        clock.tick(1, now)
+        if i + 1 < progress.MIN_TIMED_CELLS:
+            assert clock.eta_s(10) is None and "3 cells" in clock.not_ready_text
+    assert clock.eta_s(10) == pytest.approx(10 * np.mean(durations))  # the cell in progress has ended
+    lines: list[str] = []
+    projection = progress.Projection(cells=4000)
+    with pytest.raises(progress.RunTooLong, match="3.0 s a cell"):
+        projection.check(clock, on_cpu=True, label="task · seed 0", log=lines.append)
+    assert "about 3.3 h for 4000 cell(s) (3.0 s a cell" in lines[0]
+    assert StepClock(100, frozenset({0})).not_ready_text == "ETA after 5 timed steps"
+
+
 def _gate_everything(patch: pytest.MonkeyPatch) -> None:
     """Every CPU run counts as too long, decided after 5 timed steps."""
     patch.setattr(progress, "ASK_ABOVE_S", 0.0)

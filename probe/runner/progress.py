@@ -22,6 +22,7 @@ from probe.errors import InputValueError
 
 ASK_ABOVE_S = 3 * 3600.0   # a CPU run projected longer than this stops unless --yes
 MIN_TIMED_STEPS = 5        # no ETA before this many plain steps were timed
+MIN_TIMED_CELLS = 3        # ... or, for cells of one step each, this many cells
 # The projection waits for this many steps or this many seconds of them, whichever comes first: the first
 # few steps of a process are slower (allocations, thread pools waking up) and would inflate it.
 PROJECTION_STEPS, PROJECTION_SECONDS = 20, 10.0
@@ -59,6 +60,10 @@ class StepClock:
     _last: float = 0.0
     step: int = 0
     _first: bool = True
+    # One-step cells (e.g. one MI estimate each) have no steps to time: the ETA is the cells left
+    # times the mean of every cell so far (their costs differ too much for a short window).
+    _cell_total: float = 0.0
+    _cell_count: int = 0
 
     def start_cell(self, now: float | None = None) -> None:
         self._last, self.step, self._first = time.perf_counter() if now is None else now, 0, True
@@ -68,6 +73,7 @@ class StepClock:
         dt, self._last = now - self._last, now
         if self._first:
             self._startups.append(dt)
+            self._cell_total, self._cell_count = self._cell_total + dt, self._cell_count + 1
             self._first = False
         elif step <= self.step:  # a cell with several training calls started its next one
             pass
@@ -79,12 +85,29 @@ class StepClock:
         self.step = step
 
     @property
+    def one_step_cells(self) -> bool:
+        return self.steps <= 1
+
+    @property
     def ready(self) -> bool:
+        if self.one_step_cells:
+            return self._cell_count >= MIN_TIMED_CELLS
         return len(self._steps) >= self.min_steps and bool(self._startups)
 
     @property
     def projection_ready(self) -> bool:
         return self.ready and (len(self._steps) >= PROJECTION_STEPS or sum(self._steps) >= PROJECTION_SECONDS)
+
+    @property
+    def cells_timed(self) -> int:
+        return self._cell_count
+
+    @property
+    def not_ready_text(self) -> str:
+        """What the ETA waits for, for a progress bar."""
+        if self.one_step_cells:
+            return f"ETA after {MIN_TIMED_CELLS} cells"
+        return f"ETA after {self.min_steps} timed steps"
 
     @property
     def evals_timed(self) -> int:
@@ -109,10 +132,14 @@ class StepClock:
 
     def cell_s(self) -> float:
         """A whole cell: start-up (with its first step), the other steps, every evaluation after step 0."""
+        if self.one_step_cells:
+            return self._cell_total / self._cell_count if self._cell_count else math.nan
         return self.startup_s + max(self.steps - 1, 0) * self.step_s + (len(self.eval_at) - 1) * self.eval_s
 
     def cell_left_s(self) -> float:
         """What the cell in progress still needs: its steps and evaluations after `step`."""
+        if self.one_step_cells:
+            return 0.0 if self.step >= self.steps else self.cell_s()
         evals_left = sum(1 for s in self.eval_at if s > self.step)
         return max(self.steps - self.step, 0) * self.step_s + evals_left * self.eval_s
 
@@ -162,8 +189,12 @@ class Projection:
     def check(self, clock: StepClock, on_cpu: bool, label: str, log: Callable[[str], None] | None = None) -> None:
         """Log the projection; raise `RunTooLong` on a CPU above `ASK_ABOVE_S` without --yes."""
         total = self.seconds(clock)
+        if clock.one_step_cells:
+            text = (f"projected wall time: about {human_seconds(total)} for {self._what()}{self._parallel()} "
+                    f"({clock.cell_s():,.1f} s a cell, timed on {label})")
+            return self._decide(text, total, on_cpu, log, f"{clock.cell_s():,.1f} s a cell")
         evals = len(clock.eval_at) - 1
-        parallel = f", {self.parallel} at a time" if self.parallel > 1 else ""
+        parallel = self._parallel()
         if not evals:
             timed_evals = ""
         elif clock.evals_timed:
@@ -173,11 +204,17 @@ class Projection:
         text = (f"projected wall time: about {human_seconds(total)} for {self._what()}{parallel} "
                 f"({clock.steps:,} steps at {clock.step_s * 1e3:,.0f} ms{timed_evals}, {clock.startup_s:,.1f} s to "
                 f"start; timed on the first {clock.timed_steps} steps of {label})")
+        self._decide(text, total, on_cpu, log, f"{clock.steps:,} steps at {clock.step_s * 1e3:,.0f} ms a step")
+
+    def _parallel(self) -> str:
+        return f", {self.parallel} at a time" if self.parallel > 1 else ""
+
+    def _decide(self, text: str, total: float, on_cpu: bool, log: Callable[[str], None] | None, timing: str) -> None:
         (log or _stderr)(text)
         if on_cpu and total > ASK_ABOVE_S and not self.yes:
             raise RunTooLong(
                 f"run-study: the projected wall time on this CPU is about {human_seconds(total)} "
-                f"({self._what()}, {clock.steps:,} steps at {clock.step_s * 1e3:,.0f} ms a step); that is "
+                f"({self._what()}, {timing}); that is "
                 f"over the {human_seconds(ASK_ABOVE_S)} a CPU run may take without asking. Try {self.command_hint}, "
                 "run on a machine with a GPU (--device cuda), or pass --yes to go on anyway (every finished "
                 "cell is kept, so the run can be stopped and resumed)."
@@ -217,7 +254,8 @@ class Gate:
             self.inner(step, last)
 
     def finish(self) -> None:
-        if not self.checked and self.clock.ready:
+        # A one-step cell is timed whole once it ends: the first cell is all the projection gets.
+        if not self.checked and (self.clock.ready or (self.clock.one_step_cells and self.clock.cells_timed)):
             self._check()
 
     def _check(self) -> None:
