@@ -16,6 +16,9 @@ long titles, checks the charts' layout as drawn at 1400 px: the outlier's chart 
 that shows the curves, no title or subtitle runs outside its figure or under vega-embed's
 actions menu, and no two tick labels of an axis touch.
 
+A third pair of pages carries confidence intervals (`<name>_ci`): the `probe analyze` page with
+its error bars and a one-seed study page with interval bands; both draw every chart without error.
+
 Skipped, with the reason, when no Chromium is installed (`apt-get install chromium`).
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 from pathlib import Path
 
 import pytest
+import xarray as xr
 from test_report import make_result
 
 pytestmark = pytest.mark.browser
@@ -357,3 +361,37 @@ def test_no_title_is_clipped_or_under_the_actions_menu(layout):
 def test_tick_labels_never_touch(layout):
     touching = [(c["title"], a["axis"], a["values"]) for c in layout["charts"] for a in c["axes"] if a["touching"]]
     assert touching == []
+
+
+@pytest.fixture(scope="module")
+def with_intervals(tmp_path_factory):
+    binary = _browser()
+    if binary is None:
+        pytest.skip("no Chromium found (looked for " + ", ".join(BROWSERS) + ")")
+    from test_report_intervals import one_seed_result, v_information_result, with_interval
+
+    from probe.report import write_page, write_report
+    from probe.report.analysis import analysis_page
+
+    folder = tmp_path_factory.mktemp("intervals")
+    margins = with_interval(xr.Dataset({"violation_fraction": (("alpha",), [0.1, 0.4], {"units": "1"})},
+                                       coords={"alpha": [0.0, 0.5]}), "violation_fraction", 0.05)
+    analysis = write_page(folder / "analysis.html", analysis_page(
+        {"v_information": v_information_result(with_ci=True), "triplet_margins": margins}, "probe analyze", {}))
+    study = write_report(one_seed_result(with_ci=True), folder / "study.html")
+    rendered = {}
+    for name, page in (("analysis", analysis), ("study", study)):
+        tools = DevTools(binary, folder / f"profile-{name}")
+        try:
+            rendered[name] = _render(tools, page)
+        finally:
+            tools.close()
+    return rendered
+
+
+@pytest.mark.parametrize("page", ["analysis", "study"])
+def test_pages_with_intervals_draw_every_chart_without_error(with_intervals, page):
+    rendered = with_intervals[page]
+    assert _errors(rendered["events"]) == []
+    charts = rendered["charts"]
+    assert charts["failed"] == [] and len(charts["drawn"]) == charts["total"] >= 2, charts

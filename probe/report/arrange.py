@@ -17,6 +17,7 @@ import xarray as xr
 
 from probe import reference
 from probe.errors import DataFormatError, InputTypeError, InputValueError
+from probe.report.intervals import bounds, finite_pair, interval_name, interval_text
 from probe.results import load_dataset
 
 CALLER = "write_report"
@@ -100,7 +101,8 @@ def describe(ds: xr.Dataset, source: str) -> StudyView:
     grid = tuple(d for d in ds.dims if d in grid_set)
     allowed = grid_set | set(RESERVED_DIMS)
     variables = [n for n in candidates if set(ds[n].dims) <= allowed and ds[n].size > 0]
-    skipped = [f"{n} (dims {names(ds[n].dims)})" for n in candidates if n not in variables]
+    drawn_with = {interval_name(ds, n) for n in variables}  # a variable's interval is drawn on its chart
+    skipped = [f"{n} (dims {names(ds[n].dims)})" for n in candidates if n not in variables and n not in drawn_with]
     if not variables:
         raise error(
             f"{CALLER}: {source} has no numeric variable over 'step' to plot (variables: "
@@ -146,7 +148,25 @@ def attr(ds: xr.Dataset, key: str, default: str = "") -> str:
 
 def arrange(study: StudyView, name: str, dtype: type = float) -> np.ndarray:
     """Values of `name` as (label, [quantile,] seed, [step]), NaN where a run diverged."""
-    da = study.ds[name]
+    return _arranged(study, study.ds[name], dtype)
+
+
+def interval_rows(study: StudyView, name: str) -> tuple[list[dict], str]:
+    """Where each cell ran one seed: rows (label, step, ci_lo, ci_hi, interval) of `name`'s own
+    confidence interval (`<name>_ci`, see `intervals`) wherever both ends are finite, and the
+    interval's name. Over several seeds the page draws the spread of the seeds instead."""
+    ci = interval_name(study.ds, name)
+    if ci is None or study.ds.sizes.get("seed", 1) != 1 or "quantile" in study.ds[name].dims:
+        return [], ""
+    text = interval_text(study.ds[ci])
+    lower, upper = (_arranged(study, end, float)[:, 0] for end in bounds(study.ds[ci]))  # (label, step)
+    rows = [{"label": label, "step": int(step), "ci_lo": round5(pair[0]), "ci_hi": round5(pair[1]), "interval": text}
+            for label, los, his in zip(study.labels, lower, upper)
+            for step, lo, hi in zip(study.steps, los, his) if (pair := finite_pair(lo, hi))]
+    return rows, text
+
+
+def _arranged(study: StudyView, da: xr.DataArray, dtype: type) -> np.ndarray:
     missing = {d: study.ds[d].values for d in study.grid if d not in da.dims}
     if missing:
         da = da.expand_dims(missing)

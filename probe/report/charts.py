@@ -1,5 +1,7 @@
 """The Altair charts of a study page: curves over steps with ±1 sd bands, percentile bands, end
-points beside the paper's, and each variable against the held-out bound.
+points beside the paper's, and each variable against the held-out bound. Where each cell ran one
+seed and a variable came with its own confidence interval (`<name>_ci`), the curve carries it as
+a band and the end point as a bar (`probe.report.intervals`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from probe.report.arrange import (
     arrange,
     correlations,
     fmt_r,
+    interval_rows,
     paper_points,
     pixel_accuracy,
     robust_range,
@@ -25,22 +28,14 @@ from probe.report.arrange import (
     seed_stats,
     titles,
 )
+from probe.report.intervals import LOWER, UPPER, band, error_bars
 
 WIDTH, HEIGHT = 420, 240
-
-
-TITLE_CHARS = 56    # a chart title longer than this (14 px bold over WIDTH) wraps onto more lines
-
-
-AXIS_TITLE_CHARS = 40  # a y-axis title longer than this (11 px along HEIGHT) wraps
-
-
-MAX_OFF_SCALE_LISTED = 3  # off-scale points named in a chart's note; the rest are counted
-
-
+TITLE_CHARS = 56           # a chart title longer than this (14 px bold over WIDTH) wraps onto more lines
+SUBTITLE_CHARS = 76        # a subtitle line longer than this (11 px over WIDTH) wraps
+AXIS_TITLE_CHARS = 40      # a y-axis title longer than this (11 px along HEIGHT) wraps
+MAX_OFF_SCALE_LISTED = 3   # off-scale points named in a chart's note; the rest are counted
 MAX_ENDPOINT_CELLS = 12    # end-of-training dot plots without paper values: more rows stop being a glance
-
-
 MAX_SCATTER_POINTS = 3000  # the correlation uses every point; the plot thins to keep pages small
 
 
@@ -50,24 +45,16 @@ PALETTE = (
 )
 
 
-VEGA_CONFIG = {
-    "font": "system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif",
-    "view": {"stroke": None},
-    # labelOverlap + labelSeparation: tick labels that would touch ("5.45.6") are thinned out.
-    "axis": {"gridColor": "#eaeef2", "domainColor": "#8c959f", "tickColor": "#8c959f",
-             "labelColor": "#424a53", "titleColor": "#1f2328", "titleFontWeight": 500,
-             "labelOverlap": True, "labelSeparation": 6, "labelFlush": False},
-    "legend": {"orient": "bottom", "direction": "horizontal", "columns": 3,
-               "labelLimit": 220, "symbolSize": 90, "titleFontWeight": 500},
-    "title": {"anchor": "start", "fontSize": 14, "fontWeight": 600, "subtitleColor": "#59636e",
-              "subtitleFontSize": 11, "offset": 8},
-}
-
-
 def wrap(text: str, width: int) -> str | list[str]:
     """`text` as one line, or as lines of at most `width` characters (Vega draws a list as lines)."""
     lines = textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [text]
     return lines[0] if len(lines) == 1 else lines
+
+
+def _lines(text: str) -> list[str]:
+    """`text` as the subtitle lines it wraps onto."""
+    lines = wrap(text, SUBTITLE_CHARS)
+    return lines if isinstance(lines, list) else [lines]
 
 
 def _title(text: str, subtitle: str | list[str]) -> alt.Title:
@@ -192,13 +179,16 @@ def line_chart(study: StudyView, name: str) -> alt.LayerChart | None:
         return None
     frame = pd.DataFrame(rows)
     banded = frame[frame["n"] >= 2]
+    intervals, interval = interval_rows(study, name)  # one seed: the run's own interval, if it has one
+    ends = pd.DataFrame(intervals, columns=["label", "step", LOWER, UPPER, "interval"])
     pixels = pixel_accuracy(study.ds)
     rules = []
     if name == "probe_accuracy" and pixels is not None:
         rules.append((pixels, f"pixels {pixels:.3f}"))
     if study.paper and name.startswith("bound") and "true_mi" in study.paper["baselines"]:
         rules.append((study.paper["baselines"]["true_mi"]["value"], "true MI (paper)"))
-    domain = robust_range(frame["mean"].to_numpy(float), banded["lo"].to_numpy(float), banded["hi"].to_numpy(float),
+    domain = robust_range(frame["mean"].to_numpy(float), np.r_[banded["lo"], ends[LOWER]].astype(float),
+                          np.r_[banded["hi"], ends[UPPER]].astype(float),
                           keep=np.asarray(_paper_extent(study, [name]) + [v for v, _ in rules], dtype=float))
     scale = alt.Scale(zero=False) if domain is None else alt.Scale(zero=False, domain=list(domain), nice=False)
     x = alt.X("step:Q", title="training step", axis=alt.Axis(format="~s"))
@@ -209,6 +199,8 @@ def line_chart(study: StudyView, name: str) -> alt.LayerChart | None:
     if len(banded):
         layers.append(alt.Chart(banded).mark_area(opacity=0.16).encode(
             x=x, y=alt.Y("lo:Q", title=y_title), y2="hi:Q", color=_colour(study), detail="label:N"))
+    if intervals:
+        layers.append(band(ends, x=x, title=y_title, colour=_colour(study)))
     layers.append(alt.Chart(frame).mark_line(strokeWidth=2).encode(x=x, y=y, color=_colour(study)))
     layers.append(alt.Chart(frame).mark_circle(size=26, opacity=1).encode(x=x, y=y, color=_colour(study), tooltip=tooltip))
     layers += _paper_layers(study, name, y_title)
@@ -216,6 +208,7 @@ def line_chart(study: StudyView, name: str) -> alt.LayerChart | None:
         layers += _rule(value, text, y_title)
     seeds = int(n.max())
     subtitle = [f"{name} · mean ± 1 sd over {seeds} seeds" if seeds > 1 else f"{name} · one seed"]
+    subtitle += _lines(f"band: {interval}") if intervals else []
     if domain is not None:
         pinned, note = _off_scale(rows, "mean", domain, "{label} at step {step:,} ({mean:.4g})")
         bands_cut = int(((banded["lo"] < domain[0]) | (banded["hi"] > domain[1])).sum())
@@ -276,11 +269,16 @@ def _endpoint_chart(study: StudyView, key: str, with_paper: bool) -> alt.LayerCh
         return None
     long_name, title = titles(study.ds, name)
     frame = pd.DataFrame(ours)
+    rows, interval = interval_rows(study, name)  # one seed: the run's own interval at the last step
+    ends = pd.DataFrame([r for r in rows if r["step"] == last and r["label"] in set(frame["label"])],
+                        columns=["label", "step", LOWER, UPPER, "interval"])
     extent = [v for row in paper for v in (row["value"], row.get("lo"), row.get("hi")) if v is not None]
+    extent += [*ends[LOWER], *ends[UPPER]]  # a single run's interval is its error bar: kept whole in view
     domain = robust_range(frame["value"].to_numpy(float), frame["lo"].to_numpy(float), frame["hi"].to_numpy(float),
                           keep=np.asarray(extent, dtype=float))
     scale = alt.Scale(zero=False) if domain is None else alt.Scale(zero=False, domain=list(domain), nice=False)
-    x = alt.X("value:Q", title=wrap(title + (f" ({stat})" if stat else ""), AXIS_TITLE_CHARS + 8), scale=scale)
+    x_title = wrap(title + (f" ({stat})" if stat else ""), AXIS_TITLE_CHARS + 8)
+    x = alt.X("value:Q", title=x_title, scale=scale)
     y = alt.Y("label:N", title=None, sort=study.labels)
     tip = ["label:N", "source:N", alt.Tooltip("value:Q", format=".4f")]
     layers = [
@@ -288,6 +286,8 @@ def _endpoint_chart(study: StudyView, key: str, with_paper: bool) -> alt.LayerCh
         alt.Chart(frame).mark_circle(size=70, opacity=1).encode(
             x=x, y=y, color=_colour(study), tooltip=tip + [alt.Tooltip("n:Q", title="seeds")]),
     ]
+    if len(ends):
+        layers.insert(1, error_bars(ends, across=y, horizontal=True, title=x_title, colour=_colour(study), scale=scale))
     if paper:
         pframe = pd.DataFrame(paper)
         if "lo" in pframe:
@@ -297,7 +297,9 @@ def _endpoint_chart(study: StudyView, key: str, with_paper: bool) -> alt.LayerCh
                               .encode(x="lo:Q", x2="hi:Q", y=y))
         layers.append(alt.Chart(pframe).mark_point(shape="diamond", filled=True, size=110, color="#1f2328",
                                                    opacity=0.85).encode(x=x, y=y, tooltip=tip + ["tag:N"]))
-    subtitle = [f"{name}: ours (circle, ± 1 sd) at step {last}" + ("; paper (◆) at its last step" if with_paper else "")]
+    spread = "" if len(ends) else ", ± 1 sd"
+    subtitle = [f"{name}: ours (circle{spread}) at step {last}" + ("; paper (◆) at its last step" if with_paper else "")]
+    subtitle += _lines(f"bar: {interval}") if len(ends) else []
     if domain is not None:
         _, note = _off_scale(ours, "value", domain, "{label} ({value:.4g})")
         cut = int(((frame["lo"] < domain[0]) | (frame["hi"] > domain[1])).sum())

@@ -10,7 +10,8 @@ A result with a `task` dimension holds one estimate per (task, estimator, seed) 
   the study's `solved` variable), and per estimator how often its own `reliable` flag was
   given to a wrong, negative or non-finite estimate;
 - Î against I, one panel per estimator, every seed a point, with the line y = x and the
-  band of a factor 1.5 either way.
+  band of a factor 1.5 either way; an estimate that came with a confidence interval
+  (`estimate_ci`, mi_estimate's) carries it as a vertical bar.
 
 Numpy, pandas and Altair only: the report imports neither torch nor the studies (tasks are
 put in bmi's order with `probe.ground_truth`, which is numpy-only).
@@ -26,8 +27,8 @@ import xarray as xr
 
 from probe import reference
 from probe.ground_truth import TASKS
-from probe.report.charts import VEGA_CONFIG
-from probe.report.html import CSS, PAGE, Charts, escape, script_json, vega_bundle
+from probe.report.html import CSS, PAGE, VEGA_CONFIG, Charts, escape, script_json, vega_bundle
+from probe.report.intervals import bounds, error_bars, interval_name, interval_text
 
 FACTOR = 1.5                       # solved: within a factor 1.5 of the truth (the study's rule)
 RATIO_DOMAIN = (0.25, 4.0)         # the heatmap's colours saturate a factor 4 from the truth
@@ -148,6 +149,9 @@ def scatter_charts(ds: xr.Dataset, estimators: list[str]) -> list[alt.LayerChart
     top = float(np.nanmax(np.asarray(truth.values, dtype=float))) * FACTOR * 1.1
     line = pd.DataFrame({"true_mi": np.linspace(0, top / FACTOR / 1.1 * 1.05, 50)})
     line = line.assign(lo=line["true_mi"] / FACTOR, hi=line["true_mi"] * FACTOR)
+    ci_variable = interval_name(ds, "estimate")
+    ci = None if ci_variable is None else [_last(end) for end in bounds(ds[ci_variable])]
+    ci_text = "" if ci_variable is None else interval_text(ds[ci_variable])
     charts = []
     for est in estimators:
         frame = pd.DataFrame({
@@ -157,6 +161,9 @@ def scatter_charts(ds: xr.Dataset, estimators: list[str]) -> list[alt.LayerChart
             "solved": np.asarray(_last(ds["solved"]).sel(estimator=est).transpose("task", ...).values,
                                  dtype=float).reshape(-1) == 1,
         })
+        ends = [np.asarray(end.sel(estimator=est).transpose("task", ...).values, dtype=float).reshape(-1)
+                for end in ci or ()]
+        with_ci = frame.assign(ci_lo=ends[0], ci_hi=ends[1]) if ends else frame.assign(ci_lo=np.nan, ci_hi=np.nan)
         missing = int((~np.isfinite(frame["estimate"])).sum())
         frame = frame[np.isfinite(frame["estimate"])]
         off = int(((frame["estimate"] > top) | (frame["estimate"] < -0.5)).sum())
@@ -175,7 +182,14 @@ def scatter_charts(ds: xr.Dataset, estimators: list[str]) -> list[alt.LayerChart
         notes = [f"{len(frame)} estimates (task × seed); green band: within ×{FACTOR:g}"]
         if missing or off:
             notes.append(f"{missing} non-finite left out, {off} outside the axes drawn at the edge")
-        charts.append(alt.layer(band, diagonal, points).properties(
+        layers = [band, diagonal, points]
+        bars = with_ci[np.isfinite(with_ci[["estimate", "ci_lo", "ci_hi"]]).all(axis=1)]
+        if len(bars):  # only estimators that give an interval (mi_estimate); drawn under the points
+            bars = bars.assign(**{c: bars[c].map(_round) for c in ("estimate", "ci_lo", "ci_hi")}, interval=ci_text)
+            layers.insert(2, error_bars(bars, across=x, horizontal=False, title="Î (nats)", scale=scale,
+                                        extra_tooltip=["task:N", alt.Tooltip("estimate:Q", format=".3f")]))
+            notes.append(f"bars: {ci_text}")
+        charts.append(alt.layer(*layers).properties(
             width=300, height=240, title=alt.Title(est, subtitle=notes)))
     return charts
 
@@ -237,7 +251,8 @@ def ground_truth_section(ds: xr.Dataset, charts: Charts) -> str:
         f'</p><div class="grid">{charts.add(solved_chart(table, estimators, len(tasks)))}</div>'
         f"{_reliability_table(table, ds, estimators)}</section>",
         '<section><h2>Estimate vs truth</h2><p class="hint">Every (task, seed) estimate; dashed: y = x; green band: '
-        f'within ×{FACTOR:g}.</p><div class="grid">'
+        f'within ×{FACTOR:g}; vertical bars: the estimator\'s confidence interval, where it gives one.</p>'
+        '<div class="grid">'
         + "".join(charts.add(c) for c in scatter_charts(ds, estimators)) + "</div></section>",
     ]
     return "".join(parts)

@@ -72,6 +72,39 @@ footer { color:var(--muted); font-size:0.85em; margin-top:40px; }
 """
 
 
+# The charts' look, as CSS is the page's: vega-embed's config for every chart.
+VEGA_CONFIG = {
+    "font": "system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif",
+    "view": {"stroke": None},
+    # labelOverlap + labelSeparation: tick labels that would touch ("5.45.6") are thinned out.
+    "axis": {"gridColor": "#eaeef2", "domainColor": "#8c959f", "tickColor": "#8c959f",
+             "labelColor": "#424a53", "titleColor": "#1f2328", "titleFontWeight": 500,
+             "labelOverlap": True, "labelSeparation": 6, "labelFlush": False},
+    "legend": {"orient": "bottom", "direction": "horizontal", "columns": 3,
+               "labelLimit": 220, "symbolSize": 90, "titleFontWeight": 500},
+    "title": {"anchor": "start", "fontSize": 14, "fontWeight": 600, "subtitleColor": "#59636e",
+              "subtitleFontSize": 11, "offset": 8},
+}
+
+
+# The chart specs (one JSON block) and the script that draws each into its <div class="chart">.
+EMBED = """<script type="application/json" id="probe-charts">{payload}</script>
+<script>
+(function () {{
+  var payload = JSON.parse(document.getElementById("probe-charts").textContent);
+  var options = {{mode: "vega-lite", renderer: "svg", config: payload.config,
+    actions: {{export: true, source: false, compiled: false, editor: false}}}};
+  payload.charts.forEach(function (item) {{
+    var spec = Object.assign({{}}, item.spec, {{datasets: {{}}}});
+    item.datasets.forEach(function (name) {{ spec.datasets[name] = payload.datasets[name]; }});
+    vegaEmbed("#" + item.id, spec, options).catch(function (err) {{
+      document.getElementById(item.id).textContent = "This chart could not be drawn: " + err;
+    }});
+  }});
+}})();
+</script>"""
+
+
 PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -88,21 +121,7 @@ PAGE = """<!DOCTYPE html>
 {body}
 <footer>{footer}</footer>
 </main>
-<script type="application/json" id="probe-charts">{payload}</script>
-<script>
-(function () {{
-  var payload = JSON.parse(document.getElementById("probe-charts").textContent);
-  var options = {{mode: "vega-lite", renderer: "svg", config: payload.config,
-    actions: {{export: true, source: false, compiled: false, editor: false}}}};
-  payload.charts.forEach(function (item) {{
-    var spec = Object.assign({{}}, item.spec, {{datasets: {{}}}});
-    item.datasets.forEach(function (name) {{ spec.datasets[name] = payload.datasets[name]; }});
-    vegaEmbed("#" + item.id, spec, options).catch(function (err) {{
-      document.getElementById(item.id).textContent = "This chart could not be drawn: " + err;
-    }});
-  }});
-}})();
-</script>
+""" + EMBED + """
 </body>
 </html>
 """
@@ -124,6 +143,12 @@ def script_json(payload: object) -> str:
     for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(char, escape)
     return text
+
+
+def chart_scripts(payload: object) -> str:
+    """The Vega bundle, the chart specs and the drawing script, for a page with a shell of its own
+    (`PAGE` holds the same three)."""
+    return f"<script>\n{vega_bundle()}\n</script>\n" + EMBED.format(payload=script_json(payload))
 
 
 class Charts:

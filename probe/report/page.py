@@ -21,12 +21,13 @@ import xarray as xr
 
 from probe import reference
 from probe.report.arrange import StudyView, arrange, attr, describe, load_results, paper_points, seed_stats, titles
-from probe.report.charts import VEGA_CONFIG, correlation_charts, endpoint_charts, line_chart, quantile_charts
+from probe.report.charts import correlation_charts, endpoint_charts, line_chart, quantile_charts
 from probe.report.ground_truth import ground_truth_page
 from probe.report.html import (
     BADGES,
     CSS,
     PAGE,
+    VEGA_CONFIG,
     Charts,
     escape,
     file_name,
