@@ -279,6 +279,10 @@ def test_capped_analyzers_keep_their_signature_and_docs():
 # spec id -> the variables that get a `<var>_ci` with n_bootstrap > 0. An analyzer that gains
 # intervals adds its spec ids here, and the checks below then hold it to the same contract.
 CI_VARIABLES: dict[str, tuple[str, ...]] = {
+    "linear_probe": ("accuracy", "cross_entropy"),
+    "linear_probe[test]": ("accuracy", "cross_entropy"),
+    "v_information": ("v_information",),
+    "v_information[target]": ("v_information",),
     "triplet_margins": ("margin_mean", "violation_fraction"),
     "triplet_margins[labels]": ("margin_mean", "violation_fraction"),
     "geometry": ("effective_rank", "uniformity", "linear_cka", "alignment", "knn_accuracy"),
