@@ -8,6 +8,8 @@ import pytest
 import torch
 import xarray as xr
 from click.testing import CliRunner
+from test_report import chart_payload, external_urls, title_text
+from test_report_intervals import interval_layers, layer_rows
 from threadpoolctl import threadpool_limits
 
 from probe.cli.analyze import analyze
@@ -274,3 +276,53 @@ def test_paired_auto_prints_mi_estimate_with_its_interval_and_verdict(tmp_path, 
         assert row.rstrip().endswith("reliable") and "UNRELIABLE" not in row
     else:  # no dependence: the value is near 0 and said to be unreliable, with the analyzer's reason
         assert f"UNRELIABLE: {reason}" in row and reason
+    # the page draws the same interval as an error bar, and still opens offline
+    page = (tmp_path / "o/analysis.html").read_text(encoding="utf-8")
+    payload = chart_payload(page)
+    chart = next(c for c in payload["charts"] if title_text(c) == "probe's best estimate of I(X; Y)")
+    (row,) = layer_rows(payload, interval_layers(chart)[0])
+    assert (row["ci_lo"], row["ci_hi"]) == pytest.approx((lo, hi), rel=1e-3, abs=1e-4)
+    assert external_urls(page) == []
+
+
+def _mi_bounds_spy(monkeypatch) -> list[dict]:
+    """Record the keyword arguments `probe analyze` hands to mi_bounds (which then runs as usual)."""
+    import dataclasses
+
+    import probe.analyzers.registry as registry
+
+    calls: list[dict] = []
+
+    def spy(x, y, **kwargs):
+        calls.append(kwargs)
+        return registry.mi_bounds(x, y, **kwargs)
+
+    patched = tuple(dataclasses.replace(e, function=spy) if e.name == "mi_bounds" else e for e in registry.REGISTRY)
+    monkeypatch.setattr(registry, "REGISTRY", patched)
+    return calls
+
+
+@pytest.mark.parametrize("options,steps,batch_size", [((), None, None), (("--steps", 300, "--batch-size", 16), 300, 16)])
+def test_mi_bounds_sizes_itself_to_the_data_unless_told(tmp_path, monkeypatch, options, steps, batch_size):
+    """Without --steps or --batch-size mi_bounds gets None and picks them from the data's shape
+    (here 160 rows: batches of 8, not the 128 that would leave 32 held-out rows under one batch)."""
+    from probe.analyzers.bounds import default_settings, three_way_split
+
+    calls = _mi_bounds_spy(monkeypatch)
+    z, _, paired = _data(n=160, d=2)
+    np.savez(tmp_path / "e.npz", z=z, p=paired)
+    result = _invoke(tmp_path / "e.npz", "--paired", "p", "--analyzers", "mi_bounds", *options, "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert [(c["steps"], c["batch_size"]) for c in calls] == [(steps, batch_size)]
+    train, validation, test = three_way_split(160, 0.2, 0.2, 0)
+    chosen = default_settings(train.size, min(validation.size, test.size), 2, 2)
+    with xr.open_dataset(tmp_path / "o/analysis.nc", engine="netcdf4") as ds:
+        assert ds.attrs["mi_bounds_steps"] == (steps or chosen["steps"]) != 2000
+        assert ds.attrs["mi_bounds_batch_size"] == (batch_size or chosen["batch_size"]) != 128
+
+
+def test_help_says_mi_bounds_settings_are_chosen_from_the_data():
+    text = " ".join(_invoke("--help").output.split())
+    for option, following in (("--steps", "--batch-size"), ("--batch-size", "--seed")):
+        described = text.split(f"{option} INTEGER RANGE", 1)[1].split(f"{following} INTEGER RANGE", 1)[0]
+        assert "[default: (chosen from the data's shape)" in described, described

@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # numpy, torch and scikit-learn load when the command runs: `
 DEFAULT_KEYS = ("z", "embeddings")
 CALLER = "analyze"
 MI_ANALYZERS = ("mi_estimate", "mi_bounds", "ksg_mi")  # their values in nats always carry a reliability note
+# --steps, --batch-size default to None: mi_bounds sizes them, its critic, lr and early stopping to its data.
+SHAPE_DEFAULT = "chosen from the data's shape"
 
 EXAMPLES = """\b
 Examples:
@@ -46,8 +48,8 @@ own seeded split; the other analyzers use every row.
 Auto mode runs every analyzer the inputs suit and says why it skips the others; a failing
 analyzer never costs the ones that finished. Output (--out, default runs/analyze/<EMBEDDINGS
 folder>/<stem>/, or a new -2, -3, ... beside an earlier analysis): analysis.nc (variables
-<analyzer>_<variable>, e.g. linear_probe_accuracy, v_information) and analysis.html. The table
-of numbers goes to stdout, progress to stderr.
+<analyzer>_<variable>, e.g. linear_probe_accuracy, v_information) and analysis.html (tables, and
+charts of the values with a confidence interval). The table goes to stdout, progress to stderr.
 """
 
 
@@ -339,9 +341,9 @@ def _table(results: dict[str, xr.Dataset], skipped: dict[str, str]) -> str:
 @click.option("--protocol", type=click.Choice(["paper", "converged"]), default="paper", show_default=True,
               help="linear_probe protocol: the paper's SAGA tol 0.1, or L-BFGS to tol 1e-6. "
               "Example: --protocol converged")
-@click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True,
-              help="Critic training steps per estimator for mi_bounds. Example: --steps 500")
-@click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1), default=None, show_default=SHAPE_DEFAULT,
+              help="Most critic training steps per estimator for mi_bounds (it may stop early). Example: --steps 500")
+@click.option("--batch-size", type=click.IntRange(min=2), default=None, show_default=SHAPE_DEFAULT,
               help="mi_bounds batch size K, for training and for the held-out bound (InfoNCE <= log K). "
               "Example: --batch-size 64")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
