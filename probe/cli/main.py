@@ -112,13 +112,18 @@ def main() -> None:
               help="Train the cells that share an architecture (seeds, estimators, targets t) together as one "
                    "vectorised model; --no-ensemble trains one cell after another (the same numbers, to float "
                    "rounding).")
+@click.option("--tf32", is_flag=True,
+              help="Allow TensorFloat-32 in CUDA matmuls and convolutions. It only matters on CUDA GPUs of the "
+                   "Ampere generation or newer, where it is faster and changes the numbers slightly; the default "
+                   "runs them in full fp32 (convolutions too), for fidelity. Recorded in the results' attrs; a "
+                   "--tf32 run gets its own run folder.")
 @click.option("--save-embeddings", is_flag=True,
               help="Save g1's embeddings at every evaluation to <run>/embeddings/<cell>/step-N.npz, for "
                    "`probe analyze FILE --labels y --test-key z_test --test-labels y_test`.")
 @click.option("--yes", is_flag=True,
               help="Go on with a CPU run projected to take more than 3 h (it stops before training otherwise).")
 def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, device, out, report, threads,
-                  no_progress, executor, scheduler, workers, checkpoint_every, ensemble, save_embeddings, yes):
+                  no_progress, executor, scheduler, workers, checkpoint_every, ensemble, tf32, save_embeddings, yes):
     """Run (or resume) the study NAME and save its results as netCDF.
 
     After a few training steps it prints the projected wall time; on a CPU a run projected over
@@ -151,7 +156,7 @@ def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, dev
                          device=device, out=out, progress=not no_progress, set_values=set_choice,
                          executor=executor, scheduler=scheduler, workers=workers, threads=threads,
                          checkpoint_every=checkpoint_every, save_embeddings=save_embeddings, yes=yes,
-                         ensemble=ensemble)
+                         ensemble=ensemble, tf32=tf32)
     try:
         path = run(study, options, log=lambda m: click.echo(m, err=True))
     except RunInterrupted as stop:

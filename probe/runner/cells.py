@@ -7,11 +7,12 @@ atomically and returns its path.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from probe.data import load_image_pairs
 from probe.devices import device_label, resolve_device
@@ -93,7 +94,7 @@ def run_cell_job(job: CellJob, data: Any = None, on_step: Callable[[int, dict], 
                 device.type == "cpu", job.cell.label, log)
     started = time.perf_counter()
     with recording_streams() as streams, checkpointing(job.checkpoint_path, f"{job.run_key}/{job.cell.filename()}",
-                                                      job.checkpoint_every) as plan, \
+                                                      job.checkpoint_every) as plan, tf32_mode(job.options.tf32), \
             saving_embeddings(Path(job.embeddings_dir) / Path(job.cell.filename()).stem if job.embeddings_dir else None):
         result = job.study.run_cell(job.settings, job.cell.ids, job.cell.seed, data, device, gate.on_step)
     path = write_cell(job, result, streams, wall=time.perf_counter() - started, resumed_from=plan.resumed_from,
@@ -121,6 +122,37 @@ def _warm_up() -> None:
         _WARM = True
 
 
+@contextlib.contextmanager
+def tf32_mode(enabled: bool) -> Iterator[None]:
+    """TF32 for CUDA matmuls and cuDNN convolutions on (`--tf32`) or off (IEEE fp32, also for
+    convolutions, which torch runs in TF32 by default) while a cell trains; restored after.
+
+    The flags touch only CUDA kernels, so on a CPU this changes no number. It sets torch's legacy
+    flags, which either API reads back; setting the new ones (`fp32_precision`) would make the
+    legacy ones unreadable (a RuntimeError) until restored. A caller who set the new ones makes
+    the legacy ones unreadable here, so then the new ones are saved and set.
+    """
+    import torch
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    try:
+        saved = (matmul.allow_tf32, cudnn.allow_tf32)
+    except RuntimeError:  # torch >= 2.9, the caller used the new API
+        saved = None
+    if saved is not None:
+        matmul.allow_tf32 = cudnn.allow_tf32 = bool(enabled)
+    else:
+        saved_new = (matmul.fp32_precision, cudnn.conv.fp32_precision)
+        matmul.fp32_precision = cudnn.conv.fp32_precision = "tf32" if enabled else "ieee"
+    try:
+        yield
+    finally:
+        if saved is not None:
+            matmul.allow_tf32, cudnn.allow_tf32 = saved
+        else:
+            matmul.fp32_precision, cudnn.conv.fp32_precision = saved_new
+
+
 def write_cell(job: CellJob, result, streams: dict[str, int], *, wall: float, resumed_from: int, device,
                **attrs) -> Path:
     """Write one cell's result file (its ids, variables, run attrs and stream seeds) and drop its
@@ -131,6 +163,7 @@ def write_cell(job: CellJob, result, streams: dict[str, int], *, wall: float, re
         "resumed_from_step": resumed_from,
         "device": device_label(device),
         "run_key": job.run_key,
+        "tf32": int(job.options.tf32),  # netCDF has no booleans
         **attrs,
         **{f"seed_{_attr_name(stream)}": seed for stream, seed in sorted(streams.items())},
     })

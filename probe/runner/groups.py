@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from probe.devices import resolve_device
 from probe.embeddings import saving_embeddings
-from probe.runner.cells import CellJob, _warm_up, run_cell_job, worker_data, write_cell
+from probe.runner.cells import CellJob, _warm_up, run_cell_job, tf32_mode, worker_data, write_cell
 from probe.runner.progress import Gate, StepClock, eval_schedule
 from probe.training.checkpoint import checkpointing
 from probe.training.members import train_members
@@ -46,9 +46,54 @@ def trains_together(study) -> bool:
     return study.member is not None or study.run_members is not None
 
 
-def group_checkpoint(group: list[CellJob]) -> Path:
+def spread_groups(groups: list[list[CellJob]], slots: int) -> list[list[CellJob]]:
+    """The groups split into near-equal parts until there are `slots` of them (or every part is one
+    cell), each split where it leaves the largest part smallest; in the jobs' order.
+
+    Why: a pool of 2 workers given one group of 40 cells would leave one worker idle the whole
+    run; two groups of 20 run at once, each still an ensemble. Splitting only up to `slots`
+    keeps as many members per ensemble as the workers allow (its per-step speed-up), and a
+    part's cells are those of one group, so they still share a step loop.
+    """
+    parts = [1] * len(groups)
+    while sum(parts) < slots:
+        # The group whose parts are largest, among those with cells to spare.
+        spare = [i for i, g in enumerate(groups) if parts[i] < len(g)]
+        if not spare:
+            break
+        i = max(spare, key=lambda i: (-(-len(groups[i]) // parts[i]), -i))
+        parts[i] += 1
+    out = []
+    for group, n in zip(groups, parts):
+        size, extra = divmod(len(group), n)
+        start = 0
+        for k in range(n):
+            end = start + size + (k < extra)
+            out.append(group[start:end])
+            start = end
+    return out
+
+
+def group_name(group: list[CellJob]) -> str:
+    """A name for the group's files: its one cell's file name, else a hash of its cells' names."""
+    if len(group) == 1:
+        return group[0].cell.filename()
     names = "|".join(job.cell.filename() for job in group)
-    return Path(group[0].cells_dir) / f"group-{hashlib.sha256(names.encode()).hexdigest()[:12]}.ckpt.pt"
+    return f"group-{hashlib.sha256(names.encode()).hexdigest()[:12]}"
+
+
+def group_checkpoint(group: list[CellJob]) -> Path:
+    if len(group) == 1:
+        return group[0].checkpoint_path
+    return Path(group[0].cells_dir) / f"{group_name(group)}.ckpt.pt"
+
+
+def group_attempts(group: list[CellJob]) -> Path:
+    """Where the process executor counts the group's starts and ends (its crashes): the cell's own
+    attempts file for a group of one."""
+    if len(group) == 1:
+        return group[0].attempts_path
+    return Path(group[0].cells_dir) / f".{group_name(group)}.attempts"
 
 
 def run_group_job(group: list[CellJob], data: Any = None, on_step: Callable[[int, dict], None] | None = None,
@@ -74,7 +119,8 @@ def run_group_job(group: list[CellJob], data: Any = None, on_step: Callable[[int
         return stack
 
     path = group_checkpoint(group)
-    with checkpointing(path, f"{first.run_key}/{path.name}", first.checkpoint_every) as plan:
+    with checkpointing(path, f"{first.run_key}/{path.name}", first.checkpoint_every) as plan, \
+            tf32_mode(first.options.tf32):
         results = _train_group(group, data, device, gate.on_step, member_context, streams)
     wall = time.perf_counter() - started
     written = []

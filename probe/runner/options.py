@@ -41,6 +41,9 @@ class RunOptions:
     # Train the cells a study groups (Study.member_axes: seeds, estimators, targets) as one
     # vectorised ensemble (probe.training.members); False trains one cell after another.
     ensemble: bool = True
+    # Allow TF32 matmuls and convolutions on CUDA (Ampere or newer: faster, numbers change slightly);
+    # False runs them in IEEE fp32, for fidelity. A run with it goes to its own run folder.
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:

@@ -73,8 +73,10 @@ def run(study: Study, options: RunOptions, *, log: Callable[[str], None] = print
         else resolve_device(options.device)
 
     data, info = (study.load_data or load_image_pairs)(settings, options.dataset, options.data_dir)
-    key = hashlib.sha256((settings_json(settings) + info.get("dataset_sha256", "")).encode()).hexdigest()[:10]
-    run_dir = Path(options.out) / study.name / f"{options.preset}-{_slug(info['dataset'])}-{key}"
+    # TF32 changes the numbers: such a run never reuses (or resumes) the cells of an fp32 one.
+    tf32 = "-tf32" if options.tf32 else ""
+    key = hashlib.sha256((settings_json(settings) + info.get("dataset_sha256", "") + tf32).encode()).hexdigest()[:10]
+    run_dir = Path(options.out) / study.name / f"{options.preset}-{_slug(info['dataset'])}-{key}{tf32}"
     cells_dir = run_dir / "cells"
     try:
         cells_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +118,7 @@ def run(study: Study, options: RunOptions, *, log: Callable[[str], None] = print
     results = _add_baseline(results, data, settings)
     results.attrs = _run_attrs(study, options.preset, settings, info, ", ".join(devices) or str(torch_device),
                                total_wall)
-    results.attrs.update(executor=options.executor, stream_seeds_json=_stream_seeds(parts))
+    results.attrs.update(executor=options.executor, tf32=int(options.tf32), stream_seeds_json=_stream_seeds(parts))
     return save_dataset(results, run_dir / "results.nc")
 
 
