@@ -1,18 +1,23 @@
 """Where the cells of a study run: in this process, in a pool of processes, or on a dask cluster.
 
-Every executor runs `run_cell_job` once per cell. The job is small (the study's functions, its
-settings, paths): the worker loads the data itself, once per worker process (`worker_data`
-caches it at module level), runs the cell under a mid-cell checkpoint plan, writes the cell's
-result file atomically and returns its path. The parent only assembles the files, so a worker
-that dies costs at most its own cell, and that cell resumes from its last checkpoint:
+Every executor runs one task per group of cells (`probe.runner.groups`: the cells a study trains
+together as one ensemble; one cell a group with `--no-ensemble` or for a study that builds no
+members): `run_group_job`, or `run_cell_job` for a group of one. The task is small (the study's
+functions, its settings, paths): the worker loads the data itself, once per worker process
+(`worker_data` caches it at module level), trains under a mid-cell (group) checkpoint plan,
+writes each cell's result file atomically and returns the paths. The parent only assembles the
+files, so a worker that dies costs at most its own group, which resumes from its checkpoint:
 
 - `local`: a loop in this process, with a progress bar over training steps;
 - `processes`: `concurrent.futures.ProcessPoolExecutor` (spawn), torch threads = cores // workers.
-  Python ends the whole pool when one worker dies, so the cells running beside it restart
-  too (from their checkpoints); only the cell whose worker died counts a retry, and after
-  `retries` of them it is recorded as failed while the others go on;
+  Python ends the whole pool when one worker dies, so the groups running beside it restart
+  too (from their checkpoints); only the group whose worker died counts a retry, and after
+  `retries` of them its cells are recorded as failed while the others go on;
 - `dask`: `dask.distributed` on the cluster at `--scheduler ADDRESS`, or on a LocalCluster;
-  every cell is submitted with `retries`, and the scheduler reruns a cell whose worker died.
+  every group is submitted with `retries`, and the scheduler reruns a group whose worker died.
+
+With fewer groups than workers, the pool and dask split groups (`spread_groups`) so that every
+worker has work; the progress bar of both counts cells.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from tqdm.auto import tqdm
 from probe.devices import cores, set_threads
 from probe.errors import InputValueError, unknown_name
 from probe.runner.cells import CellJob, run_cell_job
-from probe.runner.groups import group_jobs, run_group_job
+from probe.runner.groups import group_attempts, group_jobs, group_name, run_group_job, spread_groups
 from probe.runner.options import EXECUTORS
 from probe.runner.progress import Projection, StepClock, clock_text, eval_schedule
 
@@ -52,32 +57,37 @@ def run_cells(executor: str, jobs: list[CellJob], *, data: Any, steps_per_cell: 
     """Run every job on `executor`; return {cell file: reason} for cells that could not finish.
 
     `threads`: torch threads per worker process (default cores // workers); `retries`: how
-    often a cell whose worker died is resubmitted (default `RETRIES`).
+    often a group whose worker died is resubmitted (default `RETRIES`).
     """
     check_executor(executor, scheduler, workers)
     retries = RETRIES if retries is None else retries
     if not jobs:
         return {}
+    groups = group_jobs(jobs, ensemble=jobs[0].options.ensemble)
     if executor == "local":
-        run_local(with_projection(jobs, 1), data, steps_per_cell=steps_per_cell, progress=progress, log=log)
+        run_local(with_projection(groups, 1), data, steps_per_cell=steps_per_cell, progress=progress, log=log)
         return {}
     workers = workers or cores()
     if executor == "processes":
-        return run_processes(with_projection(jobs, min(workers, len(jobs))), workers=workers, threads=threads,
+        groups = spread_groups(groups, workers)
+        return run_processes(with_projection(groups, min(workers, len(groups))), workers=workers, threads=threads,
                              retries=retries, progress=progress, log=log)
-    return run_dask(jobs, scheduler=scheduler, workers=workers, threads=threads, retries=retries,
+    return run_dask(groups, scheduler=scheduler, workers=workers, threads=threads, retries=retries,
                     progress=progress, log=log)
 
 
-def with_projection(jobs: list[CellJob], parallel: int) -> list[CellJob]:
-    """The jobs, the first of them carrying the run's `Projection` (checked after its first steps)."""
-    if not jobs:
-        return jobs
-    options = jobs[0].options
+def with_projection(groups: list[list[CellJob]], parallel: int) -> list[list[CellJob]]:
+    """The groups, the first job of the first carrying the run's `Projection` (checked after its
+    first steps): `parallel` groups at a time."""
+    if not groups:
+        return groups
+    first = groups[0][0]
+    options = first.options
     hint = "--preset quick (minutes on a laptop)" if options.preset == "paper" else \
         "fewer cells (e.g. --seeds 1) or --preset smoke"
-    projection = Projection(cells=len(jobs), parallel=parallel, yes=options.yes, command_hint=hint)
-    return [dataclasses.replace(jobs[0], projection=projection), *jobs[1:]]
+    projection = Projection(cells=len(groups), parallel=parallel, yes=options.yes, command_hint=hint,
+                            total_cells=sum(len(group) for group in groups))
+    return [[dataclasses.replace(first, projection=projection), *groups[0][1:]], *groups[1:]]
 
 
 def check_executor(executor: str, scheduler: str | None, workers: int | None) -> None:
@@ -89,19 +99,16 @@ def check_executor(executor: str, scheduler: str | None, workers: int | None) ->
         raise InputValueError(f"--workers is {workers!r}; at least 1 worker is required.")
 
 
-def run_local(jobs: list[CellJob], data: Any, *, steps_per_cell: int, progress: bool,
+def run_local(groups: list[list[CellJob]], data: Any, *, steps_per_cell: int, progress: bool,
               log: Callable[[str], None]) -> None:
-    """In this process, one group of cells after another (`probe.runner.groups`: the cells a study
-    trains together as one ensemble; one cell a group otherwise), with a progress bar over
-    training steps of all cells.
+    """In this process, one group of cells after another, with a progress bar over training
+    steps of all cells.
 
     The bar's ETA is `StepClock`'s: steps and evaluations timed apart, none before a few steps.
     """
-    if not jobs:
+    if not groups:
         return
-    groups = group_jobs(jobs, ensemble=jobs[0].options.ensemble)
-    groups[0][0] = dataclasses.replace(groups[0][0], projection=dataclasses.replace(
-        groups[0][0].projection, cells=len(groups), total_cells=len(jobs))) if groups[0][0].projection else groups[0][0]
+    jobs = [job for group in groups for job in group]
     bar = tqdm(total=len(jobs) * steps_per_cell, unit="step", disable=not progress, dynamic_ncols=True,
                desc="cells", file=sys.stderr, bar_format=BAR_FORMAT)
     say = (lambda message: tqdm.write(message, file=sys.stderr)) if progress else log  # noqa: E731
@@ -146,7 +153,7 @@ def _eta(clock: StepClock, cells_after: int) -> str:
 
 # processes ------------------------------------------------------------------
 
-_RUNNING: Path | None = None  # attempts file of the cell this pool worker is running
+_RUNNING: Path | None = None  # attempts file of the group this pool worker is running
 
 
 def _init_worker(threads: int) -> None:
@@ -155,64 +162,72 @@ def _init_worker(threads: int) -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    # The pool ends every worker when one dies: say that this cell was not the one that failed.
+    # The pool ends every worker when one dies: say that this group was not the one that failed.
     if _RUNNING is not None:
         with contextlib.suppress(OSError), open(_RUNNING, "a") as f:
             f.write("terminated\n")
     os._exit(128 + signum)
 
 
-def _run_in_pool(blob: bytes) -> tuple[Path, str]:
+def _run_in_pool(blob: bytes) -> list[tuple[Path, str]]:
     import cloudpickle
 
     global _RUNNING
-    job: CellJob = cloudpickle.loads(blob)
-    with open(job.attempts_path, "a") as f:
+    group: list[CellJob] = cloudpickle.loads(blob)
+    attempts = group_attempts(group)
+    with open(attempts, "a") as f:
         f.write(f"start {os.getpid()}\n")
-    _RUNNING = job.attempts_path
+    _RUNNING = attempts
     try:
-        return run_cell_job(job)
+        written = _run_group(group)
+        attempts.unlink(missing_ok=True)
+        return written
     finally:
         _RUNNING = None
 
 
-def _crashes(job: CellJob) -> int:
-    """Attempts at this cell that ended with its own worker dying (not ended by the pool)."""
+def _run_group(group: list[CellJob]) -> list[tuple[Path, str]]:
+    return [run_cell_job(group[0])] if len(group) == 1 else run_group_job(group)
+
+
+def _crashes(group: list[CellJob]) -> int:
+    """Attempts at this group that ended with its own worker dying (not ended by the pool)."""
     try:
-        lines = job.attempts_path.read_text().split()
+        lines = group_attempts(group).read_text().split()
     except FileNotFoundError:
         return 0
     return lines.count("start") - lines.count("terminated")
 
 
-def run_processes(jobs: list[CellJob], *, workers: int, threads: int | None, retries: int, progress: bool,
+def run_processes(groups: list[list[CellJob]], *, workers: int, threads: int | None, retries: int, progress: bool,
                   log: Callable[[str], None]) -> dict[str, str]:
-    """A spawn-context process pool; a broken pool is restarted and the unfinished cells resubmitted."""
+    """A spawn-context process pool, one group a task; a broken pool is restarted and the
+    unfinished groups resubmitted."""
     import cloudpickle  # pickles the study's functions even when they are closures
 
-    remaining = {job.cell.filename(): job for job in jobs}
-    for job in jobs:
-        job.attempts_path.unlink(missing_ok=True)
+    remaining = {group_name(group): group for group in groups}
+    for group in groups:
+        group_attempts(group).unlink(missing_ok=True)
     threads = threads or max(1, cores() // workers)
     failed: dict[str, str] = {}
-    bar = tqdm(total=len(jobs), unit="cell", disable=not progress, dynamic_ncols=True, desc="cells", file=sys.stderr)
+    bar = tqdm(total=sum(len(group) for group in groups), unit="cell", disable=not progress, dynamic_ncols=True,
+               desc="cells", file=sys.stderr)
     while remaining:
         pool = ProcessPoolExecutor(max_workers=min(workers, len(remaining)), mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker, initargs=(threads,))
         broken = False
         try:
-            futures = {pool.submit(_run_in_pool, cloudpickle.dumps(job)): name for name, job in remaining.items()}
+            futures = {pool.submit(_run_in_pool, cloudpickle.dumps(group)): name for name, group in remaining.items()}
             for future in as_completed(futures):
                 name = futures[future]
                 try:
-                    _, status = future.result()
+                    written = future.result()
                 except BrokenProcessPool:
                     broken = True
                     continue
-                job = remaining.pop(name)
-                bar.update(1)
-                if status != "ok":
-                    log(f"  {job.cell.label}: {status}; the other cells go on.")
+                group = remaining.pop(name)
+                bar.update(len(group))
+                _say_statuses(group, [status for _, status in written], log)
         except BaseException:
             _stop(pool)
             raise
@@ -223,21 +238,33 @@ def run_processes(jobs: list[CellJob], *, workers: int, threads: int | None, ret
     return failed
 
 
-def _after_crash(remaining: dict[str, CellJob], failed: dict[str, str], retries: int, bar: tqdm,
+def _say_statuses(group: list[CellJob], statuses: list[str], log: Callable[[str], None]) -> None:
+    for job, status in zip(group, statuses):
+        if status != "ok":
+            log(f"  {job.cell.label}: {status}; the other cells go on.")
+
+
+def _what(group: list[CellJob]) -> str:
+    return group[0].cell.label if len(group) == 1 else \
+        f"the {len(group)} cells trained together ({', '.join(job.cell.label for job in group)})"
+
+
+def _after_crash(remaining: dict[str, list[CellJob]], failed: dict[str, str], retries: int, bar: tqdm,
                  log: Callable[[str], None]) -> None:
-    for name, job in list(remaining.items()):
-        if job.result_path.exists():  # finished just as the pool broke
+    for name, group in list(remaining.items()):
+        if all(job.result_path.exists() for job in group):  # finished just as the pool broke
             del remaining[name]
-            bar.update(1)
+            bar.update(len(group))
             continue
-        crashes = _crashes(job)
+        crashes = _crashes(group)
         if crashes > retries:
-            failed[name] = f"failed: its worker died {crashes} time(s)"
+            for job in group:
+                failed[job.cell.filename()] = f"failed: its worker died {crashes} time(s)"
             del remaining[name]
-            bar.update(1)
-            log(f"  {job.cell.label}: its worker died {crashes} time(s); recorded as failed, the other cells go on.")
+            bar.update(len(group))
+            log(f"  {_what(group)}: its worker died {crashes} time(s); recorded as failed, the other cells go on.")
         elif crashes:
-            log(f"  {job.cell.label}: its worker died; retry {crashes} of {retries} (from its last checkpoint).")
+            log(f"  {_what(group)}: its worker died; retry {crashes} of {retries} (from its last checkpoint).")
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -250,19 +277,19 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 
 # dask -----------------------------------------------------------------------
 
-def _run_on_dask(job: CellJob, threads_by_host: dict[str, int], threads: int | None) -> tuple[Path, str]:
+def _run_on_dask(group: list[CellJob], threads_by_host: dict[str, int], threads: int | None) -> list[tuple[Path, str]]:
     from distributed import get_worker
 
     worker = get_worker()
     host = worker.address.split("://")[-1].rsplit(":", 1)[0]
     slots = threads_by_host.get(host) or worker.state.nthreads
     set_threads(threads or max(1, cores() // slots))
-    return run_cell_job(job)
+    return _run_group(group)
 
 
-def run_dask(jobs: list[CellJob], *, scheduler: str | None, workers: int, threads: int | None, retries: int,
+def run_dask(groups: list[list[CellJob]], *, scheduler: str | None, workers: int, threads: int | None, retries: int,
              progress: bool, log: Callable[[str], None]) -> dict[str, str]:
-    """Submit every cell to a dask cluster (or a LocalCluster of `workers` single-thread processes)."""
+    """Submit every group to a dask cluster (or a LocalCluster of `workers` single-thread processes)."""
     try:
         from distributed import Client, LocalCluster
         from distributed import as_completed as dask_completed
@@ -285,26 +312,27 @@ def run_dask(jobs: list[CellJob], *, scheduler: str | None, workers: int, thread
                                                        silence_logs=logging.ERROR))
             client = stack.enter_context(Client(cluster))
         threads_by_host = _slots_by_host(client)
-        jobs = with_projection(jobs, min(max(sum(threads_by_host.values()), 1), len(jobs)))
-        futures = {client.submit(_run_on_dask, job, threads_by_host, threads, key=f"{job.run_key}-{name}",
-                                 retries=retries, pure=False): (name, job)
-                   for name, job in ((job.cell.filename(), job) for job in jobs)}
-        bar = tqdm(total=len(jobs), unit="cell", disable=not progress, dynamic_ncols=True, desc="cells",
-                   file=sys.stderr)
+        slots = max(sum(threads_by_host.values()), 1)
+        groups = spread_groups(groups, slots)
+        groups = with_projection(groups, min(slots, len(groups)))
+        futures = {client.submit(_run_on_dask, group, threads_by_host, threads, key=f"{group[0].run_key}-{name}",
+                                 retries=retries, pure=False): group
+                   for name, group in ((group_name(group), group) for group in groups)}
+        bar = tqdm(total=sum(len(group) for group in groups), unit="cell", disable=not progress, dynamic_ncols=True,
+                   desc="cells", file=sys.stderr)
         for future in dask_completed(futures):
-            name, job = futures[future]
-            bar.update(1)
+            group = futures[future]
+            bar.update(len(group))
             if future.status == "error":
                 err = future.exception()
                 if not isinstance(err, KilledWorker):
                     client.cancel(list(futures))
                     raise err
-                failed[name] = "failed: its worker died repeatedly (dask KilledWorker)"
-                log(f"  {job.cell.label}: its worker died repeatedly; recorded as failed, the other cells go on.")
+                for job in group:
+                    failed[job.cell.filename()] = "failed: its worker died repeatedly (dask KilledWorker)"
+                log(f"  {_what(group)}: its worker died repeatedly; recorded as failed, the other cells go on.")
                 continue
-            _, status = future.result()
-            if status != "ok":
-                log(f"  {job.cell.label}: {status}; the other cells go on.")
+            _say_statuses(group, [status for _, status in future.result()], log)
         bar.close()
     return failed
 
