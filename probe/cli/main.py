@@ -100,7 +100,9 @@ def main() -> None:
                    "share the machine.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--executor", type=click.Choice(["local", "processes", "dask"]), default="local", show_default=True,
-              help="Where cells run: this process; a pool of processes on this machine; a dask cluster.")
+              help="Where cells run: this process; a pool of processes on this machine; a dask cluster. Each "
+                   "worker trains one group of cells at a time (see --ensemble); with fewer groups than workers, "
+                   "groups are split so that every worker has work.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Dask scheduler, e.g. tcp://host:8786 (with --executor dask). Default: a local cluster.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
