@@ -148,7 +148,7 @@ def run_local(groups: list[list[CellJob]], data: Any, *, steps_per_cell: int, pr
 
 def _eta(clock: StepClock, cells_after: int) -> str:
     eta = clock.eta_s(cells_after)
-    return f"ETA {clock_text(eta)}" if eta is not None else f"ETA after {clock.min_steps} timed steps"
+    return f"ETA {clock_text(eta)}" if eta is not None else clock.not_ready_text
 
 
 # processes ------------------------------------------------------------------
