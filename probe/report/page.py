@@ -4,7 +4,8 @@
 over (grid dims..., seed, step), see `probe.results`) and writes a page that opens offline.
 
 The page shows, for each variable over `step`, the mean over seeds with a ±1 sd band (sample sd,
-ddof=1, as the curves of Tschannen et al. 2020), one colour per grid cell; percentile bands for
+ddof=1, as the curves of Tschannen et al. 2020), one colour per grid cell (with one seed, the run's
+own confidence interval `<name>_ci` where it has one); percentile bands for
 variables over `quantile` (the paper's Fig. 2); the paper's values beside ours where they are
 comparable (`probe.reference`); how each variable co-varies with the held-out bound; a table of
 first and last values; and the runs that did not finish cleanly. The study's verdict on the run
