@@ -14,9 +14,9 @@ the true MI; with i.i.d. batches both just under it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,9 +25,9 @@ from scipy.ndimage import gaussian_filter1d
 
 from probe.critics import make_critic
 from probe.errors import InputValueError, unknown_name
-from probe.estimators import get_estimator
 from probe.study import Study
-from probe.training import CellResult, seeded_init, stream_rng
+from probe.training import CellResult, seeded_init
+from probe.training.critic_members import CriticMembers, MemberStreams, group_identity
 from probe.verdict import Verdict, at_step, fmt, mean, outcome, undecided
 
 DATASET = "synthetic-gaussian"
@@ -89,11 +89,15 @@ def draw_batch(k: int, negatives: str, sigma_z: tuple[float, float, float], sigm
     """
     if negatives not in SAMPLINGS:
         raise unknown_name("negatives", negatives, SAMPLINGS)
-    chol_z, chol_eps = np.linalg.cholesky(covariance(sigma_z)), np.linalg.cholesky(covariance(sigma_eps))
+    xy = _draw(k, negatives, np.linalg.cholesky(covariance(sigma_z)), np.linalg.cholesky(covariance(sigma_eps)), rng)
+    return xy[:, :1], xy[:, 1:]
+
+
+def _draw(k: int, negatives: str, chol_z: np.ndarray, chol_eps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`draw_batch` as one float32 (K, 2) array [x, y], from the Cholesky factors (made once per cell)."""
     z = rng.standard_normal((1 if negatives == "noniid" else k, 2)) @ chol_z.T
     xy = z + rng.standard_normal((k, 2)) @ chol_eps.T
-    xy = xy.astype(np.float32)
-    return xy[:, :1], xy[:, 1:]
+    return xy.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -126,70 +130,92 @@ def load_data(settings: Settings, dataset: str | None, data_dir: str | None) -> 
     return data, info
 
 
-# ---------------------------------------------------------------------------- one cell
+# ---------------------------------------------------------------------------- the cells
 
 def run_cell(settings: Settings, ids: dict, seed: int, data: GaussianPairs, device: torch.device,
              on_step=None) -> CellResult:
     """Train one concat critic on one estimator with fresh batches of one sampling scheme."""
-    estimator, negatives, k = get_estimator(ids["estimator"]), ids["negatives"], settings.batch_size
-    with seeded_init(seed):
-        critic = make_critic("concat", 1, 1, hidden=settings.hidden)
-    critic.to(device).train()
-    optimizer = torch.optim.Adam(critic.parameters(), lr=settings.learning_rate)
-    # Training batches depend on (seed, sampling) only, so both estimators see the same draws.
-    rng = stream_rng(seed, f"batches-{negatives}")
-    eval_rng = stream_rng(seed, f"eval-batches-{negatives}")
-    held_out = [tuple(torch.from_numpy(a).to(device) for a in draw_batch(k, negatives, data.sigma_z, data.sigma_eps,
-                                                                           eval_rng))
-                for _ in range(settings.eval_batches)]
-    recorded = np.arange(0, settings.steps + 1, settings.record_every)
-    if recorded[-1] != settings.steps:
-        recorded = np.append(recorded, settings.steps)
-    record_at = set(recorded.tolist())
-    estimates = np.full(settings.steps + 1, np.nan)
-    held_out_values, wall = [], []
-    status, start = "ok", time.perf_counter()
+    return run_members(settings, [ids], [seed], data, device, on_step)[0]
+
+
+def run_members(settings: Settings, ids_list: list[dict], seeds: list[int], data: GaussianPairs,
+                device: torch.device, on_step=None, member_context=None) -> list[CellResult]:
+    """Train the concat critics of a group of cells (estimators, samplings, seeds) as one model;
+    member m draws what its cell draws alone, so its result is that cell's (to float rounding)."""
+    around = member_context or (lambda m: contextlib.nullcontext())
+    n, k, steps = len(ids_list), settings.batch_size, settings.steps
+    chol = np.linalg.cholesky(covariance(data.sigma_z)), np.linalg.cholesky(covariance(data.sigma_eps))
+    critics, train, held = [], MemberStreams(), MemberStreams()
+    for m, (ids, seed) in enumerate(zip(ids_list, seeds)):
+        negatives = ids["negatives"]
+        if negatives not in SAMPLINGS:
+            raise unknown_name("negatives", negatives, SAMPLINGS)
+        with around(m):
+            with seeded_init(seed):
+                critics.append(make_critic("concat", 1, 1, hidden=settings.hidden))
+            # Training batches depend on (seed, sampling) only, so both estimators see the same draws.
+            train.add(seed, f"batches-{negatives}", negatives)
+            held.add(seed, f"eval-batches-{negatives}", negatives)
+    members = CriticMembers(critics, [ids["estimator"] for ids in ids_list], [settings.learning_rate] * n, steps,
+                            device=device)
+
+    def draw(streams: MemberStreams) -> tuple[torch.Tensor, torch.Tensor]:
+        xy = torch.from_numpy(streams.draw(lambda rng, negatives: _draw(k, negatives, *chol, rng))).to(device)
+        return xy[..., :1], xy[..., 1:]
+
+    held_out = [draw(held) for _ in range(settings.eval_batches)]
+    recorded = np.arange(0, steps + 1, settings.record_every)
+    if recorded[-1] != steps:
+        recorded = np.append(recorded, steps)
+    record_index = {int(s): i for i, s in enumerate(recorded)}
+    first, saved = members.resume(group_identity(settings, ids_list, seeds), train.rngs)
+    records = saved or {"held_out": np.full((n, recorded.size), np.nan), "wall": np.full(recorded.size, np.nan),
+                        "final": np.full(n, np.nan)}
+    latest = max([i for s, i in record_index.items() if s < first], default=0)
     # Step s: the estimate on a fresh batch by the critic after s updates, then (s < steps) an update on it.
-    for step in range(settings.steps + 1):
-        x, y = (torch.from_numpy(a).to(device) for a in draw_batch(k, negatives, data.sigma_z, data.sigma_eps, rng))
-        value = estimator(critic(x, y))
-        if not torch.isfinite(value):
-            status = f"non-finite estimate at step {step}"
+    for step in range(first, steps + 1):
+        x, y = draw(train)
+        if step in record_index:
+            latest = record_index[step]
+            values = [members.evaluate(hx, hy).double().cpu().numpy() for hx, hy in held_out]
+            records["held_out"][:, latest] = np.mean(values, axis=0)
+            records["wall"][latest] = members.elapsed()
+        if step == steps:
+            records["final"] = members.evaluate(x, y).double().cpu().numpy()
             break
-        estimates[step] = float(value.detach())
-        if step in record_at:
-            held_out_values.append(_held_out(critic, estimator, held_out))
-            wall.append(time.perf_counter() - start)
-        if step < settings.steps:
-            optimizer.zero_grad(set_to_none=True)
-            (-value).backward()
-            optimizer.step()
-            if on_step is not None:
-                on_step(step + 1, {"bound_test": held_out_values[-1]})
-    return _cell_result(settings, data, recorded, estimates, held_out_values, wall, status)
-
-
-@torch.no_grad()
-def _held_out(critic: torch.nn.Module, estimator, batches) -> float:
-    critic.eval()
-    value = float(np.mean([float(estimator(critic(x, y))) for x, y in batches]))
-    critic.train()
-    return value
+        members.step(x, y)
+        if members.due(step + 1, steps):
+            members.save(step + 1, train.rngs, records)
+        if on_step is not None:
+            on_step(step + 1, {"bound_test": float(records["held_out"][0, latest])})
+        if members.all_frozen(step):
+            break
+    stopped, statuses = members.stopped_at()
+    final = np.where(np.array(stopped) < 0, records["final"], np.nan)  # a frozen member's value is not its run's
+    estimates = np.concatenate([members.estimates(), final[:, None]], axis=1)
+    results = []
+    for m in range(n):
+        if stopped[m] < 0 and not np.isfinite(estimates[m, steps]):
+            estimates[m, steps], statuses[m] = np.nan, f"non-finite estimate at step {steps}"
+        # What the cell alone records: nothing from the step its estimate turned non-finite on.
+        reached = np.isfinite(estimates[m, recorded])
+        held_out, wall = (np.where(reached, values, np.nan) for values in (records["held_out"][m], records["wall"]))
+        results.append(_cell_result(settings, data, recorded, estimates[m], held_out, wall, statuses[m]))
+    return results
 
 
 def _cell_result(settings: Settings, data: GaussianPairs, recorded: np.ndarray, estimates: np.ndarray,
-             held_out: list[float], wall: list[float], status: str) -> CellResult:
+                 held_out: np.ndarray, wall: np.ndarray, status: str) -> CellResult:
     smoothed = np.full_like(estimates, np.nan)
     if np.isfinite(estimates).all():
         # The paper's curves: scipy's gaussian_filter1d (mode "reflect") over every step's estimate.
         smoothed = gaussian_filter1d(estimates, settings.smoothing_sigma)
     result = CellResult(steps=recorded, status=status)
-    padded = lambda values: np.concatenate([values, np.full(recorded.size - len(values), np.nan)])  # noqa: E731
     result.variables.update({
         "bound_train": (("step",), estimates[recorded]),
         "bound_train_smoothed": (("step",), smoothed[recorded]),
-        "bound_test": (("step",), padded(np.asarray(held_out, dtype=np.float64))),
-        "wall_time": (("step",), padded(np.asarray(wall, dtype=np.float64))),
+        "bound_test": (("step",), np.asarray(held_out, dtype=np.float64)),
+        "wall_time": (("step",), np.asarray(wall, dtype=np.float64)),
         "true_mi": ((), np.float64(data.true_mi)),
     })
     return result
@@ -231,6 +257,9 @@ STUDY = Study(
     presets=PRESETS,
     grid=lambda s: {"estimator": list(s.estimators), "negatives": list(s.negatives)},
     run_cell=run_cell,
+    # Every cell of a seed shares the critic's architecture and step loop: the whole grid trains together.
+    member_axes=("estimator", "negatives"),
+    run_members=run_members,
     verdict=verdict,
     load_data=load_data,
     variables=VARIABLES,
