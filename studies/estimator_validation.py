@@ -28,11 +28,10 @@ per-step estimates), both over the last `window_fraction` of that level's steps.
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 import hashlib
 import math
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -42,9 +41,10 @@ import torch
 from probe.critics import CRITICS, make_critic
 from probe.data import correlated_gaussian, rho_for_mi
 from probe.errors import InputValueError, unknown_name
-from probe.estimators import ESTIMATORS, get_estimator
+from probe.estimators import ESTIMATORS
 from probe.study import Study
-from probe.training import CellResult, seeded_generator, stream_rng
+from probe.training import CellResult, seeded_generator
+from probe.training.critic_members import CriticMembers, MemberStreams, group_identity
 from probe.verdict import Verdict, outcome, undecided
 
 DATASET = "correlated-gaussian"
@@ -197,46 +197,86 @@ def _critic(settings: Settings, name: str, dim: int, seed: int) -> torch.nn.Modu
 def run_cell(settings: Settings, ids: dict, seed: int, data: GaussianStaircase, device: torch.device,
              on_step=None) -> CellResult:
     """Train one critic on one estimator over the staircase; fresh batches every step."""
-    dim, k = int(ids["data_dim"]), settings.batch_size
-    estimator = get_estimator(ids["estimator"])
-    if ids["estimator"] == "smile":
-        estimator = functools.partial(estimator, tau=settings.smile_tau)
-    transform = TRANSFORMS[ids["transform"]]
-    critic = _critic(settings, ids["critic"], dim, seed).to(device).train()
-    optimizer = torch.optim.Adam(critic.parameters(), lr=settings.learning_rate)
-    optimal = OptimalCritic(transform, offset=1.0 if ids["estimator"] == "nwj" else 0.0)
-    # The batch stream depends on (seed, d) only: every estimator, critic and transform sees the
-    # same draws, so their differences are paired, not sampling noise.
-    rng = stream_rng(seed, f"gaussian-batches-{dim}")
-    level = data.level_of(np.arange(settings.steps))
-    estimates, reference = np.full(settings.steps, np.nan), np.full(settings.steps, np.nan)
-    status, start = "ok", time.perf_counter()
-    wall = np.full(settings.steps, np.nan)
-    for step in range(settings.steps):
-        rho = float(data.rhos[dim][level[step]])
-        x, y = correlated_gaussian(k, dim, rho, rng)
-        x, y = torch.from_numpy(x), transform.forward(torch.from_numpy(y))
-        optimal.rho = rho
-        with torch.no_grad():
-            reference[step] = float(estimator(optimal(x, y)))
-        # The estimator runs in float64 on the critic's float32 scores: on y³ an untrained critic
-        # scores in the hundreds, and NWJ's e^(S - 1) would overflow float32 to -inf at step 0.
-        value = estimator(critic(x.to(device), y.to(device)).double())
-        if not torch.isfinite(value):
-            status = f"non-finite estimate at step {step}"
-            break
-        estimates[step] = float(value.detach())
-        optimizer.zero_grad(set_to_none=True)
-        (-value).backward()
-        optimizer.step()
-        wall[step] = time.perf_counter() - start
+    return run_members(settings, [ids], [seed], data, device, on_step)[0]
+
+
+def run_members(settings: Settings, ids_list: list[dict], seeds: list[int], data: GaussianStaircase,
+                device: torch.device, on_step=None, member_context=None) -> list[CellResult]:
+    """Train a group of cells of one critic and d (estimators, transforms, seeds) as one model;
+    member m draws what its cell draws alone, so its result is that cell's (to float rounding)."""
+    around = member_context or (lambda m: contextlib.nullcontext())
+    n, steps = len(ids_list), settings.steps
+    critic, dim = ids_list[0]["critic"], int(ids_list[0]["data_dim"])  # one per group: Ensemble checks
+    critics, pairs = [], _Pairs(settings.batch_size, dim, device)
+    for m, (ids, seed) in enumerate(zip(ids_list, seeds)):
+        with around(m):
+            critics.append(_critic(settings, critic, dim, seed))
+            pairs.add(seed, ids["transform"])
+    # The estimators run in float64 on the critics' float32 scores: on y³ an untrained critic
+    # scores in the hundreds, and NWJ's e^(S - 1) would overflow float32 to -inf at step 0.
+    members = CriticMembers(critics, [ids["estimator"] for ids in ids_list], [settings.learning_rate] * n, steps,
+                            device=device, estimator_options={"smile": {"tau": settings.smile_tau}},
+                            score_dtype=torch.float64)
+    offsets = torch.tensor([1.0 if ids["estimator"] == "nwj" else 0.0 for ids in ids_list], dtype=torch.float64,
+                           device=device)[:, None, None]  # NWJ is tight at 1 + log ratio (OptimalCritic)
+    level = data.level_of(np.arange(steps))
+    first, saved = members.resume(group_identity(settings, ids_list, seeds), pairs.streams.rngs)
+    reference = torch.full((n, steps), math.nan, dtype=torch.float64, device=device)
+    wall, last = np.full(steps, np.nan), math.nan
+    if saved is not None:
+        reference, wall = torch.from_numpy(saved["reference"]).to(device), saved["wall"]
+    for step in range(first, steps):
+        x, y, optimal = pairs.draw(float(data.rhos[dim][level[step]]))
+        reference[:, step] = members.bounds(optimal + offsets)
+        members.step(x, y)
+        wall[step] = members.elapsed()
+        if members.due(step + 1, steps):
+            members.save(step + 1, pairs.streams.rngs, {"reference": reference.cpu().numpy(), "wall": wall})
         if on_step is not None:
-            on_step(step + 1, {"bound_test": estimates[step]})
-    return _cell_result(settings, data, estimates, reference, wall, status)
+            if (step + 1) % 50 == 0:  # the progress bar shows member 0's estimate every 50 steps
+                last = members.last_estimate(0)
+            on_step(step + 1, {"bound_test": last})
+        if members.all_frozen(step):
+            break
+    estimates, reference = members.estimates(), reference.cpu().numpy()
+    stopped, statuses = members.stopped_at()
+    return [_cell_result(settings, data, estimates[m], reference[m], wall, statuses[m], stopped[m]) for m in range(n)]
+
+
+class _Pairs:
+    """A group's batches: one stream per seed (every estimator, critic and transform sees the same draws:
+    their differences are paired, not sampling noise), y through each member's transform."""
+
+    def __init__(self, k: int, dim: int, device: torch.device):
+        self.k, self.dim, self.device = k, dim, device
+        self.streams = MemberStreams()
+        self.views: dict[tuple[int, str], int] = {}  # (stream, transform) -> view
+        self.of_member: list[int] = []
+
+    def add(self, seed: int, transform: str) -> None:
+        stream = self.streams.add(seed, f"gaussian-batches-{self.dim}")
+        self.of_member.append(self.views.setdefault((stream, transform), len(self.views)))
+
+    def draw(self, rho: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each member's x and transformed y, (M, K, d) float32, and the closed-form critic's
+        float64 scores of them, (M, K, K), without NWJ's offset."""
+        drawn = [correlated_gaussian(self.k, self.dim, rho, rng) for rng in self.streams.rngs]
+        x_all, y_all = (torch.from_numpy(np.stack(a)).to(self.device) for a in zip(*drawn))
+        xs, ys, scores = [], [], []
+        for stream, transform in self.views:
+            x, y = x_all[stream], TRANSFORMS[transform].forward(y_all[stream])
+            optimal = OptimalCritic(TRANSFORMS[transform], offset=0.0)
+            optimal.rho = rho
+            xs.append(x), ys.append(y), scores.append(optimal(x, y))
+        index = torch.tensor(self.of_member, device=self.device)
+        return torch.stack(xs)[index], torch.stack(ys)[index], torch.stack(scores)[index]
 
 
 def _cell_result(settings: Settings, data: GaussianStaircase, estimates: np.ndarray, reference: np.ndarray,
-             wall: np.ndarray, status: str) -> CellResult:
+                 wall: np.ndarray, status: str, stopped: int = -1) -> CellResult:
+    if stopped >= 0:  # as the cell alone: the closed-form estimate up to the step it stopped at, wall time before
+        steps = np.arange(settings.steps)
+        reference, wall = np.where(steps <= stopped, reference, np.nan), np.where(steps < stopped, wall, np.nan)
     every = max(1, (settings.steps // len(settings.mi_levels)) // settings.records_per_level)
     recorded = np.arange(0, settings.steps, every)
     blocks = [estimates[s:s + every] for s in recorded]
@@ -365,6 +405,9 @@ STUDY = Study(
     grid=lambda s: {"estimator": list(s.estimators), "critic": list(s.critics), "transform": list(s.transforms),
                     "data_dim": list(s.data_dims)},
     run_cell=run_cell,
+    # Estimators and transforms share a critic's architecture and step loop: they train together.
+    member_axes=("estimator", "transform"),
+    run_members=run_members,
     verdict=verdict,
     load_data=load_data,
     variables=VARIABLES,
