@@ -269,6 +269,10 @@ def test_paired_auto_prints_mi_estimate_with_its_interval_and_verdict(tmp_path, 
     [row] = [line for line in result.stdout.splitlines() if line.startswith("mi_estimate_mutual_information ")]
     value, lo, hi = (float(t) for t in re.findall(r"-?\d+\.?\d*(?:e-?\d+)?", row)[:3])
     assert lo <= value <= hi and "nats" in row
+    # each candidate's row carries its interval too (candidate_ci belongs to candidate_estimate)
+    [candidate] = [line for line in result.stdout.splitlines()
+                   if line.startswith("mi_estimate_candidate_estimate[gaussian_copula]")]
+    assert re.search(r"\[-?[\d.e-]+, -?[\d.e-]+\]", candidate), candidate
     with xr.open_dataset(tmp_path / "o/analysis.nc", engine="netcdf4") as ds:
         assert float(ds.mi_estimate_mutual_information) == pytest.approx(value, rel=1e-3, abs=1e-4)
         reason = str(ds.mi_estimate_unreliable_reason.values)

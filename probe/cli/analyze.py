@@ -24,8 +24,7 @@ if TYPE_CHECKING:  # numpy, torch and scikit-learn load when the command runs: `
 DEFAULT_KEYS = ("z", "embeddings")
 CALLER = "analyze"
 MI_ANALYZERS = ("mi_estimate", "mi_bounds", "ksg_mi")  # their values in nats always carry a reliability note
-# --steps, --batch-size default to None: mi_bounds sizes them, its critic, lr and early stopping to its data.
-SHAPE_DEFAULT = "chosen from the data's shape"
+SHAPE_DEFAULT = "chosen from the data's shape"  # None lets mi_bounds size steps, batch, critic, lr to its data
 
 EXAMPLES = """\b
 Examples:
@@ -278,15 +277,16 @@ def _rows(analyzer: str, ds: xr.Dataset, names: dict[tuple[str, str], str]) -> l
     """(name, value, interval, units, note) for every variable a table can hold."""
     import numpy as np
 
-    rows = []
-    verdicts = _verdicts(ds)
+    from probe.report.intervals import interval_name  # `<name>_ci`, or `<x>_ci` of an `<x>_estimate`
+
+    rows, verdicts = [], _verdicts(ds)
     skip = {v for pair in verdicts.values() for v in pair if v} | {"reliable", "unreliable_reason"}
     skip |= {v for v in ds.data_vars if str(v).endswith("_ci")}
     for var_name, var in ds.data_vars.items():
         if var_name in skip or "sample" in var.dims:  # per-row arrays stay in analysis.nc
             continue
         name, units = names[(analyzer, str(var_name))], str(var.attrs.get("units", ""))
-        ci = ds.get(f"{var_name}_ci")
+        ci = ds.get(interval_name(ds, str(var_name)) or "")
         mi_value = analyzer in MI_ANALYZERS and units in ("nats", "bits")
         if var.ndim == 0 or (var.ndim == 1 and var.size <= 12 and var.dims[0] in ds.coords):
             labels = [{}] if var.ndim == 0 else [{var.dims[0]: c} for c in ds[var.dims[0]].values]
