@@ -49,7 +49,15 @@ def test_npz_with_labels_writes_netcdf_and_html(tmp_path):
         assert ds.attrs["linear_probe_protocol"] == "paper" and ds.attrs["analyze_labels"] == "y"
     page = (out / "analysis.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "linear_probe" in page
-    assert "http://" not in page and "https://" not in page and "<script" not in page
+    # Intervals by default (--n-bootstrap 200): charts with Vega inlined, nothing fetched from anywhere.
+    assert "<script src=" not in page.lower() and not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page)
+    with xr.open_dataset(out / "analysis.nc", engine="netcdf4") as ds:
+        assert ds["linear_probe_accuracy_ci"].attrs["n_bootstrap"] == 200 and ds.attrs["analyze_n_bootstrap"] == 200
+    plain = _invoke(tmp_path / "emb.npz", "--labels", "y", "--analyzers", "linear_probe", "--n-bootstrap", "0",
+                    "--out", tmp_path / "plain")
+    assert plain.exit_code == 0, plain.output
+    page = (tmp_path / "plain" / "analysis.html").read_text()
+    assert "http://" not in page and "https://" not in page and "<script" not in page  # no interval: no chart
 
 
 def test_paired_npy_files_run_mi_bounds_and_v_information(tmp_path):
@@ -155,7 +163,9 @@ def test_summary_table_goes_to_stdout(tmp_path):
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
     with xr.open_dataset(tmp_path / "o/analysis.nc", engine="netcdf4") as ds:
         assert float(rows["linear_probe_accuracy"][1]) == pytest.approx(ds.linear_probe_accuracy.item(), abs=1e-3)
-        assert rows["v_information"][2] == "nats"
+        ci = ds["v_information_ci"].values
+        # value, interval, units: the interval as the saved bounds, then the units
+        assert rows["v_information"][2:5] == [f"[{ci[0]:.4g},", f"{ci[1]:.4g}]", "nats"]
     assert "running linear_probe" in result.stderr and "running" not in result.stdout
 
 

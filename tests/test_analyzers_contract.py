@@ -286,6 +286,7 @@ CI_VARIABLES: dict[str, tuple[str, ...]] = {
     "triplet_margins": ("margin_mean", "violation_fraction"),
     "triplet_margins[labels]": ("margin_mean", "violation_fraction"),
     "geometry": ("effective_rank", "uniformity", "linear_cka", "alignment", "knn_accuracy"),
+    "mi_bounds": ("bound",),
 }
 N_BOOTSTRAP = 50
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from probe.analyzers._bootstrap import bootstrap_ci, check_ci_level, check_n_bootstrap, ci_variable
 from probe.analyzers._common import check_positive_float, check_seed, make_dataset, var
 from probe.analyzers._reliability import bound_verdict
 from probe.critics import make_critic
@@ -65,6 +66,16 @@ def _summary(values: np.ndarray) -> tuple[float, float, int]:
         if finite.all():
             return float(values.mean()), float(values.std()), 0
         return float(values.mean()), math.inf, int((~finite).sum())
+
+
+def _batch_interval(values: np.ndarray, n_bootstrap: int, seed: int, level: float) -> tuple[float, float]:
+    """The bootstrap interval of the mean over batches; (nan, nan) when not asked for."""
+    if not n_bootstrap:
+        return math.nan, math.nan
+    if np.isnan(values).any():
+        return -math.inf, math.inf
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bootstrap_ci(lambda b: values[b].mean(), values.size, n_bootstrap=n_bootstrap, seed=seed, level=level)
 
 
 def _selection_value(values: np.ndarray) -> float:
@@ -212,6 +223,8 @@ def mi_bounds(
     patience: int | None = None,
     standardize: bool = True,
     seed: int = 0,
+    n_bootstrap: int = 0,
+    ci_level: float = 0.95,
 ) -> xr.Dataset:
     """Held-out variational lower bounds on I(X; Y), one trained critic per estimator.
 
@@ -230,6 +243,12 @@ def mi_bounds(
             selecting the critic (seeded split; the two are disjoint, see `split`).
         standardize: centre and scale columns with training-row statistics (MI is unchanged).
         seed: split, critic initialisation and batch order.
+        n_bootstrap: with n > 0, `bound_ci`: a percentile-bootstrap interval (coverage
+            `ci_level`) over the test batches, whose mean the bound is (redrawing pairs instead
+            would put repeated rows into one batch, where InfoNCE reads them as extra
+            positives). It shows the spread from the test pairs only, not from training the
+            critic; with few test batches (attr `n_eval_batches`) it is coarse. A bound with a
+            NaN batch gets (-inf, +inf).
 
     Returns:
         Dataset over `estimator`: `bound` (test mean over full batches, nats), `bound_std` (its
@@ -250,6 +269,8 @@ def mi_bounds(
     test_fraction = check_fraction(test_fraction, name="test_fraction", caller=CALLER)
     validation_fraction = check_fraction(validation_fraction, name="validation_fraction", caller=CALLER)
     seed = check_seed(seed, CALLER)
+    n_bootstrap = check_n_bootstrap(n_bootstrap, CALLER)
+    ci_level = check_ci_level(ci_level, CALLER)
     if hidden is not None:
         hidden = check_positive_int(hidden, name="hidden", caller=CALLER)
         if critic not in HIDDEN_CRITICS:
@@ -284,7 +305,7 @@ def mi_bounds(
              for key, rows in (("training", tr), ("validation", va), ("test", te))}
 
     keys = ("bound", "bound_std", "nonfinite_batches", "validation_bound", "train_bound", "best_step", "diverged",
-            "steps_completed", "reliable", "unreliable_reason", "curve")
+            "steps_completed", "reliable", "unreliable_reason", "curve", "ci")
     rows: dict[str, list] = {key: [] for key in keys}
     for name in names:
         estimator = get_estimator(name)
@@ -304,7 +325,8 @@ def mi_bounds(
                            ("train_bound", train_bound), ("best_step", run["best_step"]),
                            ("diverged", run["diverged"]), ("steps_completed", run["steps_completed"]),
                            ("reliable", int(reason == "")), ("unreliable_reason", reason),
-                           ("curve", [_finite_mean(run["objective"][chunk]) for chunk in _log_points(steps)])):
+                           ("curve", [_finite_mean(run["objective"][chunk]) for chunk in _log_points(steps)]),
+                           ("ci", _batch_interval(test_values, n_bootstrap, seed, ci_level))):
             rows[key].append(value)
 
     split = np.zeros(xa.shape[0], dtype=np.int8)
@@ -334,6 +356,9 @@ def mi_bounds(
                                "stopped)", "nats"),
         "split": var("sample", split, "split of each row: 0 training, 1 validation (selection), 2 test (reported)",
                      "1"),
+        **({"bound_ci": ci_variable(*np.array(rows["ci"]).T, "MI lower bound on test pairs", "nats", level=ci_level,
+                                    n_bootstrap=n_bootstrap, dims="estimator", coords={"estimator": np.array(names)},
+                                    resampled=f"test batches of {batch_size} pairs")} if n_bootstrap else {}),
         "infonce_cap": var((), math.log(batch_size), "log(batch_size): the largest value InfoNCE can take", "nats"),
     }
     return make_dataset(

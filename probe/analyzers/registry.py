@@ -55,9 +55,10 @@ class Options:
 
     seed: int = 0
     protocol: str = "paper"
-    steps: int = 2000
-    batch_size: int = 128
+    steps: int | None = None        # None: mi_bounds chooses from the data's shape
+    batch_size: int | None = None
     test_fraction: float = 0.2
+    n_bootstrap: int = 0            # > 0: a `<var>_ci` interval on every analyzer that has one
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,8 @@ class Entry:
 
 def _v_information(f: Callable, d: Inputs, o: Options) -> xr.Dataset:
     if d.y is not None:
-        return f(d.z, d.y, test_z=d.test_z, test_y=d.test_y, seed=o.seed)
-    return f(d.z, target=d.paired, test_z=d.test_z, test_target=d.test_paired, seed=o.seed)
+        return f(d.z, d.y, test_z=d.test_z, test_y=d.test_y, seed=o.seed, n_bootstrap=o.n_bootstrap)
+    return f(d.z, target=d.paired, test_z=d.test_z, test_target=d.test_paired, seed=o.seed, n_bootstrap=o.n_bootstrap)
 
 
 def _small_joint(d: Inputs) -> bool:
@@ -130,7 +131,7 @@ def _triplets(f: Callable, d: Inputs, o: Options) -> xr.Dataset:
     # A positive is the other view of the anchor only when both views live in one space (same width);
     # otherwise, with labels, it is another anchor of the same class.
     positives = d.all_paired if _same_width(d) else None
-    return f(d.all_z, positives, labels=d.all_y, seed=o.seed)
+    return f(d.all_z, positives, labels=d.all_y, seed=o.seed, n_bootstrap=o.n_bootstrap)
 
 
 def _triplets_check(d: Inputs) -> str | None:
@@ -142,7 +143,7 @@ def _triplets_check(d: Inputs) -> str | None:
 
 REGISTRY: tuple[Entry, ...] = (
     Entry("linear_probe", linear_probe, "labels", lambda d: d.has_labels,
-          lambda f, d, o: f(d.z, d.y, d.test_z, d.test_y, protocol=o.protocol, seed=o.seed)),
+          lambda f, d, o: f(d.z, d.y, d.test_z, d.test_y, protocol=o.protocol, seed=o.seed, n_bootstrap=o.n_bootstrap)),
     Entry("v_information", v_information, "labels or paired", lambda d: d.has_labels or d.has_paired, _v_information),
     Entry("triplet_margins", triplet_margins, "labels or paired", lambda d: d.has_labels or d.has_paired,
           _triplets, check=_triplets_check),
@@ -154,14 +155,14 @@ REGISTRY: tuple[Entry, ...] = (
           lambda f, d, o: f(d.all_z, d.all_paired, seed=o.seed), check=_enough_rows(MI_ESTIMATE_MIN_ROWS)),
     Entry("mi_bounds", mi_bounds, "paired", lambda d: False,
           lambda f, d, o: f(d.all_z, d.all_paired, steps=o.steps, batch_size=o.batch_size,
-                            test_fraction=o.test_fraction, seed=o.seed),
+                            test_fraction=o.test_fraction, seed=o.seed, n_bootstrap=o.n_bootstrap),
           auto_reason=lambda d: "mi_estimate already reports a held-out InfoNCE bound where it is the best estimate"),
     Entry("ksg_mi", ksg_mi, "paired", lambda d: False, lambda f, d, o: f(d.all_z, d.all_paired, seed=o.seed),
           auto_reason=lambda d: "mi_estimate already runs KSG where the dimension allows"
                                 + ("" if _small_joint(d) else f" ({_joint_dims(d)} joint dimensions here, above the "
                                    f"{KSG_AUTO_MAX_DIMS} where KSG's nearest-neighbour bias stays small)")),
     Entry("geometry", geometry, "", lambda d: True,
-          lambda f, d, o: f(d.all_z, labels=d.all_y, paired=d.all_paired, seed=o.seed)),
+          lambda f, d, o: f(d.all_z, labels=d.all_y, paired=d.all_paired, seed=o.seed, n_bootstrap=o.n_bootstrap)),
 )
 
 

@@ -344,12 +344,13 @@ def _table(results: dict[str, xr.Dataset], skipped: dict[str, str]) -> str:
 @click.option("--steps", type=click.IntRange(min=1), default=None, show_default=SHAPE_DEFAULT,
               help="Most critic training steps per estimator for mi_bounds (it may stop early). Example: --steps 500")
 @click.option("--batch-size", type=click.IntRange(min=2), default=None, show_default=SHAPE_DEFAULT,
-              help="mi_bounds batch size K, for training and for the held-out bound (InfoNCE <= log K). "
-              "Example: --batch-size 64")
+              help="mi_bounds batch size K, for training and the held-out bound (InfoNCE <= log K). Example: --batch-size 64")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of every split, sampler and critic. Example: --seed 3")
 @click.option("--test-fraction", type=float, default=0.2, show_default=True,
               help="Held-out share of the rows when no test set is given. Example: --test-fraction 0.25")
+@click.option("--n-bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Resamples of the held-out rows for each 95% interval (<var>_ci); 0: none. Example: --n-bootstrap 1000")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder. Default: runs/analyze/<EMBEDDINGS folder>/<EMBEDDINGS stem>/ (a new -2, -3, ... "
               "when it holds an analysis). Example: --out runs/analyze/mnist")
@@ -357,21 +358,19 @@ def _table(results: dict[str, xr.Dataset], skipped: dict[str, str]) -> str:
               "Example: --overwrite --out runs/analyze/mnist")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Limit torch and BLAS threads (on a busy machine 1 is often much faster). Example: --threads 1")
-def analyze(embeddings: Path, key, labels, paired, test_key, test_labels, test_paired, requested, protocol,
-            steps, batch_size, seed, test_fraction, out, overwrite, threads) -> None:
+def analyze(embeddings: Path, **options) -> None:
     """Measure saved embeddings: probe accuracy, V-information, triplet margins, MI bounds, geometry.
 
     EMBEDDINGS is a .npy, .npz or .nc file holding an (n, d) array.
     """
     try:
-        _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired, requested, protocol,
-                 steps, batch_size, seed, test_fraction, out, overwrite, threads)
+        _analyze(embeddings, **options)
     except ProbeError as err:
         raise click.ClickException(str(err)) from None
 
 
 def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired, requested, protocol,
-             steps, batch_size, seed, test_fraction, out, overwrite, threads) -> None:
+             steps, batch_size, seed, test_fraction, n_bootstrap, out, overwrite, threads) -> None:
     from probe.analyzers.registry import Inputs, Options
     from probe.embeddings import read_arrays
     from probe.report.analysis import analysis_page
@@ -396,7 +395,8 @@ def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired
     chosen, skipped = _choose(requested, Inputs(all_z=z, all_y=y, all_paired=p))
     if not chosen:
         raise click.UsageError("no analyzer suits these inputs:\n" + "\n".join(f"  {k}: {v}" for k, v in skipped.items()))
-    opts = Options(seed=seed, test_fraction=test_fraction, protocol=protocol, steps=steps, batch_size=batch_size)
+    opts = Options(seed=seed, test_fraction=test_fraction, protocol=protocol, steps=steps, batch_size=batch_size,
+                   n_bootstrap=n_bootstrap)
     data = _held_out(z, y, p, tz, ty, tp, opts, [entry.name for entry in chosen])
     results, failed = _run_all(chosen, data, opts, threads, auto=requested == "auto")
     skipped.update(failed if requested == "auto" else {})
@@ -407,7 +407,7 @@ def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired
     merged = _merge(results)
     settings = {"source": embeddings.name, "key": key or "auto", "labels": labels or "none",
                 "paired": paired or "none", "test_key": test_key or "none", "seed": seed,
-                "test_fraction": test_fraction, "analyzers": ",".join(results),
+                "test_fraction": test_fraction, "n_bootstrap": n_bootstrap, "analyzers": ",".join(results),
                 "skipped": "; ".join(f"{k}: {v}" for k, v in {**skipped, **failed}.items()) or "none"}
     merged.attrs.update({f"analyze_{k}": v for k, v in settings.items()})
     out.mkdir(parents=True, exist_ok=True)
