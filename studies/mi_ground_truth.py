@@ -298,7 +298,7 @@ VARIABLES = {
     "reliable": ("the estimator's own verdict: 1 reliable, 0 not, NaN where it gives none", "1"),
     "unreliable_reason": ("why the estimator calls its estimate unreliable (empty when it does not)", ""),
     "method": ("what produced the estimate", ""),
-    "estimate_ci": ("the estimator's confidence interval of Î (NaN where it gives none)", "nats"),
+    "estimate_ci": ("95 % interval of Î: mi_estimate's percentile bootstrap over rows, recentred on Î (NaN for the estimators that give none)", "nats"),
     "wall_time": ("wall time of sampling and estimating", "s"),
     "dim_x": ("dimension of X", "1"),
     "dim_y": ("dimension of Y", "1"),
