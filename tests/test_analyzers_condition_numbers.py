@@ -134,3 +134,124 @@ def test_errors_name_the_problem():
         condition_numbers(_linear(np.eye(2)), x, quantiles=(0.5, 2.0))
     with pytest.raises(InputValueError, match="encoder failed"):
         condition_numbers(_linear(np.eye(3)), x)
+
+
+# ------------------------------------------------------------- vmap against a naive loop, batching
+
+def _naive_singular_values(f, x: torch.Tensor) -> np.ndarray:
+    """One torch.autograd.functional.jacobian per input, then its SVD in float64."""
+    return np.stack([torch.linalg.svdvals(torch.autograd.functional.jacobian(lambda v: f(v[None])[0], row).double())
+                     .numpy() for row in x])
+
+
+def test_known_singular_values_of_a_linear_map():
+    rng = np.random.default_rng(3)
+    u, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    v, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    sigma = np.array([8.0, 2.0, 0.5, 0.25])
+    a = u @ np.diag(sigma) @ v[:4]  # 4 x 6 with singular values `sigma`
+    ds = condition_numbers(_linear(a), rng.standard_normal((7, 6)), return_singular_values=True, batch_size=3)
+    np.testing.assert_allclose(ds.singular_values.values, np.tile(sigma, (7, 1)), rtol=1e-12)
+    np.testing.assert_allclose(ds.log_condition_number.values, np.log(32.0), rtol=1e-12)
+    assert ds.attrs["method"].startswith("vmap(jacrev)")  # d_out < d_in: one pass per output
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_flow_matches_a_per_input_autograd_loop_whatever_the_batching(dtype, monkeypatch):
+    from probe.analyzers import jacobian
+    from probe.encoders import RealNVP
+
+    torch.manual_seed(0)
+    flow = RealNVP(6, n_couplings=3, hidden=(16, 16), coupling="affine", init_std=0.3).to(dtype)
+    x = torch.randn(11, 6, dtype=dtype)
+    expected = _naive_singular_values(flow, x)
+    monkeypatch.setattr(jacobian, "SVD_BATCH", 4)  # several svdvals batches, the last one partial
+    rtol = 1e-4 if dtype == torch.float32 else 1e-10
+    for batch_size in (1, 4, 16):
+        ds = condition_numbers(flow, x, batch_size=batch_size, return_singular_values=True)
+        np.testing.assert_allclose(ds.singular_values.values, expected, rtol=rtol)
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (3, 6)])
+def test_wide_and_tall_networks_use_the_cheaper_mode_and_match_the_loop(shape):
+    d_in, d_out = shape
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(d_in, 8), nn.Tanh(), nn.Linear(8, d_out)).double()
+    x = torch.randn(5, d_in, dtype=torch.float64)
+    ds = condition_numbers(net, x, return_singular_values=True)
+    assert ds.attrs["method"].startswith("vmap(jacrev)" if d_out <= d_in else "vmap(jacfwd)")
+    np.testing.assert_allclose(ds.singular_values.values, _naive_singular_values(net, x), rtol=1e-10)
+
+
+def test_a_non_finite_jacobian_gives_nan_not_a_lapack_error():
+    ds = condition_numbers(lambda x: torch.sqrt(x), np.array([[1.0, 4.0], [0.0, 1.0]]))
+    assert ds.log_condition_number.values[0] == pytest.approx(np.log(2.0))
+    assert np.isnan(ds.log_condition_number.values[1])  # d sqrt / dx at 0 is inf
+
+
+# ------------------------------------------------------------------ members of a stacked ensemble
+
+def _ensemble(n_members: int, dim: int = 6):
+    from probe.critics import make_critic
+    from probe.encoders import RealNVP
+    from probe.training.ensemble import Ensemble
+
+    members = []
+    for seed in range(n_members):
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        members.append((RealNVP(dim, 2, (8,), "additive", 0.5, generator=gen),
+                        RealNVP(dim, 2, (8,), "additive", 0.5, generator=gen), make_critic("bilinear", dim, dim)))
+    ensemble = Ensemble.from_modules(members)
+    state = {k[3:]: v for k, v in {**ensemble.params, **ensemble.buffers}.items() if k.startswith("g1.")}
+    return ensemble, state
+
+
+@pytest.mark.parametrize("per_member_inputs", [False, True])
+def test_members_at_once_equal_each_member_alone(per_member_inputs):
+    from probe.analyzers.jacobian import member_condition_numbers
+
+    ensemble, state = _ensemble(3)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 5, 6) if per_member_inputs else (5, 6)).astype(np.float32)
+    # 9 Jacobians a call: blocks of 3 members x 3 inputs, then 3 x 2
+    ds = member_condition_numbers(ensemble.template.g1, state, x, batch_size=9, return_singular_values=True)
+    assert ds.log_condition_number.dims == ("member", "sample") and ds.sizes["member"] == 3
+    assert ds.log_condition_number_quantile.dims == ("member", "quantile")
+    assert ds.attrs["method"].startswith("vmap over members")
+    for m in range(3):
+        g1 = ensemble.member_modules(m)[0]
+        inputs = x[m] if per_member_inputs else x
+        alone = condition_numbers(g1, inputs, return_singular_values=True)
+        np.testing.assert_allclose(ds.singular_values.values[m], alone.singular_values.values, rtol=1e-5)
+        np.testing.assert_allclose(ds.log_condition_number_quantile.values[m],
+                                   alone.log_condition_number_quantile.values, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(ds.singular_values.values[m],
+                                   _naive_singular_values(g1, torch.from_numpy(inputs)), rtol=1e-4)
+
+
+def test_members_vmap_cannot_trace_are_measured_one_by_one():
+    from probe.analyzers.jacobian import member_condition_numbers
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(2, dtype=torch.float64))
+
+        def forward(self, x):
+            return x * self.scale if x.sum() > 0 else x * 2 * self.scale
+
+    state = {"scale": torch.tensor([[1.0, 3.0], [1.0, 5.0]], dtype=torch.float64)}
+    ds = member_condition_numbers(Branchy(), state, np.array([[1.0, 1.0], [-1.0, -1.0]]))
+    assert ds.attrs["method"].startswith("per-sample jacrev")
+    np.testing.assert_allclose(ds.log_condition_number.values, np.log([[3.0, 3.0], [5.0, 5.0]]), atol=1e-14)
+
+
+def test_member_inputs_must_fit_the_members():
+    from probe.analyzers.jacobian import member_condition_numbers
+
+    ensemble, state = _ensemble(2)
+    with pytest.raises(InputValueError, match="for 2 members"):
+        member_condition_numbers(ensemble.template.g1, state, np.zeros((3, 4, 6)))
+    with pytest.raises(InputTypeError, match="non-empty dict"):
+        member_condition_numbers(ensemble.template.g1, {}, np.zeros((4, 6)))
