@@ -21,6 +21,7 @@ Two families:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -57,12 +58,13 @@ VAR_FLOOR = 1e-12
 # --- labels: multinomial logistic regression -------------------------------------------------
 
 def _fit(x: torch.Tensor, codes: np.ndarray, C: float, tol: float,
-         init: LogisticFit | None) -> tuple[LogisticFit, np.ndarray]:
+         init: LogisticFit | WarmStart | None) -> tuple[LogisticFit, np.ndarray]:
     """The logistic family on rows x (a tensor) with labels `codes`: (fit, its classes)."""
     classes, local = np.unique(codes, return_inverse=True)
     if init is not None and init.coef.shape[0] != classes.size:
         init = None
-    fit = fit_logistic(x, local, C, n_classes=classes.size, init=init, tol=tol, max_iter=MAX_ITER)
+    start = None if init is None else (init.coef, init.intercept)
+    fit = fit_logistic(x, local, C, n_classes=classes.size, init=start, tol=tol, max_iter=MAX_ITER)
     return fit, classes
 
 
@@ -89,20 +91,71 @@ def _select_C(x: torch.Tensor, codes: np.ndarray, seed: int) -> tuple[float, Log
     return best_C, best_fit
 
 
-def _label_entropies(z, y, tz, ty, C, seed, device) -> dict:
+def _label_entropies(z, y, tz, ty, C, seed, device, warm_start=None) -> dict:
     classes, counts = np.unique(y, return_counts=True)
     empty_rows = _row_nll(np.tile(counts / counts.sum(), (ty.shape[0], 1)), classes, ty)
     scaler = StandardScaler().fit(z)
     x = torch.as_tensor(np.ascontiguousarray(scaler.transform(z)), device=device)
     tx = torch.as_tensor(np.ascontiguousarray(scaler.transform(tz)), device=device)
     chosen, init = _select_C(x, y, seed) if isinstance(C, str) else (float(C), None)
+    if warm_start is not None and init is None and np.array_equal(warm_start.classes, classes):
+        init = warm_start
     fit, fit_classes = _fit(x, y, chosen, FINAL_TOL, init)
     given_rows = _row_nll(fit.predict_proba(tx), fit_classes, ty)
     extra = {"n_iter": var((), np.int64(fit.n_iter), "Newton iterations of the final fit", "1"),
              "converged": var((), np.int8(fit.converged),
                               f"1 if the final fit reached tol {FINAL_TOL:g} within {MAX_ITER} Newton iterations", "1")}
     return dict(h_empty=float(np.mean(empty_rows)), h_given=float(np.mean(given_rows)), extra=extra, chosen=chosen,
-                rows=(empty_rows, given_rows))
+                rows=(empty_rows, given_rows), fit=fit, classes=fit_classes)
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """A fitted logistic family on standardised z, as the start of a later fit: `coef` (K, d)
+    and `intercept` (K,) for the class labels `classes` (a start for other classes is ignored)."""
+
+    classes: np.ndarray
+    coef: torch.Tensor
+    intercept: torch.Tensor
+
+
+@dataclass(frozen=True)
+class LabelVInformation:
+    """One fit of `label_v_information`: I_V = marginal - conditional entropy (nats, held-out),
+    the C used (`searched`: picked by the validation walk on these rows), and the fit as a start."""
+
+    v_information: float
+    marginal_entropy: float
+    conditional_entropy: float
+    C: float
+    searched: bool
+    n_iter: int
+    converged: bool
+    warm_start: WarmStart
+
+
+@capped_blas_threads
+def label_v_information(z: np.ndarray, y: np.ndarray, test_z: np.ndarray, test_y: np.ndarray, *,
+                        C: float | str = "auto", warm_start: WarmStart | None = None, seed: int = 0,
+                        device: str | torch.device | None = None) -> LabelVInformation:
+    """`v_information(z, y, test_z=..., test_y=...)`'s labels estimate for a caller that fits again
+    and again on similar data (probe.training.evaluation: every evaluation of a run).
+
+    The inputs are not validated (finite (n, d) arrays, cast to float64; integer labels). With C a number
+    there is no search, and `warm_start` (a previous result's) starts the final fit; the optimum
+    and so the value are the same as from a cold start, to the solver's tolerance.
+    """
+    torch_device = check_device(device, CALLER)
+    with capped_torch_threads(torch_device):
+        as_float = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731  (as check_array gives them)
+        result = _label_entropies(as_float(z), np.asarray(y), as_float(test_z), np.asarray(test_y), C, seed,
+                                  torch_device, warm_start)
+    fit = result["fit"]
+    return LabelVInformation(
+        v_information=result["h_empty"] - result["h_given"], marginal_entropy=result["h_empty"],
+        conditional_entropy=result["h_given"], C=float(result["chosen"]), searched=isinstance(C, str),
+        n_iter=int(fit.n_iter), converged=bool(fit.converged),
+        warm_start=WarmStart(result["classes"], fit.coef, fit.intercept))
 
 
 def _row_nll(proba: np.ndarray, model_classes: np.ndarray, y: np.ndarray) -> np.ndarray:

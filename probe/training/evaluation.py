@@ -3,16 +3,24 @@
 The "test" bound is computed on held-out pairs, in batches of the training batch size (the
 notebook computed it on fresh training batches: docs/reference.md, "Common protocol"); the
 linear probe, V-information, triplet margins and g1's Jacobian are measured on the same
-encodings.
+encodings, each split encoded once. The torch fits (V-information, the converged probe) run
+on the training device.
+
+With `reuse_fits`, an `Evaluator` picks V-information's C by its validation walk at the run's
+first evaluation only, and starts every later fit from the previous evaluation's weights
+(times: bench/README.md, "One evaluation, part by part"). The C used and the step that chose
+it are recorded at every evaluation; `state_dict` is what a checkpoint must keep for a
+resumed run to match.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
+import xarray as xr
 from torch import nn
 
 from probe.data import PairData
@@ -23,15 +31,32 @@ from probe.training.config import TrainConfig
 from probe.training.noise import noisy_numpy
 from probe.training.streams import note_seed, stream_rng
 
+if TYPE_CHECKING:
+    from probe.analyzers.usable_information import WarmStart
+
 # Evaluation chunk for encoding whole splits without building a graph.
 ENCODE_CHUNK = 2048
 
 
 @torch.no_grad()
+def _encode_on(encoder: nn.Module, x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A whole split encoded in chunks, left on `device`: (n, d_out)."""
+    return torch.cat([encoder(torch.from_numpy(x[i: i + ENCODE_CHUNK]).to(device))
+                      for i in range(0, len(x), ENCODE_CHUNK)])
+
+
 def encode(encoder: nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
     """Encode a whole split in chunks; float32 (n, d_out)."""
-    out = [encoder(torch.from_numpy(x[i: i + ENCODE_CHUNK]).to(device)).cpu() for i in range(0, len(x), ENCODE_CHUNK)]
-    return torch.cat(out).numpy()
+    return _encode_on(encoder, x, device).cpu().numpy()
+
+
+@torch.no_grad()
+def _bound_of_codes(critic: nn.Module, estimator: Callable, z1: torch.Tensor, z2: torch.Tensor,
+                    batch_size: int) -> float:
+    """`batched_bound` from encodings already computed."""
+    values = [float(estimator(critic(z1[i: i + batch_size], z2[i: i + batch_size])))
+              for i in range(0, len(z1) - batch_size + 1, batch_size)]
+    return float(np.mean(values)) if values else math.nan
 
 
 @torch.no_grad()
@@ -51,11 +76,33 @@ def number_of_eval_batches(n_test: int, batch_size: int) -> int:
     return n_test // batch_size
 
 
-class Evaluator:
-    """Everything measured at one evaluation step, on fixed held-out data."""
+def _jacobian_record(cond: xr.Dataset) -> dict[str, object]:
+    """The Jacobian entries of an evaluation record, from condition_numbers' output (one member's)."""
+    return {
+        "log_condition_number": cond["log_condition_number_quantile"].values.astype(np.float64),
+        # Per input too: results.combine_cells pools them over seeds, as the notebook's Fig. 2 bands.
+        "log_condition_number_input": cond["log_condition_number"].values.astype(np.float64),
+        # ln cond of a numerically rank-deficient Jacobian is round-off (~17 in float32), not conditioning.
+        "jacobian_rank_deficient": float(cond["rank_deficient"].mean()),
+        # Condition numbers compare only between Jacobians of one shape (d_out x d_in).
+        "jacobian_shape": np.array([cond.attrs["d_out"], cond.attrs["d_in"]], dtype=np.float64),
+        "quantile": cond["quantile"].values,
+    }
 
-    def __init__(self, data: PairData, config: TrainConfig, seed: int, device: torch.device):
-        self.data, self.config, self.device = data, config, device
+
+class Evaluator:
+    """Everything measured at one evaluation step, on fixed held-out data.
+
+    `reuse_fits`: V-information's C is chosen at the first evaluation and kept, and each fit
+    starts from the previous one (see the module docstring); without it every evaluation
+    searches C afresh from a cold start, as a single `v_information` call does.
+    """
+
+    def __init__(self, data: PairData, config: TrainConfig, seed: int, device: torch.device, *,
+                 reuse_fits: bool = False):
+        self.data, self.config, self.device = data, config, torch.device(device)
+        self.reuse_fits = reuse_fits
+        self._vinfo: tuple[float, float, "WarmStart"] | None = None  # (C, the step that chose it, last fit)
         rng = stream_rng(seed, "eval-noise")
         noisy = lambda a, b: noisy_numpy(a, b, config.noise_std, config.noise_coupled, rng)  # noqa: E731
         # Fresh noise at evaluation (paper, Fig. 2), drawn once so every step sees the same inputs.
@@ -72,53 +119,102 @@ class Evaluator:
         self.train_pairs = noisy(data.train1[np.sort(order)], data.train2[np.sort(order)])
         self.jacobian_inputs = self.test1[: config.jacobian_inputs] if config.jacobian_inputs else None
 
-    def __call__(self, g1: nn.Module, g2: nn.Module, critic: nn.Module, step: int | None = None) -> dict[str, object]:
+    def __call__(self, g1: nn.Module, g2: nn.Module, critic: nn.Module, step: int | None = None, *,
+                 jacobian: dict[str, object] | None = None) -> dict[str, object]:
+        """One evaluation record. `jacobian`: this member's entry of `member_jacobian_records`
+        (g1's Jacobians measured for a whole ensemble at once); None measures them here."""
+        for m in (g1, g2, critic):
+            m.eval()
+        try:
+            return self._evaluate(g1, g2, critic, step, jacobian)
+        finally:
+            for m in (g1, g2, critic):
+                m.train()
+
+    def _evaluate(self, g1, g2, critic, step, jacobian) -> dict[str, object]:
         from probe import analyzers
 
         estimator = get_estimator(self.config.estimator)
-        bs = self.config.batch_size
-        for m in (g1, g2, critic):
-            m.eval()
+        bs, device = self.config.batch_size, self.device
+        codes1, codes2 = _encode_on(g1, self.test1, device), _encode_on(g2, self.test2, device)
         out: dict[str, object] = {
-            "bound_test": batched_bound(g1, g2, critic, estimator, self.test1, self.test2, bs, self.device),
-            "bound_train": batched_bound(g1, g2, critic, estimator, *self.train_pairs, bs, self.device),
+            "bound_test": _bound_of_codes(critic, estimator, codes1, codes2, bs),
+            "bound_train": batched_bound(g1, g2, critic, estimator, *self.train_pairs, bs, device),
         }
-        z_train, z_test = encode(g1, self.train1, self.device), encode(g1, self.test1, self.device)
+        z_train, z_test, z2_test = encode(g1, self.train1, device), codes1.cpu().numpy(), codes2.cpu().numpy()
         if not (np.isfinite(z_train).all() and np.isfinite(z_test).all()):
             raise FloatingPointError("non-finite embeddings")
         # The analyzers' seeds are fixed (the same for every cell) and recorded with the cell's streams.
         probe = analyzers.linear_probe(z_train, self.data.train_labels, z_test, self.data.test_labels,
-                                       protocol=self.config.probe_protocol, seed=note_seed("probe", 0))
+                                       protocol=self.config.probe_protocol, seed=note_seed("probe", 0), device=device)
         folder = embeddings_folder()
         if folder is not None and step is not None:
             save_embeddings(folder / f"step-{step:06d}.npz", z=z_train, y=self.data.train_labels, z_test=z_test,
-                            y_test=self.data.test_labels, paired_test=encode(g2, self.test2, self.device))
+                            y_test=self.data.test_labels, paired_test=z2_test)
         out["probe_accuracy"] = float(probe["accuracy"])
         out["probe_cross_entropy"] = float(probe["cross_entropy"])
         if self.config.analyzers:
             # Same split as the probe: V-information of the labels, margins of paired views.
-            vinfo = analyzers.v_information(z_train, self.data.train_labels, test_z=z_test,
-                                            test_y=self.data.test_labels, seed=note_seed("v-information", 0))
-            out["v_information"] = float(vinfo["v_information"])
-            z2_test = encode(g2, self.test2, self.device)
+            out.update(self._v_information(z_train, z_test, step))
             # Margins under the critic's own similarity: the geometry InfoNCE optimises (Sec. 4).
-            margins = analyzers.triplet_margins(z_test, z2_test, distance=_critic_similarity(critic, self.device),
+            margins = analyzers.triplet_margins(z_test, z2_test, distance=_critic_similarity(critic, device),
                                                 n_triplets=5000, seed=note_seed("triplets", 0))
             out["triplet_margin_mean"] = float(margins["margin_mean"])
             out["triplet_violation_fraction"] = float(margins["violation_fraction"].values.ravel()[0])
         if self.jacobian_inputs is not None:
-            cond = analyzers.condition_numbers(g1, self.jacobian_inputs)
-            out["log_condition_number"] = cond["log_condition_number_quantile"].values.astype(np.float64)
-            # Per input too: results.combine_cells pools them over seeds, as the notebook's Fig. 2 bands.
-            out["log_condition_number_input"] = cond["log_condition_number"].values.astype(np.float64)
-            # ln cond of a numerically rank-deficient Jacobian is round-off (~17 in float32), not conditioning.
-            out["jacobian_rank_deficient"] = float(cond["rank_deficient"].mean())
-            # Condition numbers compare only between Jacobians of one shape (d_out x d_in).
-            out["jacobian_shape"] = np.array([cond.attrs["d_out"], cond.attrs["d_in"]], dtype=np.float64)
-            out["quantile"] = cond["quantile"].values
-        for m in (g1, g2, critic):
-            m.train()
+            out.update(jacobian if jacobian is not None
+                       else _jacobian_record(analyzers.condition_numbers(g1, self.jacobian_inputs)))
         return out
+
+    def _v_information(self, z_train: np.ndarray, z_test: np.ndarray, step: int | None) -> dict[str, float]:
+        from probe.analyzers.usable_information import label_v_information
+
+        previous = self._vinfo if self.reuse_fits else None
+        fit = label_v_information(z_train, self.data.train_labels, z_test, self.data.test_labels,
+                                  C=previous[0] if previous is not None else "auto",
+                                  warm_start=previous[2] if previous is not None else None,
+                                  seed=note_seed("v-information", 0), device=self.device)
+        chosen_at = float(step) if step is not None else math.nan
+        self._vinfo = (fit.C, previous[1] if previous is not None else chosen_at, fit.warm_start)
+        return {"v_information": float(fit.v_information), "v_information_C": fit.C,
+                "v_information_C_step": self._vinfo[1]}
+
+    def state_dict(self) -> dict[str, object]:
+        """What a checkpoint keeps so that a resumed run gives the uninterrupted run's numbers: the
+        V-information C, the step that chose it and the last fit (the next one's start); {} before
+        the first evaluation."""
+        if self._vinfo is None:
+            return {}
+        C, chosen_at, start = self._vinfo
+        return {"C": C, "C_step": chosen_at, "classes": torch.from_numpy(np.asarray(start.classes)),
+                "coef": start.coef.detach().cpu(), "intercept": start.intercept.detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        if not state:
+            self._vinfo = None
+            return
+        from probe.analyzers.usable_information import WarmStart
+
+        start = WarmStart(np.asarray(state["classes"]), state["coef"], state["intercept"])
+        self._vinfo = (float(state["C"]), float(state["C_step"]), start)
+
+
+def member_jacobian_records(g1: nn.Module, state: dict[str, torch.Tensor],
+                            evaluators: Sequence[Evaluator]) -> list[dict[str, object]]:
+    """The Jacobian entries of M members' evaluation records at once, to pass to each member's
+    evaluator as `jacobian=`: g1's Jacobians at each evaluator's inputs, vmapped over the members.
+
+    `g1`: the members' shared architecture; `state`: {name: (M, ...)} its parameters and buffers
+    stacked in the order of `evaluators` (an Ensemble's entries under "g1.", prefix stripped).
+    """
+    from probe.analyzers.jacobian import member_condition_numbers
+
+    inputs = [e.jacobian_inputs for e in evaluators]
+    if not evaluators or any(x is None for x in inputs):
+        raise InputValueError("member_jacobian_records: every evaluator must measure Jacobians (jacobian_inputs > 0).")
+    shared = all(np.array_equal(x, inputs[0]) for x in inputs[1:])  # no evaluation noise: one input set
+    cond = member_condition_numbers(g1, state, inputs[0] if shared else np.stack(inputs))
+    return [_jacobian_record(cond.isel(member=m)) for m in range(len(evaluators))]
 
 
 def _critic_similarity(critic: nn.Module, device: torch.device) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
