@@ -215,8 +215,8 @@ def run_members(settings: Settings, ids_list: list[dict], seeds: list[int], data
     # The estimators run in float64 on the critics' float32 scores: on y³ an untrained critic
     # scores in the hundreds, and NWJ's e^(S - 1) would overflow float32 to -inf at step 0.
     members = CriticMembers(critics, [ids["estimator"] for ids in ids_list], [settings.learning_rate] * n, steps,
-                            device=device, estimator_options={"smile": {"tau": settings.smile_tau}},
-                            score_dtype=torch.float64)
+                            example=(torch.zeros(settings.batch_size, dim),) * 2, device=device, score_dtype=torch.float64,
+                            estimator_options={"smile": {"tau": settings.smile_tau}})
     offsets = torch.tensor([1.0 if ids["estimator"] == "nwj" else 0.0 for ids in ids_list], dtype=torch.float64,
                            device=device)[:, None, None]  # NWJ is tight at 1 + log ratio (OptimalCritic)
     level = data.level_of(np.arange(steps))

@@ -157,7 +157,7 @@ def run_members(settings: Settings, ids_list: list[dict], seeds: list[int], data
             train.add(seed, f"batches-{negatives}", negatives)
             held.add(seed, f"eval-batches-{negatives}", negatives)
     members = CriticMembers(critics, [ids["estimator"] for ids in ids_list], [settings.learning_rate] * n, steps,
-                            device=device)
+                            example=(torch.zeros(k, 1), torch.zeros(k, 1)), device=device)
 
     def draw(streams: MemberStreams) -> tuple[torch.Tensor, torch.Tensor]:
         xy = torch.from_numpy(streams.draw(lambda rng, negatives: _draw(k, negatives, *chol, rng))).to(device)
@@ -199,8 +199,8 @@ def run_members(settings: Settings, ids_list: list[dict], seeds: list[int], data
             estimates[m, steps], statuses[m] = np.nan, f"non-finite estimate at step {steps}"
         # What the cell alone records: nothing from the step its estimate turned non-finite on.
         reached = np.isfinite(estimates[m, recorded])
-        held_out, wall = (np.where(reached, values, np.nan) for values in (records["held_out"][m], records["wall"]))
-        results.append(_cell_result(settings, data, recorded, estimates[m], held_out, wall, statuses[m]))
+        test, wall = (np.where(reached, values, np.nan) for values in (records["held_out"][m], records["wall"]))
+        results.append(_cell_result(settings, data, recorded, estimates[m], test, wall, statuses[m]))
     return results
 
 

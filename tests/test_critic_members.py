@@ -11,9 +11,9 @@ import torch
 
 from probe.critics import make_critic
 from probe.estimators import get_estimator
-from probe.training import recording_streams, seeded_init, stream_rng
+from probe.training import critic_members, recording_streams, seeded_init, stream_rng
 from probe.training.checkpoint import checkpointing
-from probe.training.critic_members import CriticMembers, MemberStreams
+from probe.training.critic_members import CriticMembers, MemberStreams, saved_floats
 
 STEPS, K, D = 12, 16, 3
 
@@ -98,11 +98,34 @@ def test_an_overflowing_gradient_is_applied_as_adam_would():
     np.testing.assert_allclose(members.estimates()[0], alone, rtol=1e-5)
 
 
-def test_checkpoint_resumes_to_the_same_numbers(tmp_path):
+def test_members_with_large_activations_go_into_several_models(monkeypatch):
+    critics = _critics("concat", [0, 1, 2], hidden=(8,))
+    example = torch.zeros(K, D), torch.zeros(K, D)
+    monkeypatch.setattr(critic_members, "CPU_SAVED_FLOATS", 2 * saved_floats(critics[0], *example))
+    xs, ys = _batches(3)
+    xs[5, 2, 0, 0] = math.inf
+    split = CriticMembers(critics, ["infonce", "nwj", "infonce"], [1e-2] * 3, STEPS, example=example)
+    whole = CriticMembers(_critics("concat", [0, 1, 2], hidden=(8,)), ["infonce", "nwj", "infonce"], [1e-2] * 3, STEPS)
+    assert [len(m.alive) for m in split.models] == [2, 1] and len(whole.models) == 1
+    for x, y in zip(xs, ys):
+        split.step(x, y), whole.step(x, y)
+    np.testing.assert_allclose(split.estimates(), whole.estimates(), rtol=1e-5, atol=1e-6)
+    assert split.stopped_at() == whole.stopped_at() == ([-1, -1, 5], ["ok", "ok", "non-finite estimate at step 5"])
+    torch.testing.assert_close(split.evaluate(xs[0], ys[0]), whole.evaluate(xs[0], ys[0]))
+    assert split.last_estimate(1) == pytest.approx(whole.last_estimate(1))
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_checkpoint_resumes_to_the_same_numbers(split, tmp_path, monkeypatch):
     xs, ys = _batches(2)
+    example = torch.zeros(K, D), torch.zeros(K, D)
+    if split:  # one member a model
+        monkeypatch.setattr(critic_members, "CPU_SAVED_FLOATS", 1)
 
     def run(stop_at=None):
-        members = CriticMembers(_critics("concat", [0, 1], hidden=(8,)), ["infonce", "nwj"], [1e-2] * 2, STEPS)
+        members = CriticMembers(_critics("concat", [0, 1], hidden=(8,)), ["infonce", "nwj"], [1e-2] * 2, STEPS,
+                                example=example)
+        assert len(members.models) == (2 if split else 1)
         streams = [np.random.default_rng(7)]
         first, saved = members.resume("identity", streams, default_every=4)
         records = saved or {"drawn": np.zeros(STEPS)}
@@ -113,7 +136,7 @@ def test_checkpoint_resumes_to_the_same_numbers(tmp_path):
                 members.save(step + 1, streams, records)
             if step + 1 == stop_at:
                 raise KeyboardInterrupt  # stands in for a kill: nothing after the checkpoint is kept
-        return members.estimates(), members.optimizer.exp_avg.clone(), records["drawn"]
+        return members.estimates(), members.state_dict(), records["drawn"]
 
     whole = run()
     path = tmp_path / "group.ckpt.pt"
@@ -124,7 +147,7 @@ def test_checkpoint_resumes_to_the_same_numbers(tmp_path):
         resumed = run()
     assert plan.resumed_from == 8
     np.testing.assert_array_equal(resumed[0], whole[0])
-    torch.testing.assert_close(resumed[1], whole[1], rtol=0, atol=0)
+    torch.testing.assert_close(resumed[1], whole[1], rtol=0, atol=0)  # parameters and Adam states
     np.testing.assert_array_equal(resumed[2], np.random.default_rng(7).standard_normal(STEPS))
 
 
