@@ -5,9 +5,10 @@ components, each with correlation rho, so I(X; Y) = -d/2 ln(1 - rho²) nats exac
 MI follows a staircase, 2, 4, 6, 8, 10 nats, each held for `steps / 5` steps, with rho from
 `probe.data.rho_for_mi`. Every step draws a fresh batch of K pairs (no dataset, no epochs),
 evaluates the estimator on the critic's (K, K) score matrix, records that value, then takes one
-Adam step on it. The same data also goes through an MI-preserving bijection of y (y -> y³,
-elementwise, as Song & Ermon 2020): the truth does not move, so any change in an estimate is the
-estimator's or the critic's doing, the point Tschannen et al. (ICLR 2020, Sec. 2) build on.
+Adam step on it (the cells of one critic and d train in one step loop, stacked: `run_members`).
+The same data also goes through an MI-preserving bijection of y (y -> y³, elementwise, as Song
+& Ermon 2020): the truth does not move, so any change in an estimate is the estimator's or the
+critic's doing, the point Tschannen et al. (ICLR 2020, Sec. 2) build on.
 
 Known behaviour this study should show (Poole et al. 2019, Sec. 5; Song & Ermon 2020):
 InfoNCE saturates at log K (4.16 nats at K = 64) with a small variance; NWJ and JS (reported as
@@ -232,9 +233,8 @@ def run_members(settings: Settings, ids_list: list[dict], seeds: list[int], data
         wall[step] = members.elapsed()
         if members.due(step + 1, steps):
             members.save(step + 1, pairs.streams.rngs, {"reference": reference.cpu().numpy(), "wall": wall})
+        last = members.last_estimate(0) if (step + 1) % 50 == 0 else last  # the progress bar's, every 50 steps
         if on_step is not None:
-            if (step + 1) % 50 == 0:  # the progress bar shows member 0's estimate every 50 steps
-                last = members.last_estimate(0)
             on_step(step + 1, {"bound_test": last})
         if members.all_frozen(step):
             break

@@ -7,6 +7,7 @@ so I(X; Y) = -½ ln(1 - 0.2²) = 0.0204 nats, but the K pairs of a batch share Z
 variant draws a fresh Z for every pair (the same marginal, independent pairs). A concat critic
 (5 hidden layers of 10 ReLU units) is trained with Adam on each estimator; every step's
 training-batch estimate is kept, and Gaussian-smoothed with σ = 100 steps as in the paper.
+Every estimator, sampling and seed of a run trains in one step loop, stacked (`run_members`).
 
 Tschannen et al. (ICLR 2020), Sec. 4 and Fig. 4c; the notebook's `train_bound`; docs/reference.md,
 experiment 6. Expected: non-i.i.d. InfoNCE about 0.17-0.20 and NWJ about 0.09-0.10, both above
