@@ -147,3 +147,86 @@ def test_cuda_gives_the_cpu_answer():
     cpu, gpu = fit_logistic(x, y, 1.0, tol=1e-9), fit_logistic(x, y, 1.0, tol=1e-9, device="cuda")
     assert gpu.coef.device.type == "cuda"
     torch.testing.assert_close(gpu.coef.cpu(), cpu.coef, rtol=1e-6, atol=1e-8)
+
+
+# ------------------------------------------------------------------ the exact class blocks
+
+def test_class_blocks_are_the_hessians_diagonal_blocks():
+    from probe.analyzers.logistic import _ClassBlocks
+
+    x, y = _blobs(n=50, d=3, n_classes=3)
+    xt = torch.as_tensor(x)
+    objective = _Objective(xt, torch.as_tensor(y), torch.tensor([0.7], dtype=torch.float64), 3)
+    gen = torch.Generator().manual_seed(1)
+    w, b = torch.randn(1, 3, 3, dtype=torch.float64, generator=gen), torch.randn(1, 3, dtype=torch.float64, generator=gen)
+    *_, p = objective.value_grad(w, b)
+    blocks = _ClassBlocks(objective)
+    assert blocks.update(p)
+
+    def f(wb):  # the objective of (W_k, b_k) for k = 0..2 in one vector, as _Objective defines it
+        w_, b_ = wb[:, :3][None], wb[:, 3][None]
+        return objective.value_grad(w_, b_)[0].sum()
+
+    hessian = torch.autograd.functional.hessian(f, torch.cat([w[0], b[0][:, None]], dim=1))  # (3, 4, 3, 4)
+    for k in range(3):
+        torch.testing.assert_close(blocks.blocks[0, k], hessian[k, :, k, :], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_fits_on_the_class_blocks_reach_scikit_learns_optimum(n_classes, monkeypatch):
+    from probe.analyzers import logistic
+
+    formed = []
+    update = logistic._ClassBlocks.update
+    monkeypatch.setattr(logistic._ClassBlocks, "update", lambda self, p: formed.append(1) or update(self, p))
+    x, y = _blobs(n_classes=n_classes, spread=0.5)
+    kronecker_only = fit_logistic(x[:300], y[:300], 1.0, tol=1e-10)
+    assert not formed  # a small easy problem never needs them
+    model = _sklearn(x[:300], y[:300], 1.0, tol=1e-10)
+    for reform in (0, 10**9):  # re-formed at every iteration, or formed once
+        monkeypatch.setattr(logistic, "SWITCH_CG", 0)
+        monkeypatch.setattr(logistic, "REFORM_COST", reform)
+        formed.clear()
+        fit = fit_logistic(x[:300], y[:300], 1.0, tol=1e-10)
+        assert fit.converged and formed
+        np.testing.assert_allclose(fit.predict_proba(x[300:]), model.predict_proba(x[300:]), atol=1e-6)
+        torch.testing.assert_close(fit.coef, kronecker_only.coef, rtol=1e-5, atol=1e-6)
+
+
+def test_members_on_the_class_blocks_equal_one_by_one_fits(monkeypatch):
+    from probe.analyzers import logistic
+
+    monkeypatch.setattr(logistic, "SWITCH_CG", 0)
+    x, y = _blobs()
+    x2, y2 = _blobs(seed=1)
+    together = fit_logistic(x, y, [0.01, 10.0], tol=1e-9)
+    stacked = fit_logistic(np.stack([x, x2]), np.stack([y, y2]), 1.0, tol=1e-9)
+    for i, C in enumerate((0.01, 10.0)):
+        torch.testing.assert_close(together.coef[i], fit_logistic(x, y, C, tol=1e-9).coef, rtol=1e-6, atol=1e-8)
+    for i, (xi, yi) in enumerate(((x, y), (x2, y2))):
+        torch.testing.assert_close(stacked.coef[i], fit_logistic(xi, yi, 1.0, tol=1e-9).coef, rtol=1e-6, atol=1e-8)
+
+
+def test_digits_on_the_class_blocks_agree_with_scikit_learn_to_1e_3(monkeypatch):
+    from probe.analyzers import logistic
+
+    monkeypatch.setattr(logistic, "SWITCH_CG", 0)
+    images, labels = load_digits(return_X_y=True)
+    scaler = StandardScaler().fit(images[:1400])
+    x, tx = scaler.transform(images[:1400]), scaler.transform(images[1400:])
+    for C in (0.01, 1.0):
+        fit, model = fit_logistic(x, labels[:1400], C, tol=1e-6), _sklearn(x, labels[:1400], C, tol=1e-6)
+        ours, theirs = _held_out(fit.predict_proba(tx), labels[1400:]), _held_out(model.predict_proba(tx), labels[1400:])
+        assert fit.converged
+        assert abs(ours[0] - theirs[0]) <= 1e-3 and abs(ours[1] - theirs[1]) <= 1e-3, (C, ours, theirs)
+
+
+def test_a_start_off_the_class_mean_plane_converges_on_the_class_blocks(monkeypatch):
+    from probe.analyzers import logistic
+
+    monkeypatch.setattr(logistic, "SWITCH_CG", 0)
+    x, y = _blobs()
+    cold = fit_logistic(x, y, 1.0, tol=1e-9)
+    shifted = fit_logistic(x, y, 1.0, tol=1e-9, init=(np.ones((4, 5)), np.full(4, 3.0)))  # sum_k W_k != 0
+    assert shifted.converged
+    torch.testing.assert_close(shifted.coef, cold.coef, rtol=1e-6, atol=1e-8)
