@@ -310,6 +310,16 @@ def test_robust_range_sets_one_excursion_off_scale():
     assert robust_range(means, means - 1, means + 1, keep=np.array([5.7]))[1] >= 5.7  # paper values stay in view
 
 
+def test_robust_range_sets_a_cluster_of_excursions_off_scale():
+    # matched-targets quick: three diverged resmlp NWJ cells end at -55 among 60 curve points near 0-3.
+    rng = np.random.default_rng(0)
+    means = np.concatenate([rng.uniform(-1.0, 3.0, 57), [-54.6, -55.6, -56.6]])
+    lo, hi = robust_range(means)
+    assert -3 < lo < -0.9 and 2.9 < hi < 5
+    means[:57] = np.linspace(-56.0, 3.0, 57)  # a real spread: nothing is an outlier
+    assert robust_range(means) is None
+
+
 def test_robust_range_keeps_a_real_start_and_caps_bands():
     # hard-to-invert's training bound: NWJ starts at -9.4 and rises to 5; that start is the story, not an outlier.
     means = np.array([-1.3, 4.5, 4.7, 4.7, 4.8, 4.8, 4.8, -9.4, 3.5, 4.1, 4.2, 5.0, 4.9, 4.2])

@@ -239,6 +239,21 @@ def round5(value: float) -> float | None:
     return float(f"{float(value):.5g}")
 
 
+def _fewest_outliers(core: np.ndarray, first: int, last: int, budget: int) -> tuple[int, int] | None:
+    """(from below, from above): the fewest extreme points of sorted core[first:last + 1] whose
+    removal shrinks its span more than OUTLIER_SPAN times (the narrowest rest among equally few),
+    or None. Several points count together: three diverged seeds at -55 are one excursion."""
+    span = core[last] - core[first]
+    for k in range(1, budget + 1):
+        rests = [(core[last - (k - low)] - core[first + low], low) for low in range(k + 1)
+                 if first + low <= last - (k - low)]
+        rests = [(rest, low) for rest, low in rests if rest > 0 and span > OUTLIER_SPAN * rest]
+        if rests:
+            rest, low = min(rests)
+            return low, k - low
+    return None
+
+
 def robust_range(means: np.ndarray, lows: np.ndarray | None = None, highs: np.ndarray | None = None,
                  keep: np.ndarray | None = None) -> tuple[float, float] | None:
     """The axis domain that one outlier cannot squash, or None when every value fits anyway.
@@ -254,16 +269,13 @@ def robust_range(means: np.ndarray, lows: np.ndarray | None = None, highs: np.nd
     if core.size == 0:
         return None
     first, last = 0, core.size - 1
-    for _ in range(core.size // 10 if core.size >= 5 else 0):
-        span = core[last] - core[first]
-        without_low, without_high = core[last] - core[first + 1], core[last - 1] - core[first]
-        rest = min(without_low, without_high)
-        if rest <= 0 or span <= OUTLIER_SPAN * rest:
+    budget = core.size // 10 if core.size >= 5 else 0
+    while budget:
+        trim = _fewest_outliers(core, first, last, budget)
+        if trim is None:
             break
-        if without_low < without_high:
-            first += 1
-        else:
-            last -= 1
+        budget -= trim[0] + trim[1]
+        first, last = first + trim[0], last - trim[1]
     lo, hi = float(core[first]), float(core[last])
     if keep is not None:
         kept = np.asarray(keep, dtype=float)

@@ -111,7 +111,7 @@ def _row(study: Study, entry: Entry | None) -> str:
     ds, v = entry.ds, entry.verdict
     made = (f"preset <code>{_e(ds.attrs.get('preset', '?'))}</code> · {_e(ds.attrs.get('dataset', '?'))} · seeds "
             f"{_e(seed_text(str(ds.attrs.get('seeds', '?'))))} · {_e(ds.attrs.get('device', '?'))} · "
-            f"{_e(human_duration(ds.attrs.get('total_wall_time')))}")
+            f"{_e(human_duration(ds.attrs.get('total_wall_time')))} of cell time")
     evidence = "".join(f"<li>{_e(part)}</li>" for part in v.evidence)
     paper = f'<p class="paper">{_e(v.paper)}</p>' if v.paper else ""
     return (f"<tr>{head}<td>{_badge(v.outcome)}</td>"

@@ -96,7 +96,7 @@ def _header(study: StudyView, verdict: Verdict | None) -> str:
         *([("same in every cell", ", ".join(f"{d} = {v}" for d, v in study.fixed.items()))] if study.fixed else []),
         ("steps", f"{len(study.steps)} evaluations, {int(study.steps.min())} to {int(study.steps.max())}"),
         ("device", attr(ds, "device", "—")),
-        ("total wall time", human_duration(ds.attrs.get("total_wall_time"))),
+        ("wall time, summed over cells", human_duration(ds.attrs.get("total_wall_time"))),
         ("eval batch size", attr(ds, "eval_batch_size", "—")),
         ("probe / torch", f"{attr(ds, 'probe_version', '—')} / {attr(ds, 'torch_version', '—')}"),
         ("created", attr(ds, "created", "—")),
