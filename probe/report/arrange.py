@@ -42,6 +42,7 @@ PAPER_NAME = f"paper ({reference.CITATION})"
 
 # A value that alone widens the span of the others more than this factor is drawn off-scale.
 OUTLIER_SPAN = 3.0
+BAND_SCALE = 4.0  # bands up to this many times the means' span are drawn whole (see robust_range)
 
 
 # ±1 sd bands may widen a chart's domain by at most this fraction of its means' span on each side.
@@ -262,7 +263,8 @@ def robust_range(means: np.ndarray, lows: np.ndarray | None = None, highs: np.nd
     ends of their ±1 sd bands; `keep` values that are always in view (the paper's, baselines).
     The most extreme mean is set off-scale while it alone widens the span of the other means more
     than `OUTLIER_SPAN` times (at most a tenth of the points, and only with five or more); bands
-    may widen the domain by `BAND_REACH` of the kept span on each side. None means nothing is
+    may widen the domain by `BAND_REACH` of the kept span on each side, or stay whole while they are
+    within `BAND_SCALE` spans of the means (close means: the spread is the message). None means nothing is
     off-scale: the chart draws every value on the scale Vega picks.
     """
     core = np.sort(np.asarray(means, dtype=float)[np.isfinite(means)])
@@ -285,6 +287,12 @@ def robust_range(means: np.ndarray, lows: np.ndarray | None = None, highs: np.nd
     reach = BAND_REACH * ((hi - lo) or abs(hi) or 1.0)
     bands = [np.asarray(b, dtype=float) for b in (lows, highs) if b is not None]
     bands = np.concatenate([b[np.isfinite(b)] for b in bands]) if bands else np.zeros(0)
+    # Means closer together than their own spread (two estimators 0.007 apart, sd 0.012-0.018):
+    # the bands are the message, so they stay whole while they are of the means' own scale.
+    if bands.size:
+        width = float(np.median(np.abs(bands - np.median(core[first:last + 1]))))
+        if width <= BAND_SCALE * ((hi - lo) or abs(hi) or 1.0):
+            reach = max(reach, 1.5 * width)
     domain_lo = max(min(lo, bands.min(initial=lo)), lo - reach)
     domain_hi = min(max(hi, bands.max(initial=hi)), hi + reach)
     everything = np.concatenate([core, bands])
