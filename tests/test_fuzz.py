@@ -751,8 +751,8 @@ def test_failing_cell_leaves_only_whole_cells(tmp_path):
         return ev.run_cell(*args, **kwargs)
 
     study = dataclasses.replace(ev.STUDY, run_cell=run_cell)
-    with pytest.raises(RuntimeError, match="cell crashed"):
-        run_study(study, "smoke", out=tmp_path, progress=False, log=lambda m: None)
+    with pytest.raises(RuntimeError, match="cell crashed"):  # cell by cell: groups would call run_members
+        run_study(study, "smoke", out=tmp_path, progress=False, ensemble=False, log=lambda m: None)
     files = _all_files(tmp_path)
     cells = [f for f in files if "/cells/" in f]
     assert len(cells) == 1 and not any("results.nc" in f for f in files), files
