@@ -99,7 +99,10 @@ def test_killed_mid_cell_resumes_to_identical_numbers(runs, ensemble, tmp_path):
         run(tmp_path, killed_at(30), ensemble=ensemble)  # last checkpoint: step 20
     checkpoints = list(tmp_path.rglob("*.ckpt.pt"))
     assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=True)["step"] == 20
-    path = run(tmp_path, ensemble=ensemble)
+    logs: list[str] = []
+    path = run_study(STUDY, "smoke", seeds=2, out=tmp_path, progress=False, checkpoint_every=20, log=logs.append,
+                     ensemble=ensemble)
+    assert ("1 group(s) resuming mid-run" in logs[0]) == ensemble, logs[0]  # the runner says so before it starts
     assert not checkpoints[0].exists()
     resumed = [load_dataset(p).attrs["resumed_from_step"] for p in path.parent.glob("cells/*.nc")]
     assert sorted(resumed) == ([20] * 8 if ensemble else [0] * 7 + [20])  # the group, or the one cell killed

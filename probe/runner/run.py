@@ -98,11 +98,13 @@ def run(study: Study, options: RunOptions, *, log: Callable[[str], None] = print
         if job.result_path.exists():  # killed between writing the result and removing the checkpoint
             job.checkpoint_path.unlink(missing_ok=True)
     resuming = sum(job.checkpoint_path.exists() for job in pending)
+    groups_resuming = len(list(cells_dir.glob("group-*.ckpt.pt")))  # groups of cells trained together
     where = f"on {torch_device}" if options.executor == "local" else \
         f"via {options.executor}" + (f" at {options.scheduler}" if options.scheduler else "")
     log(f"{study.name} [{options.preset}] on {info['dataset']} ({info.get('n_train', '?')} train / "
         f"{info.get('n_test', '?')} test), {len(cells)} cells {where}; {len(cells) - len(pending)} already done"
-        + (f", {resuming} resuming mid-cell" if resuming else "") + f" -> {run_dir}")
+        + (f", {resuming} resuming mid-cell" if resuming else "")
+        + (f", {groups_resuming} group(s) resuming mid-run" if groups_resuming else "") + f" -> {run_dir}")
 
     try:
         failed = executors.run_cells(options.executor, pending, data=data, steps_per_cell=settings.steps,
