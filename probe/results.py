@@ -72,6 +72,8 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "probe_cross_entropy": ("linear-probe held-out cross-entropy", "nats"),
     "pixel_probe_accuracy": ("linear-probe test accuracy on raw pixels", "1"),
     "v_information": ("V-information of the labels (multinomial logistic V)", "nats"),
+    "v_information_C": ("inverse L2 strength C of V-information's logistic family (chosen at the first evaluation)", "1"),
+    "v_information_C_step": ("step whose evaluation chose that C", "step"),
     "triplet_margin_mean": ("mean triplet margin f(a,p) - f(a,n) under the critic, paired views", "1"),
     "triplet_violation_fraction": ("fraction of triplets with margin < 0", "1"),
     "log_condition_number": ("per-seed quantiles of ln(sigma_max / sigma_min) of g1's Jacobian", "nats"),

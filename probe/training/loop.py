@@ -46,14 +46,14 @@ def train_pair(g1: nn.Module, g2: nn.Module, critic: nn.Module, data: PairData, 
     params = [p for m in (g1, g2, critic) for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.learning_rate)
     estimator = get_estimator(config.estimator)
-    evaluate = Evaluator(data, config, seed, device)
+    evaluate = Evaluator(data, config, seed, device, reuse_fits=True)  # C once per run, warm starts
     sampler = BatchSampler(len(data.train1), config.batch_size, stream_rng(seed, "batches"))
     noise_gen = seeded_generator(seed, "train-noise")
     train1, train2 = torch.from_numpy(data.train1), torch.from_numpy(data.train2)
     stateful = {"g1": g1, "g2": g2, "critic": critic, "optimizer": optimizer, "sampler": sampler}
     ckpt = TrainingCheckpoint.open(_identity(config, seed), config.checkpoint_every)
     saved = ckpt.load() if ckpt is not None else None
-    run = _Progress() if saved is None else _resume(saved, stateful, noise_gen)
+    run = _Progress() if saved is None else _resume(saved, stateful, noise_gen, evaluate)
     eval_steps = config.eval_steps
     eval_at = set(eval_steps.tolist())
     status, start = "ok", time.perf_counter() - run.elapsed
@@ -90,7 +90,7 @@ def train_pair(g1: nn.Module, g2: nn.Module, critic: nn.Module, data: PairData, 
             break
         if ckpt is not None and ckpt.due(run.step, config.steps):
             run.elapsed = time.perf_counter() - start
-            ckpt.save(_snapshot(run, stateful, noise_gen))
+            ckpt.save(_snapshot(run, stateful, noise_gen, evaluate))
         if on_step is not None:
             on_step(run.step, run.records[-1] if run.records else {})
     return collect_records(eval_steps, run.records, status, wall_time=run.wall, loss=run.losses)
@@ -108,13 +108,15 @@ class _Progress:
     elapsed: float = 0.0               # seconds of training before this process took over
 
 
-def _snapshot(run: _Progress, stateful: dict, noise_gen: torch.Generator) -> dict:
+def _snapshot(run: _Progress, stateful: dict, noise_gen: torch.Generator, evaluate: Evaluator) -> dict:
     return {"step": run.step, "state": {name: obj.state_dict() for name, obj in stateful.items()},
+            "evaluator": evaluate.state_dict(),
             "train_noise": noise_gen.get_state(), "global_rng": global_rng_state(), "records": storable(run.records),
             "wall": run.wall, "losses": run.losses, "last_loss": run.last_loss, "elapsed": run.elapsed}
 
 
-def _resume(saved: dict, stateful: dict, noise_gen: torch.Generator) -> _Progress:
+def _resume(saved: dict, stateful: dict, noise_gen: torch.Generator, evaluate: Evaluator) -> _Progress:
+    evaluate.load_state_dict(saved.get("evaluator", {}))
     for name, obj in stateful.items():
         obj.load_state_dict(saved["state"][name])
     noise_gen.set_state(saved["train_noise"])

@@ -111,13 +111,13 @@ def train_members(members: Sequence[Triple], data: PairData, configs: Sequence[T
     evaluators = []
     for m, (config, seed) in enumerate(zip(configs, seeds)):
         with around(m):
-            evaluators.append(Evaluator(data, config, int(seed), device))
+            evaluators.append(Evaluator(data, config, int(seed), device, reuse_fits=True))
             _stream_seed(int(seed), "batches"), _stream_seed(int(seed), "train-noise")  # drawn by MemberBatches
     run = _Group(len(members))
     ckpt = TrainingCheckpoint.open(_identity(configs, seeds), shared.checkpoint_every)
     saved = ckpt.load() if ckpt is not None else None
     if saved is not None:
-        run = _resume(saved, trainer, batches)
+        run = _resume(saved, trainer, batches, evaluators)
     eval_steps = shared.eval_steps
     eval_at = set(eval_steps.tolist())
     start = time.perf_counter() - run.elapsed
@@ -154,7 +154,7 @@ def train_members(members: Sequence[Triple], data: PairData, configs: Sequence[T
             evaluate(run.step)
         if ckpt is not None and ckpt.due(run.step, shared.steps):
             run.elapsed = time.perf_counter() - start
-            ckpt.save(_snapshot(run, trainer, batches))
+            ckpt.save(_snapshot(run, trainer, batches, evaluators))
         if on_step is not None:
             on_step(run.step, run.records[0][-1] if run.records[0] else {})
     # A member frozen after the last evaluation (or all of them, ending the loop early) still says why.
@@ -184,15 +184,17 @@ class _Group:
         self.status = self.status or ["ok"] * self.n
 
 
-def _snapshot(run: _Group, trainer, batches) -> dict:
-    return {"step": run.step, "trainer": trainer.state_dict(),
+def _snapshot(run: _Group, trainer, batches, evaluators) -> dict:
+    return {"step": run.step, "trainer": trainer.state_dict(), "evaluators": [e.state_dict() for e in evaluators],
             "samplers": [s.state_dict() for s in batches.samplers], "noise": [g.get_state() for g in batches.noise],
             "global_rng": global_rng_state(), "records": storable(run.records), "wall": run.wall,
             "losses": run.losses, "last_loss": run.last_loss, "status": run.status, "elapsed": run.elapsed}
 
 
-def _resume(saved: dict, trainer, batches) -> _Group:
+def _resume(saved: dict, trainer, batches, evaluators) -> _Group:
     trainer.load_state_dict(saved["trainer"])
+    for evaluator, state in zip(evaluators, saved.get("evaluators", [{}] * len(evaluators))):
+        evaluator.load_state_dict(state)
     for sampler, state in zip(batches.samplers, saved["samplers"]):
         sampler.load_state_dict(state)
     for generator, state in zip(batches.noise, saved["noise"]):
