@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from interrupting import Killed, killed_at
 
 import studies.adversarial_encoder as adversarial
 from probe.data import PairData
@@ -19,31 +20,6 @@ from probe.training.adversarial import AdversarialConfig, _Stack, train_adversar
 STUDY = adversarial.STUDY
 # The smoke preset: 20 encoder steps, evaluated at 0, 10, 20; checkpoints at 5, 10, 15.
 BOTH_SOURCES = {"lr_sources": "notebook,paper_text"}
-
-
-class Killed(Exception):
-    """Stands in for kill -9: training stops mid-cell, nothing after the last checkpoint is saved."""
-
-
-def killing(on_step, at: int):
-    def hook(step, last):
-        if step == at:
-            raise Killed(f"killed at step {step}")
-        if on_step is not None:
-            on_step(step, last)
-    return hook
-
-
-def killed_alone_at(step: int):
-    def run_cell(settings, ids, seed, data, device, on_step=None):
-        return adversarial.run_cell(settings, ids, seed, data, device, killing(on_step, step))
-    return dataclasses.replace(STUDY, run_cell=run_cell)
-
-
-def killed_group_at(step: int):
-    def run_members(settings, ids_list, seeds, data, device, on_step, member_context):
-        return adversarial.run_members(settings, ids_list, seeds, data, device, killing(on_step, step), member_context)
-    return dataclasses.replace(STUDY, run_members=run_members)
 
 
 def run(study=STUDY, **kwargs):
@@ -72,11 +48,11 @@ def whole(tmp_path_factory):
 
 def test_a_cell_killed_twice_resumes_to_identical_numbers(whole, tmp_path):
     with pytest.raises(Killed):
-        run(killed_alone_at(7), out=tmp_path, ensemble=False)      # last checkpoint: step 5
+        run(killed_at(STUDY, 7), out=tmp_path, ensemble=False)      # last checkpoint: step 5
     ckpt = next(tmp_path.rglob("*.ckpt.pt"))
     assert torch.load(ckpt, weights_only=True)["step"] == 5
     with pytest.raises(Killed):
-        run(killed_alone_at(17), out=tmp_path, ensemble=False)     # resumes at 5, last checkpoint: 15
+        run(killed_at(STUDY, 17), out=tmp_path, ensemble=False)     # resumes at 5, last checkpoint: 15
     assert torch.load(ckpt, weights_only=True)["step"] == 15
     path, logs = run(out=tmp_path, ensemble=False)
     assert "1 resuming mid-cell" in logs[0]
@@ -88,11 +64,11 @@ def test_a_cell_killed_twice_resumes_to_identical_numbers(whole, tmp_path):
 
 def test_a_group_killed_twice_resumes_to_identical_numbers(whole, tmp_path):
     with pytest.raises(Killed):
-        run(killed_group_at(7), out=tmp_path)
+        run(killed_at(STUDY, 7), out=tmp_path)
     ckpt = next(tmp_path.rglob("group-*.ckpt.pt"))
     assert torch.load(ckpt, weights_only=True)["step"] == 5
     with pytest.raises(Killed):
-        run(killed_group_at(17), out=tmp_path)
+        run(killed_at(STUDY, 17), out=tmp_path)
     assert torch.load(ckpt, weights_only=True)["step"] == 15
     path, _ = run(out=tmp_path)
     assert not ckpt.exists()

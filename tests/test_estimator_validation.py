@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from interrupting import Killed, killed_at
 
 import studies.estimator_validation as ev
 from probe.data import correlated_gaussian, gaussian_mi
@@ -196,32 +197,11 @@ def test_paper_preset_is_poole_et_al():
 
 # ------------------------------------------------------------ cells trained together, checkpoints
 
-class Killed(Exception):
-    """Stands in for kill -9: the run stops mid-cell, nothing after the last checkpoint is kept."""
-
-
 def _run(out, study=None, **options):
     return run_study(study or find_study("estimator-validation"), "smoke", seeds=2, out=out, progress=False,
                      checkpoint_every=10, log=lambda m: None, **options)
 
 
-def _killed_at(step: int):
-    """The study, its cells (alone or in groups) stopping when they reach `step`."""
-    def hooked(on_step):
-        def hook(s, last):
-            if s == step:
-                raise Killed(f"killed at step {s}")
-            if on_step is not None:
-                on_step(s, last)
-        return hook
-
-    def run_cell(settings, ids, seed, data, device, on_step=None):
-        return ev.run_cell(settings, ids, seed, data, device, hooked(on_step))
-
-    def run_members(settings, ids_list, seeds, data, device, on_step=None, member_context=None):
-        return ev.run_members(settings, ids_list, seeds, data, device, hooked(on_step), member_context)
-
-    return dataclasses.replace(find_study("estimator-validation"), run_cell=run_cell, run_members=run_members)
 
 
 def _numeric(ds):
@@ -265,7 +245,7 @@ def test_a_diverging_member_is_frozen_while_the_others_of_its_group_finish(runs)
 @pytest.mark.parametrize("ensemble", [True, False])
 def test_killed_mid_cell_resumes_to_identical_numbers(runs, ensemble, tmp_path):
     with pytest.raises(Killed):
-        _run(tmp_path, _killed_at(25), ensemble=ensemble)  # last checkpoint: step 20
+        _run(tmp_path, killed_at(find_study("estimator-validation"), 25), ensemble=ensemble)  # last checkpoint: step 20
     checkpoints = list(tmp_path.rglob("*.ckpt.pt"))
     assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=True)["step"] == 20
     path = _run(tmp_path, ensemble=ensemble)

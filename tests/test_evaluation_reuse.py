@@ -7,7 +7,8 @@ import io
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
+from test_analyzers_v_information import _sklearn_v_information
+from test_logistic_solver import _one_thread  # noqa: F401 - the same one-thread fixture, autouse here too
 
 from probe import analyzers
 from probe.analyzers import usable_information
@@ -21,13 +22,6 @@ from probe.training.evaluation import Evaluator, member_jacobian_records
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared 2-core machine: thread pools fighting slow tests 10x
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(previous)
 
 
 def _data(n=600, n_test=200, d=12, seed=0):
@@ -53,15 +47,6 @@ def _train_a_little(modules, seed):
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
 
 
-def _sklearn_v_information(z, y, tz, ty, C):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(z)
-    model = LogisticRegression(C=C, tol=1e-6, max_iter=5000).fit(scaler.transform(z), y)
-    p = model.predict_proba(scaler.transform(tz))[np.arange(ty.size), ty]
-    prior = np.bincount(y)[ty] / y.size
-    return float(np.mean(np.log(p) - np.log(prior)))
 
 
 def _spy(monkeypatch, name: str) -> list:

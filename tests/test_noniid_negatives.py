@@ -4,12 +4,11 @@ each cell trained alone; a member that diverges is frozen while the others finis
 killed mid-cell, alone or in a group, resumes to exactly the numbers of an uninterrupted one."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 import xarray as xr
+from interrupting import Killed, killed_at
 
 import studies.noniid_negatives as noniid
 from probe.results import load_dataset
@@ -19,32 +18,11 @@ STUDY = noniid.STUDY
 VARIABLES = ("bound_train", "bound_train_smoothed", "bound_test", "wall_time", "true_mi")
 
 
-class Killed(Exception):
-    """Stands in for kill -9: the run stops mid-cell, nothing after the last checkpoint is kept."""
-
-
 def run(out, study=STUDY, **options):
     return run_study(study, "smoke", seeds=2, out=out, progress=False, checkpoint_every=20, log=lambda m: None,
                      **options)
 
 
-def killed_at(step: int):
-    """The study, its cells (alone or in groups) stopping when they reach `step`."""
-    def hooked(on_step):
-        def hook(s, last):
-            if s == step:
-                raise Killed(f"killed at step {s}")
-            if on_step is not None:
-                on_step(s, last)
-        return hook
-
-    def run_cell(settings, ids, seed, data, device, on_step=None):
-        return noniid.run_cell(settings, ids, seed, data, device, hooked(on_step))
-
-    def run_members(settings, ids_list, seeds, data, device, on_step=None, member_context=None):
-        return noniid.run_members(settings, ids_list, seeds, data, device, hooked(on_step), member_context)
-
-    return dataclasses.replace(STUDY, run_cell=run_cell, run_members=run_members)
 
 
 def numeric(ds: xr.Dataset) -> xr.Dataset:
@@ -96,7 +74,7 @@ def test_a_diverging_member_is_frozen_while_the_others_finish(ensemble, tmp_path
 @pytest.mark.parametrize("ensemble", [True, False])
 def test_killed_mid_cell_resumes_to_identical_numbers(runs, ensemble, tmp_path):
     with pytest.raises(Killed):
-        run(tmp_path, killed_at(30), ensemble=ensemble)  # last checkpoint: step 20
+        run(tmp_path, killed_at(STUDY, 30), ensemble=ensemble)  # last checkpoint: step 20
     checkpoints = list(tmp_path.rglob("*.ckpt.pt"))
     assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=True)["step"] == 20
     logs: list[str] = []

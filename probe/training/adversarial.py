@@ -40,6 +40,7 @@ from probe.data import PairData
 from probe.errors import InputValueError
 from probe.results import CellResult, collect_records
 from probe.training.checkpoint import TrainingCheckpoint, global_rng_state, restored, set_global_rng_state, storable
+from probe.training.config import evaluation_steps
 from probe.training.ensemble import _Batched
 from probe.training.ensemble_optim import BatchedAdam
 from probe.training.noise import BatchSampler
@@ -69,10 +70,7 @@ class AdversarialConfig:
 
     @property
     def eval_steps(self) -> np.ndarray:
-        steps = list(range(0, self.steps + 1, self.eval_every))
-        if steps[-1] != self.steps:
-            steps.append(self.steps)
-        return np.asarray(steps, dtype=np.int64)
+        return evaluation_steps(self.steps, self.eval_every)
 
 
 # Members of one group may differ only in these; everything else is one step loop.

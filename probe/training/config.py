@@ -54,10 +54,7 @@ class TrainConfig:
 
     @property
     def eval_steps(self) -> np.ndarray:
-        steps = list(range(0, self.steps + 1, self.eval_every))
-        if steps[-1] != self.steps:
-            steps.append(self.steps)
-        return np.asarray(steps, dtype=np.int64)
+        return evaluation_steps(self.steps, self.eval_every)
 
     @classmethod
     def from_settings(cls, settings: Any, **fields: Any) -> "TrainConfig":
@@ -66,3 +63,11 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         shared = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name in names}
         return cls(**{**shared, **fields})
+
+
+def evaluation_steps(steps: int, every: int) -> np.ndarray:
+    """Where a run of `steps` updates evaluates: 0, every, 2 * every, ... and always the last step."""
+    points = list(range(0, steps + 1, every))
+    if points[-1] != steps:
+        points.append(steps)
+    return np.asarray(points, dtype=np.int64)
