@@ -46,6 +46,7 @@ from probe.training.adversarial import (
     train_adversarial_members,
     uniform_target_loss,
 )
+from probe.training.probe_pool import ProbeFits
 from probe.verdict import Verdict, at_step, fmt, mean, outcome, undecided
 
 # (classifier, encoder) learning rates by source.
@@ -149,6 +150,7 @@ class _Evaluation:
         self.settings, self.data, self.device = settings, data, device
         self.test_labels = torch.from_numpy(data.test_labels)
         self.jacobian_inputs = data.test1[: settings.jacobian_inputs] if settings.jacobian_inputs else None
+        self.probe = ProbeFits(len(data.train1), settings.probe_protocol)  # in the runner's probe pool, if any
 
     @torch.no_grad()
     def __call__(self, flow: RealNVP, classifier: nn.Linear) -> dict | None:
@@ -158,18 +160,15 @@ class _Evaluation:
             z_train, z_test = encode(flow, self.data.train1, self.device), encode(flow, self.data.test1, self.device)
             if not (np.isfinite(z_train).all() and np.isfinite(z_test).all()):
                 return None
-            probe = analyzers.linear_probe(z_train, self.data.train_labels, z_test, self.data.test_labels,
-                                           protocol=self.settings.probe_protocol, seed=0)
             logits = classifier(torch.from_numpy(z_test).to(self.device)).cpu()
             out = {
-                "probe_accuracy": float(probe["accuracy"]),
-                "probe_cross_entropy": float(probe["cross_entropy"]),
                 "classifier_loss": float(F.cross_entropy(logits, self.test_labels)),
                 "classifier_accuracy": float((logits.argmax(dim=1) == self.test_labels).float().mean()),
                 "encoder_loss": float(uniform_target_loss(logits)),
                 "inverse_round_trip_error": self._round_trip_error(flow),
                 "inverse_round_trip_error_float64": self._round_trip_error(copy.deepcopy(flow).double()),
             }
+            self.probe.fit_into(out, z_train, self.data.train_labels, z_test, self.data.test_labels, seed=0)
             if self.jacobian_inputs is not None:
                 with torch.enable_grad():
                     cond = analyzers.condition_numbers(flow, self.jacobian_inputs)
@@ -180,6 +179,10 @@ class _Evaluation:
         finally:
             flow.train()
             classifier.train()
+
+    def settle(self) -> None:
+        """Write the probe entries still being fitted in the pool into their records."""
+        self.probe.settle()
 
     def _round_trip_error(self, flow: RealNVP) -> float:
         """max |g1⁻¹(g1(x)) - x| over the test inputs, in the flow's own arithmetic (float32 as

@@ -122,10 +122,15 @@ def main() -> None:
 @click.option("--save-embeddings", is_flag=True,
               help="Save g1's embeddings at every evaluation to <run>/embeddings/<cell>/step-N.npz, for "
                    "`probe analyze FILE --labels y --test-key z_test --test-labels y_test`.")
+@click.option("--probe-workers", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Processes that fit the paper's linear probe (scikit-learn SAGA, CPU) while training goes on; "
+                   "the same numbers as fitting it inline. Default: the cores training leaves free (on CUDA all "
+                   "but one), at most 4; 0 fits it inline. Local executor only.")
 @click.option("--yes", is_flag=True,
               help="Go on with a CPU run projected to take more than 3 h (it stops before training otherwise).")
 def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, device, out, report, threads,
-                  no_progress, executor, scheduler, workers, checkpoint_every, ensemble, tf32, save_embeddings, yes):
+                  no_progress, executor, scheduler, workers, checkpoint_every, ensemble, tf32, save_embeddings, probe_workers,
+                  yes):
     """Run (or resume) the study NAME and save its results as netCDF.
 
     After a few training steps it prints the projected wall time; on a CPU a run projected over
@@ -158,7 +163,7 @@ def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, dev
                          device=device, out=out, progress=not no_progress, set_values=set_choice,
                          executor=executor, scheduler=scheduler, workers=workers, threads=threads,
                          checkpoint_every=checkpoint_every, save_embeddings=save_embeddings, yes=yes,
-                         ensemble=ensemble, tf32=tf32)
+                         ensemble=ensemble, tf32=tf32, probe_workers=probe_workers)
     try:
         path = run(study, options, log=lambda m: click.echo(m, err=True))
     except RunInterrupted as stop:

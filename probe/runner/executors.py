@@ -36,12 +36,13 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from probe.devices import cores, set_threads
+from probe.devices import cores, resolve_device, set_threads
 from probe.errors import InputValueError, unknown_name
 from probe.runner.cells import CellJob, run_cell_job
 from probe.runner.groups import group_attempts, group_jobs, group_name, run_group_job, spread_groups
 from probe.runner.options import EXECUTORS
 from probe.runner.progress import Projection, StepClock, clock_text, eval_schedule
+from probe.training.probe_pool import AUTO_MIN_ROWS, auto_probe_workers, background_probes
 
 # tqdm's r_bar without its {remaining}: the ETA (StepClock's, evaluations included) is in the postfix.
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
@@ -65,7 +66,9 @@ def run_cells(executor: str, jobs: list[CellJob], *, data: Any, steps_per_cell: 
         return {}
     groups = group_jobs(jobs, ensemble=jobs[0].options.ensemble)
     if executor == "local":
-        run_local(with_projection(groups, 1), data, steps_per_cell=steps_per_cell, progress=progress, log=log)
+        workers_given = jobs[0].options.probe_workers is not None
+        with background_probes(local_probe_workers(jobs[0].options), 0 if workers_given else AUTO_MIN_ROWS):
+            run_local(with_projection(groups, 1), data, steps_per_cell=steps_per_cell, progress=progress, log=log)
         return {}
     workers = workers or cores()
     if executor == "processes":
@@ -88,6 +91,16 @@ def with_projection(groups: list[list[CellJob]], parallel: int) -> list[list[Cel
     projection = Projection(cells=len(groups), parallel=parallel, yes=options.yes, command_hint=hint,
                             total_cells=sum(len(group) for group in groups))
     return [[dataclasses.replace(first, projection=projection), *groups[0][1:]], *groups[1:]]
+
+
+def local_probe_workers(options: Any) -> int:
+    """--probe-workers, or by default the cores that training in this process leaves free."""
+    if options.probe_workers is not None:
+        return options.probe_workers
+    import torch
+
+    on_cuda = resolve_device(options.device).type == "cuda"
+    return auto_probe_workers(torch.get_num_threads(), cores(), on_cuda)
 
 
 def check_executor(executor: str, scheduler: str | None, workers: int | None) -> None:
@@ -125,8 +138,9 @@ def run_local(groups: list[list[CellJob]], data: Any, *, steps_per_cell: int, pr
                     cells_after: int = len(groups) - index - 1, shown: dict = shown) -> None:
             clock.tick(step)
             if last and step % 50 == 0:
-                shown["last"] = (f" | bound {last.get('bound_test', float('nan')):.2f} "
-                                 f"acc {last.get('probe_accuracy', float('nan')):.3f}")
+                accuracy = last.get("probe_accuracy")  # absent while the probe pool fits it
+                shown["last"] = (f" | bound {last.get('bound_test', float('nan')):.2f}"
+                                 + (f" acc {accuracy:.3f}" if accuracy is not None else ""))
             now = time.monotonic()
             if now - shown["at"] > 0.5:  # the median over 200 steps is cheap, but not free every step
                 shown["at"] = now

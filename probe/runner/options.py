@@ -44,6 +44,9 @@ class RunOptions:
     # Allow TF32 matmuls and convolutions on CUDA (Ampere or newer: faster, numbers change slightly);
     # False runs them in IEEE fp32, for fidelity. A run with it goes to its own run folder.
     tf32: bool = False
+    # Processes that fit the paper's SAGA probe while training goes on (probe.training.probe_pool),
+    # local executor only; None: the cores training leaves free, at most 4; 0: fitted inline.
+    probe_workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -51,6 +54,12 @@ class RunOptions:
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
             raise InputValueError(
                 f"--checkpoint-every is {self.checkpoint_every}; give a number of steps, or 0 for none.")
+        if self.probe_workers is not None and self.probe_workers < 0:
+            raise InputValueError(f"--probe-workers is {self.probe_workers}; give 0 (fit inline) or more processes.")
+        if self.probe_workers and self.executor != "local":
+            raise InputValueError(
+                f"--probe-workers {self.probe_workers} applies to the local executor; with --executor "
+                f"{self.executor} every worker fits its probes inline. Drop --probe-workers, or use --executor local.")
         if self.dataset is not None and self.data_dir is not None and self.dataset.strip().lower() != "cifar10":
             # load_dataset reads whatever the folder holds; a dataset name beside it would be silently ignored.
             raise InputValueError(

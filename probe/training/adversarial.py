@@ -44,6 +44,7 @@ from probe.training.config import evaluation_steps
 from probe.training.ensemble import _Batched
 from probe.training.ensemble_optim import BatchedAdam
 from probe.training.noise import BatchSampler
+from probe.training.probe_pool import settle
 from probe.training.streams import stream_rng
 
 # evaluate(flow, classifier) -> the evaluation's record, or None where the embeddings are not finite.
@@ -153,9 +154,11 @@ def train_adversarial(flow: nn.Module, classifier: nn.Module, data: PairData, co
             evaluate_now()
         if ckpt is not None and run.status[0] == "ok" and ckpt.due(run.step, config.steps):
             run.elapsed = time.perf_counter() - start
+            settle([evaluate])  # a checkpoint keeps only complete records
             ckpt.save({**run.snapshot(), "state": {name: obj.state_dict() for name, obj in stateful.items()}})
         if on_step is not None:
             on_step(run.step, run.records[0][-1] if run.records[0] else {})
+    settle([evaluate])
     return run.result(0, config.eval_steps, empty)
 
 
@@ -263,6 +266,7 @@ def train_adversarial_members(flows: Sequence[nn.Module], classifiers: Sequence[
             evaluate_now()
         if ckpt is not None and ckpt.due(run.step, shared.steps):
             run.elapsed = time.perf_counter() - start
+            settle(evaluators)  # a checkpoint keeps only complete records
             ckpt.save({**run.snapshot(), "flow": flow.state_dict(), "classifier": clf.state_dict(),
                        "opt_c": opt_c.state_dict(), "opt_e": opt_e.state_dict(),
                        "samplers": [s.state_dict() for s in samplers], "alive": alive.cpu(),
@@ -273,6 +277,7 @@ def train_adversarial_members(flows: Sequence[nn.Module], classifiers: Sequence[
     for m, s in enumerate(bad_step.tolist()):
         if run.status[m] == "ok" and s >= 0:
             run.status[m] = f"non-finite encoder loss at step {s}"
+    settle(evaluators)
     return [run.result(m, shared.eval_steps, empty) for m in range(n)]
 
 

@@ -29,6 +29,7 @@ from probe.errors import InputValueError
 from probe.estimators import get_estimator
 from probe.training.config import TrainConfig
 from probe.training.noise import noisy_numpy
+from probe.training.probe_pool import ProbeFits
 from probe.training.streams import note_seed, stream_rng
 
 if TYPE_CHECKING:
@@ -118,11 +119,14 @@ class Evaluator:
         # The training-batch bound sees the same kind of inputs as training (noisy, if any).
         self.train_pairs = noisy(data.train1[np.sort(order)], data.train2[np.sort(order)])
         self.jacobian_inputs = self.test1[: config.jacobian_inputs] if config.jacobian_inputs else None
+        # The probe: the paper's SAGA goes to the pool of an enclosing `background_probes`, if it takes it.
+        self._probe = ProbeFits(len(data.train1), config.probe_protocol)
 
     def __call__(self, g1: nn.Module, g2: nn.Module, critic: nn.Module, step: int | None = None, *,
                  jacobian: dict[str, object] | None = None) -> dict[str, object]:
         """One evaluation record. `jacobian`: this member's entry of `member_jacobian_records`
-        (g1's Jacobians measured for a whole ensemble at once); None measures them here."""
+        (g1's Jacobians measured for a whole ensemble at once); None measures them here.
+        With a probe pool the record's probe entries are written by `settle`."""
         for m in (g1, g2, critic):
             m.eval()
         try:
@@ -145,14 +149,12 @@ class Evaluator:
         if not (np.isfinite(z_train).all() and np.isfinite(z_test).all()):
             raise FloatingPointError("non-finite embeddings")
         # The analyzers' seeds are fixed (the same for every cell) and recorded with the cell's streams.
-        probe = analyzers.linear_probe(z_train, self.data.train_labels, z_test, self.data.test_labels,
-                                       protocol=self.config.probe_protocol, seed=note_seed("probe", 0), device=device)
+        self._probe.fit_into(out, z_train, self.data.train_labels, z_test, self.data.test_labels,
+                             note_seed("probe", 0), device)
         folder = embeddings_folder()
         if folder is not None and step is not None:
             save_embeddings(folder / f"step-{step:06d}.npz", z=z_train, y=self.data.train_labels, z_test=z_test,
                             y_test=self.data.test_labels, paired_test=z2_test)
-        out["probe_accuracy"] = float(probe["accuracy"])
-        out["probe_cross_entropy"] = float(probe["cross_entropy"])
         if self.config.analyzers:
             # Same split as the probe: V-information of the labels, margins of paired views.
             out.update(self._v_information(z_train, z_test, step))
@@ -165,6 +167,11 @@ class Evaluator:
             out.update(jacobian if jacobian is not None
                        else _jacobian_record(analyzers.condition_numbers(g1, self.jacobian_inputs)))
         return out
+
+    def settle(self) -> None:
+        """Write the probe entries of every record still waiting for the pool (blocks until its
+        fit is done). Call before a record is saved or read."""
+        self._probe.settle()
 
     def _v_information(self, z_train: np.ndarray, z_test: np.ndarray, step: int | None) -> dict[str, float]:
         from probe.analyzers.usable_information import label_v_information

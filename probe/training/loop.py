@@ -90,9 +90,11 @@ def train_pair(g1: nn.Module, g2: nn.Module, critic: nn.Module, data: PairData, 
             break
         if ckpt is not None and ckpt.due(run.step, config.steps):
             run.elapsed = time.perf_counter() - start
+            evaluate.settle()  # a checkpoint keeps only complete records
             ckpt.save(_snapshot(run, stateful, noise_gen, evaluate))
         if on_step is not None:
             on_step(run.step, run.records[-1] if run.records else {})
+    evaluate.settle()
     return collect_records(eval_steps, run.records, status, wall_time=run.wall, loss=run.losses)
 
 

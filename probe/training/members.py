@@ -31,6 +31,7 @@ from probe.training.checkpoint import TrainingCheckpoint, global_rng_state, rest
 from probe.training.config import TrainConfig
 from probe.training.evaluation import Evaluator
 from probe.training.loop import train_pair
+from probe.training.probe_pool import settle
 from probe.training.streams import _stream_seed
 
 # Settings every member of one group must share: one step loop, one batch shape, one schedule.
@@ -154,11 +155,13 @@ def train_members(members: Sequence[Triple], data: PairData, configs: Sequence[T
             evaluate(run.step)
         if ckpt is not None and ckpt.due(run.step, shared.steps):
             run.elapsed = time.perf_counter() - start
+            settle(evaluators)  # a checkpoint keeps only complete records
             ckpt.save(_snapshot(run, trainer, batches, evaluators))
         if on_step is not None:
             on_step(run.step, run.records[0][-1] if run.records[0] else {})
     # A member frozen after the last evaluation (or all of them, ending the loop early) still says why.
     run.status = [mine if mine != "ok" else theirs for mine, theirs in zip(run.status, trainer.statuses())]
+    settle(evaluators)
     return [collect_records(eval_steps, run.records[m], run.status[m], wall_time=run.wall[m], loss=run.losses[m])
             for m in range(len(members))]
 

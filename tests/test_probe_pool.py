@@ -1,0 +1,177 @@
+"""The paper's SAGA probe fitted in a pool of processes while training goes on (issue 11):
+the same numbers as inline, complete records in every checkpoint and result, the defaults."""
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from interrupting import Killed, killed_at
+
+import studies.adversarial_encoder as adversarial
+import studies.invertible_encoders as invertible
+from probe.critics import make_critic
+from probe.data import PairData
+from probe.encoders import MLPEncoder
+from probe.errors import InputValueError
+from probe.results import load_dataset
+from probe.runner import RunOptions, run_study
+from probe.runner.executors import local_probe_workers
+from probe.training import TrainConfig, seeded_init, train_pair
+from probe.training.members import train_members
+from probe.training.probe_pool import (
+    AUTO_MIN_ROWS,
+    PendingProbe,
+    ProbeFits,
+    auto_probe_workers,
+    background_probes,
+    fit_probe,
+)
+
+
+def _data(n=256, d=12, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n + 128, 4)).astype(np.float32)
+    a = 0.2 * (z @ rng.standard_normal((4, d)) + 0.3 * rng.standard_normal((n + 128, d))).astype(np.float32)
+    b = 0.2 * (z @ rng.standard_normal((4, d)) + 0.3 * rng.standard_normal((n + 128, d))).astype(np.float32)
+    y = (z[:, 0] > 0).astype(np.int64) + 2 * (z[:, 1] > 0)
+    return PairData(a[:n], b[:n], a[n:], b[n:], y[:n], y[n:], (1, d))
+
+
+def _mlps(seed, d):
+    with seeded_init(seed):
+        return MLPEncoder(d, (16,), 6), MLPEncoder(d, (16,), 6), make_critic("bilinear", 6, 6)
+
+
+CONFIG = TrainConfig(estimator="infonce", steps=12, batch_size=32, learning_rate=3e-3, eval_every=4,
+                     analyzers=False, jacobian_inputs=0)
+
+
+def _same(a, b):
+    assert set(a.variables) == set(b.variables)
+    for name in a.variables:
+        if name != "wall_time":
+            np.testing.assert_array_equal(np.asarray(a.variables[name][1]), np.asarray(b.variables[name][1]),
+                                          err_msg=name)
+
+
+def test_training_with_the_pool_gives_the_inline_numbers():
+    data = _data()
+    configs = [CONFIG, dataclasses.replace(CONFIG, estimator="nwj", grad_clip=1.0)]
+    inline = train_pair(*_mlps(0, data.dim), data, CONFIG, seed=0)
+    inline_group = train_members([_mlps(s, data.dim) for s in (0, 1)], data, configs, [0, 1])
+    with background_probes(1):  # min_rows 0: every fit goes to the pool
+        pooled = train_pair(*_mlps(0, data.dim), data, CONFIG, seed=0)
+        pooled_group = train_members([_mlps(s, data.dim) for s in (0, 1)], data, configs, [0, 1])
+    assert inline.status == pooled.status == "ok"
+    assert np.isfinite(pooled.variables["probe_accuracy"][1]).all()
+    assert len(pooled.variables["probe_accuracy"][1]) == 4  # steps 0, 4, 8, 12: every record settled
+    _same(pooled, inline)
+    for a, b in zip(pooled_group, inline_group):
+        _same(a, b)
+
+
+def test_a_record_is_complete_once_the_next_fit_is_handed_over_or_settle_is_called():
+    data = _data()
+    z, z_test = data.train1[:, :6], data.test1[:, :6]
+    with background_probes(1):
+        fits = ProbeFits(len(data.train1), "paper")
+        assert fits.pool is not None
+        first, second = {"step": 0}, {"step": 1}
+        fits.fit_into(first, z, data.train_labels, z_test, data.test_labels, seed=0)
+        fits.fit_into(second, z, data.train_labels, z_test, data.test_labels, seed=0)
+        assert "probe_accuracy" in first  # settled when the second fit was handed over
+        fits.settle()
+    assert second["probe_accuracy"] == first["probe_accuracy"]
+    assert first == {"step": 0, **fit_probe(z, data.train_labels, z_test, data.test_labels, "paper", 0)}
+
+
+def test_fits_below_min_rows_and_the_converged_probe_stay_inline():
+    with background_probes(1, min_rows=AUTO_MIN_ROWS):
+        assert ProbeFits(AUTO_MIN_ROWS - 1, "paper").pool is None
+        assert ProbeFits(AUTO_MIN_ROWS, "paper").pool is not None
+        assert ProbeFits(AUTO_MIN_ROWS, "converged").pool is None  # torch, on the training device
+    assert ProbeFits(AUTO_MIN_ROWS, "paper").pool is None  # no pool outside the block
+
+
+def test_a_fit_whose_worker_died_is_redone_inline():
+    data = _data()
+    broken: Future = Future()
+    broken.set_exception(BrokenProcessPool("a worker died"))
+    args = (data.train1, data.train_labels, data.test1, data.test_labels, "paper", 0)
+    assert PendingProbe(broken, args).result() == fit_probe(*args)
+
+
+@pytest.mark.parametrize("threads, cores, cuda, expected", [
+    (2, 2, False, 0),    # training takes every core: inline
+    (1, 2, False, 1),
+    (1, 16, False, 4),   # at most MAX_PROBE_WORKERS
+    (16, 16, True, 4),   # on CUDA the CPU threads do not train
+    (1, 1, True, 0),
+])
+def test_auto_probe_workers(threads, cores, cuda, expected):
+    assert auto_probe_workers(threads, cores, cuda) == expected
+
+
+def test_probe_workers_is_checked_and_an_explicit_count_wins():
+    with pytest.raises(InputValueError, match="--probe-workers is -1"):
+        RunOptions(probe_workers=-1)
+    with pytest.raises(InputValueError, match="applies to the local executor"):
+        RunOptions(probe_workers=2, executor="processes")
+    assert local_probe_workers(RunOptions(probe_workers=3, device="cpu")) == 3
+    torch_threads = torch.get_num_threads()
+    assert local_probe_workers(RunOptions(device="cpu")) == auto_probe_workers(torch_threads, _cores(), False)
+
+
+def _cores():
+    from probe.devices import cores
+
+    return cores()
+
+
+def _numbers(ds: xr.Dataset) -> dict:
+    return {name: ds[name].values for name in ds.data_vars if name != "wall_time"}
+
+
+def _assert_same(a: xr.Dataset, b: xr.Dataset) -> None:
+    one, other = _numbers(a), _numbers(b)
+    assert one.keys() == other.keys()
+    for name in one:
+        np.testing.assert_array_equal(one[name], other[name], err_msg=name)
+
+
+def _killed_at(study, step, monkeypatch):
+    """killed_at for a study the runner trains through train_members (it hooks run_cell and run_members)."""
+    import probe.runner.groups as groups
+
+    def hooked(*args, on_step=None, **kwargs):
+        def hook(s, last):
+            if s == step:
+                raise Killed(f"killed at step {s}")
+            on_step(s, last)
+        return train_members(*args, on_step=hook, **kwargs)
+
+    if study.member is None:
+        return killed_at(study, step)
+    monkeypatch.setattr(groups, "train_members", hooked)
+    return study
+
+
+@pytest.mark.parametrize("study, seeds", [(invertible.STUDY, 1), (adversarial.STUDY, 2)],
+                         ids=["invertible", "adversarial"])  # groups of 2: estimators, seeds
+def test_a_run_killed_with_fits_in_the_pool_resumes_to_the_inline_numbers(study, seeds, tmp_path, monkeypatch):
+    """Checkpoints at 5 and 10 of 20 steps, evaluations at 0, 10, 20: the kill at 12 leaves the
+    fit of step 10 in flight unless the checkpoint at 10 settled it."""
+    common = dict(progress=False, log=lambda m: None, checkpoint_every=5, seeds=seeds)
+    inline = load_dataset(run_study(study, "smoke", out=tmp_path / "inline", probe_workers=0, **common))
+    with monkeypatch.context() as patched, pytest.raises(Killed):
+        run_study(_killed_at(study, 12, patched), "smoke", out=tmp_path / "pooled", probe_workers=1, **common)
+    saved = torch.load(next((tmp_path / "pooled").rglob("group-*.ckpt.pt")), weights_only=True)
+    assert saved["step"] == 10
+    assert all("probe_accuracy" in record for member in saved["records"] for record in member)
+    resumed = load_dataset(run_study(study, "smoke", out=tmp_path / "pooled", probe_workers=1, **common))
+    _assert_same(resumed, inline)
