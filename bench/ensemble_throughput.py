@@ -11,6 +11,7 @@ Architectures (sizes follow the studies' presets; `paper` only where it fits, se
   gaussian-concat     critic only, concat critic on scalar x, y (noniid-negatives)
   gaussian-separable  critic only, separable critic on d-dim Gaussians (estimator-validation)
   mlp                 MLP encoders + bilinear critic (critic-capacity, encoder-architecture)
+  mlp-concat          MLP encoders + concat critic, 200 hidden units on all K² pairs (critic-capacity)
   convnet             the paper's ConvNet + bilinear critic (encoder-architecture)
   resmlp              residual MLP + bilinear critic (hard-to-invert)
   flow                RealNVP, additive couplings + bilinear critic (invertible-encoders)
@@ -53,6 +54,10 @@ CONFIGS = {
     ("mlp", "smoke"): (32, 128, _pair(lambda: MLPEncoder(32, (32,), 16), lambda: make_critic("bilinear", 16, 16))),
     ("mlp", "quick"): (392, 128, _pair(lambda: MLPEncoder(392, (300, 300), 100),
                                        lambda: make_critic("bilinear", 100, 100))),
+    ("mlp-concat", "smoke"): (32, 128, _pair(lambda: MLPEncoder(32, (32,), 16),
+                                             lambda: make_critic("concat", 16, 16, hidden=(32,)))),
+    ("mlp-concat", "quick"): (392, 128, _pair(lambda: MLPEncoder(392, (300, 300), 100),
+                                              lambda: make_critic("concat", 100, 100))),
     ("convnet", "smoke"): (32, 128, _pair(lambda: ConvEncoder(32, (4, 8), (4, 8), out=16),
                                           lambda: make_critic("bilinear", 16, 16))),
     ("convnet", "quick"): (392, 128, _pair(lambda: ConvEncoder(392, (14, 28), (16, 32), out=100),

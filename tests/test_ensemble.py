@@ -337,6 +337,26 @@ def test_scores_match_each_members_own_forward(arch, engine):
         torch.testing.assert_close(scores[m], critic(g1(x1[m]), g2(x2[m])), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("loop_above", [0, 1 << 40], ids=["member-by-member", "batched"])
+@pytest.mark.parametrize("arch", ["mlp-concat", "critic-only"])
+def test_concat_critic_scores_and_gradients_match_each_member_on_both_paths(arch, loop_above, monkeypatch):
+    """Large pair stages run member by member (CONCAT_LOOP_ABOVE), small ones batched: both are
+    each member's own forward and backward."""
+    monkeypatch.setattr(ens_mod, "CONCAT_LOOP_ABOVE", loop_above)
+    triples = members(arch, 3)
+    dim = ARCHITECTURES[arch][0]
+    x1, x2 = torch.rand(3, K, dim), torch.rand(3, K, dim)
+    ensemble = Ensemble.from_modules(triples)
+    scores = ensemble.scores(x1, x2)
+    scores.square().sum().backward()
+    for m, (g1, g2, critic) in enumerate(triples):
+        own = critic(g1(x1[m]), g2(x2[m]))
+        torch.testing.assert_close(scores[m], own, rtol=1e-5, atol=1e-5)
+        own.square().sum().backward()
+        for name, param in critic.named_parameters():
+            torch.testing.assert_close(ensemble.params[f"critic.{name}"].grad[m], param.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_a_batched_forward_that_drifted_from_the_module_falls_back_to_vmap(monkeypatch):
     monkeypatch.setitem(ens_mod._NATIVE, ens_mod.critics.BilinearCritic, lambda run, m, p, x, y: torch.bmm(x, y.mT))
     triples = members("flow-additive", 2)

@@ -166,16 +166,41 @@ _native(critics.SeparableCritic)(
     lambda run, m, p, x, y: torch.bmm(run.child(m, p, "phi_x", x), run.child(m, p, "phi_y", y).mT))
 
 
+# Above this many (pair, unit) activations per member, the concat critic runs member by member:
+# one (M, K², hidden) tensor leaves the cache, and on 1 CPU thread its bmm's were 3.5x slower than
+# M addmm's at K = 128, hidden 200 (critic-capacity's quick preset; bench/README.md).
+CONCAT_LOOP_ABOVE = 1 << 20
+
+
 @_native(critics.ConcatCritic)
 def _concat(run: _Batched, m: critics.ConcatCritic, p: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # As ConcatCritic.forward: the first layer split, so the K² pairs cost (K + K) products.
     w, bias = run.state[f"{p}net.0.weight"], run.state[f"{p}net.0.bias"]
     dx, (n, k, ky) = x.shape[-1], (x.shape[0], x.shape[1], y.shape[1])
-    h = torch.bmm(x, w[..., :dx].mT)[:, :, None, :] + torch.bmm(y, w[..., dx:].mT)[:, None, :, :] + bias[:, None, None, :]
-    h = h.reshape(n, k * ky, -1)
-    for name in list(m.net._modules)[1:]:
+    hx, hy = torch.bmm(x, w[..., :dx].mT), torch.bmm(y, w[..., dx:].mT)
+    rest = list(m.net._modules)[1:]
+    if k * ky * w.shape[1] > CONCAT_LOOP_ABOVE and all(type(m.net._modules[name]) in (nn.Linear, nn.ReLU) for name in rest):
+        return torch.stack([_concat_member(run, m, p, i, hx[i], hy[i], bias[i]) for i in range(n)])
+    h = (hx[:, :, None, :] + hy[:, None, :, :] + bias[:, None, None, :]).reshape(n, k * ky, -1)
+    for name in rest:
         h = run.child(m.net, f"{p}net.", name, h)
     return h.reshape(n, k, ky)
+
+
+def _concat_member(run: _Batched, m: critics.ConcatCritic, p: str, i: int, hx: torch.Tensor, hy: torch.Tensor,
+                   bias: torch.Tensor) -> torch.Tensor:
+    """Member i's K x K scores from its first layer's two halves (the layers after it are
+    Linear and ReLU)."""
+    k, ky = hx.shape[0], hy.shape[0]
+    h = (hx[:, None, :] + hy[None, :, :] + bias).reshape(k * ky, -1)
+    for name in list(m.net._modules)[1:]:
+        layer = m.net._modules[name]
+        if isinstance(layer, nn.ReLU):
+            h = torch.relu(h)
+        else:
+            weight = run.state[f"{p}net.{name}.weight"][i]
+            h = F.linear(h, weight, None if layer.bias is None else run.state[f"{p}net.{name}.bias"][i])
+    return h.reshape(k, ky)
 
 
 # ------------------------------------------------------------------------------ ensemble
