@@ -167,9 +167,11 @@ _native(critics.SeparableCritic)(
 
 
 # Above this many (pair, unit) activations per member, the concat critic runs member by member:
-# one (M, K², hidden) tensor leaves the cache, and on 1 CPU thread its bmm's were 3.5x slower than
-# M addmm's at K = 128, hidden 200 (critic-capacity's quick preset; bench/README.md).
-CONCAT_LOOP_ABOVE = 1 << 20
+# one (M, K², hidden) tensor leaves the cache. One CPU thread, ms a step of 12 members, batched vs
+# member by member: K = 128, hidden 200 (critic-capacity quick) 3.5x slower batched; K = 128,
+# hidden 32: 48 vs 17; K = 128, hidden 10 (noniid-negatives quick): 78 vs 71; K = 32, hidden 10:
+# 4.6 vs 4.6 (bench/README.md).
+CONCAT_LOOP_ABOVE = 1 << 16
 
 
 @_native(critics.ConcatCritic)
