@@ -4,7 +4,8 @@ The "test" bound is computed on held-out pairs, in batches of the training batch
 notebook computed it on fresh training batches: docs/reference.md, "Common protocol"); the
 linear probe, V-information, triplet margins and g1's Jacobian are measured on the same
 encodings, each split encoded once. The torch fits (V-information, the converged probe) run
-on the training device.
+on the training device; the paper's SAGA probe runs inline, or in the pool of an enclosing
+`probe.training.probe_pool.background_probes` while training goes on (`Evaluator.settle`).
 
 With `reuse_fits`, an `Evaluator` picks V-information's C by its validation walk at the run's
 first evaluation only, and starts every later fit from the previous evaluation's weights
