@@ -3,6 +3,11 @@ the same numbers as inline, complete records in every checkpoint and result, the
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 
@@ -175,3 +180,36 @@ def test_a_run_killed_with_fits_in_the_pool_resumes_to_the_inline_numbers(study,
     assert all("probe_accuracy" in record for member in saved["records"] for record in member)
     resumed = load_dataset(run_study(study, "smoke", out=tmp_path / "pooled", probe_workers=1, **common))
     _assert_same(resumed, inline)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads a process's children from /proc (Linux)")
+def test_ctrl_c_with_a_pool_ends_the_run_with_its_message_and_no_worker_traceback(tmp_path):
+    command = [sys.executable, "-c", "import sys; from probe.cli import main; sys.argv[0] = 'probe'; main()",
+               "run-study", "invertible-encoders", "--preset", "smoke", "--steps", "100000", "--seeds", "1",
+               "--threads", "1", "--probe-workers", "1", "--no-progress", "--no-report", "--out", str(tmp_path)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None and not _descendants(run.pid, 2):
+        time.sleep(0.2)  # the pool's worker (and the spawn tracker) start at the first evaluation's fit
+    assert run.poll() is None, run.communicate()[1]
+    time.sleep(1.0)
+    os.killpg(run.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert "interrupted" in err.lower() or "saved" in err.lower(), err
+
+
+def _descendants(pid: int, at_least: int) -> bool:
+    seen, todo = 0, [pid]
+    while todo:
+        here = todo.pop()
+        for task in os.listdir(f"/proc/{here}/task") if os.path.exists(f"/proc/{here}/task") else []:
+            try:
+                children = open(f"/proc/{here}/task/{task}/children").read().split()
+            except OSError:
+                continue
+            seen += len(children)
+            todo += [int(c) for c in children]
+    return seen >= at_least

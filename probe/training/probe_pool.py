@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import signal
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextvars import ContextVar
@@ -48,6 +50,21 @@ def _init_worker() -> None:
     set_threads(1)  # SAGA is single-threaded; BLAS threads would only compete with training
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while the pool starts workers: Ctrl-C reaches the whole process group, and
+    the parent alone should answer it (it ends the pool) rather than every worker with a
+    traceback. An ignored signal stays ignored across exec; main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class PendingProbe:
     """One fit handed to the pool: its future, and its inputs in case the worker dies."""
 
@@ -72,7 +89,8 @@ class ProbePool:
 
     def submit(self, *args) -> PendingProbe:
         try:
-            return PendingProbe(self._executor.submit(fit_probe, *args), args)
+            with _sigint_ignored():  # the workers it starts inherit it from their first instruction
+                return PendingProbe(self._executor.submit(fit_probe, *args), args)
         except BrokenProcessPool:
             done: Future = Future()
             done.set_result(fit_probe(*args))
