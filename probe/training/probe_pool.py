@@ -1,10 +1,10 @@
 """The paper-protocol probe fitted in worker processes while training goes on.
 
 The paper's probe is scikit-learn's SAGA (tol 0.1, `probe.analyzers.linear`): CPU-only, and at
-60,000 rows about 4 s a fit, one fit per member per evaluation. Inside `background_probes(n)`,
-an `Evaluator` hands each fit to a pool of n processes and returns its record at once, with the
+60,000 rows 2.5-4 s a fit, one fit per member per evaluation. Inside `background_probes(n)`,
+an `Evaluator` (or adversarial-encoder's evaluation) hands each fit to a pool of n processes and returns its record at once, with the
 probe's entries to come; training resumes while the pool fits. `Evaluator.settle` writes them
-into the record: at the member's next evaluation, before a checkpoint and at the end of a run,
+into the record (via `ProbeFits`): at the member's next evaluation, before a checkpoint and at the end of a run,
 so a saved record is always complete and at most one fit per member is in flight (its
 embeddings are what it holds in memory).
 
@@ -35,7 +35,7 @@ _POOL: ContextVar["ProbePool | None"] = ContextVar("probe_pool", default=None)
 
 
 def fit_probe(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray,
-                    protocol: str, seed: int, device=None) -> dict[str, float]:
+              protocol: str, seed: int, device=None) -> dict[str, float]:
     """The linear probe's two numbers an evaluation records (what the pool's workers run;
     `device` matters to the converged protocol only, which never goes to the pool)."""
     from probe import analyzers
