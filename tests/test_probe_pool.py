@@ -21,6 +21,7 @@ import studies.adversarial_encoder as adversarial
 import studies.invertible_encoders as invertible
 from probe.critics import make_critic
 from probe.data import PairData
+from probe.devices import cores
 from probe.encoders import MLPEncoder
 from probe.errors import InputValueError
 from probe.results import load_dataset
@@ -129,13 +130,7 @@ def test_probe_workers_is_checked_and_an_explicit_count_wins():
         RunOptions(probe_workers=2, executor="processes")
     assert local_probe_workers(RunOptions(probe_workers=3, device="cpu")) == 3
     torch_threads = torch.get_num_threads()
-    assert local_probe_workers(RunOptions(device="cpu")) == auto_probe_workers(torch_threads, _cores(), False)
-
-
-def _cores():
-    from probe.devices import cores
-
-    return cores()
+    assert local_probe_workers(RunOptions(device="cpu")) == auto_probe_workers(torch_threads, cores(), False)
 
 
 def _numbers(ds: xr.Dataset) -> dict:

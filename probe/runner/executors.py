@@ -66,8 +66,7 @@ def run_cells(executor: str, jobs: list[CellJob], *, data: Any, steps_per_cell: 
         return {}
     groups = group_jobs(jobs, ensemble=jobs[0].options.ensemble)
     if executor == "local":
-        workers_given = jobs[0].options.probe_workers is not None
-        with background_probes(local_probe_workers(jobs[0].options), 0 if workers_given else AUTO_MIN_ROWS):
+        with local_background_probes(jobs[0].options):
             run_local(with_projection(groups, 1), data, steps_per_cell=steps_per_cell, progress=progress, log=log)
         return {}
     workers = workers or cores()
@@ -91,6 +90,12 @@ def with_projection(groups: list[list[CellJob]], parallel: int) -> list[list[Cel
     projection = Projection(cells=len(groups), parallel=parallel, yes=options.yes, command_hint=hint,
                             total_cells=sum(len(group) for group in groups))
     return [[dataclasses.replace(first, projection=projection), *groups[0][1:]], *groups[1:]]
+
+
+def local_background_probes(options: Any):
+    """The local executor's probe pool: --probe-workers for every fit, or by default the free
+    cores for fits large enough to pay for a worker (`AUTO_MIN_ROWS`)."""
+    return background_probes(local_probe_workers(options), 0 if options.probe_workers is not None else AUTO_MIN_ROWS)
 
 
 def local_probe_workers(options: Any) -> int:
