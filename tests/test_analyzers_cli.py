@@ -302,11 +302,13 @@ def test_paired_auto_prints_mi_estimate_with_its_interval_and_verdict(tmp_path, 
 def _mi_bounds_spy(monkeypatch) -> list[dict]:
     """Record the keyword arguments `probe analyze` hands to mi_bounds (which then runs as usual)."""
     import dataclasses
+    import functools
 
     import probe.analyzers.registry as registry
 
     calls: list[dict] = []
 
+    @functools.wraps(registry.mi_bounds)  # the registry reads which options to pass from the signature
     def spy(x, y, **kwargs):
         calls.append(kwargs)
         return registry.mi_bounds(x, y, **kwargs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # numpy, torch and scikit-learn load when the command runs: `
 
 DEFAULT_KEYS = ("z", "embeddings")
 CALLER = "analyze"
-MI_ANALYZERS = ("mi_estimate", "mi_bounds", "ksg_mi")  # their values in nats always carry a reliability note
 SHAPE_DEFAULT = "chosen from the data's shape"  # None lets mi_bounds size steps, batch, critic, lr to its data
 
 EXAMPLES = """\b
@@ -134,7 +133,7 @@ def _choose(requested: str, inputs: Inputs) -> tuple[list[Entry], dict[str, str]
             raise click.BadParameter(str(err), param_hint="--analyzers") from None
         entry = known[name]
         reason = entry.unfit_reason(inputs)
-        if entry.run is None:
+        if not entry.on_embeddings:
             raise click.BadParameter(f"{name} {reason}.", param_hint="--analyzers")
         if reason is not None:
             raise click.UsageError(f"{name} {reason}.")
@@ -211,112 +210,22 @@ def _out_folder(out: Path | None, embeddings: Path, overwrite: bool) -> Path:
     return candidate
 
 
-def _names(results: dict[str, xr.Dataset]) -> dict[tuple[str, str], str]:
-    """{(analyzer, variable): name in analysis.nc}: <analyzer>_<variable>, without a doubled prefix
-    (v_information's `v_information` stays `v_information`); a shortened name that would clash
-    with another variable's keeps the full one."""
-    from collections import Counter
+class _AnalyzersOption(click.Option):
+    """--analyzers, whose help lists the registry's analyzers: read when the help is shown, so that
+    `probe --help` never imports them."""
 
-    full = {(a, str(v)): f"{a}_{v}" for a, ds in results.items() for v in ds.data_vars}
-    short = {(a, v): (v if v == a or v.startswith(f"{a}_") else name) for (a, v), name in full.items()}
-    counts = Counter(short.values())
-    return {key: (name if counts[name] == 1 else full[key]) for key, name in short.items()}
+    def get_help_record(self, ctx: click.Context):
+        from probe.analyzers.registry import REGISTRY
 
+        names = ", ".join(e.name for e in REGISTRY if e.on_embeddings)
+        manual = ", ".join(e.name for e in REGISTRY if e.on_embeddings and not e.auto)
+        self.help = self._template.format(names=names, manual=f"not {manual}, which run when named" if manual else
+                                          "all of them")
+        return super().get_help_record(ctx)
 
-def _merge(results: dict[str, xr.Dataset]) -> xr.Dataset:
-    from probe.results import merge_prefixed
-
-    renames = {f"{a}_{v}": name for (a, v), name in _names(results).items() if name != f"{a}_{v}"}
-    return merge_prefixed(results).rename(renames)
-
-
-def _cell(value: Any) -> str:
-    import numpy as np
-
-    value = np.asarray(value)
-    return f"{float(value):.4g}" if value.dtype.kind == "f" else str(value.item() if value.ndim == 0 else value.tolist())
-
-
-def _verdicts(ds: xr.Dataset) -> dict[str, tuple[str, str | None]]:
-    """{value: (its reliable variable, its reason)}: `reliable` judges the first value in nats or bits
-    with a value per verdict (mi_bounds' `bound`, mi_estimate's `mutual_information`), `<p>_reliable` `<p>_*`."""
-    out: dict[str, tuple[str, str | None]] = {}
-    for name, var in ds.data_vars.items():
-        name = str(name)
-        prefix = name.split("_")[0]
-        if name.endswith(("reliable", "reason")) or var.attrs.get("units") not in ("nats", "bits"):
-            continue
-        if f"{prefix}_reliable" in ds:
-            reason = next((r for r in (f"{prefix}_reason", f"{prefix}_unreliable_reason") if r in ds), None)
-            out[name] = (f"{prefix}_reliable", reason)
-        elif "reliable" in ds and "reliable" not in {v for v, _ in out.values()} \
-                and set(ds["reliable"].dims) <= set(var.dims):
-            out[name] = ("reliable", "unreliable_reason" if "unreliable_reason" in ds else None)
-    return out
-
-
-def _note(ds: xr.Dataset, verdict: tuple[str, str | None] | None, index: dict, value: np.ndarray,
-          mi_value: bool) -> str:
-    """'reliable' or 'UNRELIABLE: <reason>'; without a verdict an MI value that is negative or not
-    finite is still flagged, and any other non-finite value is marked."""
-    import numpy as np
-
-    if verdict is not None:
-        reliable, reason = (None if v is None else ds[v].sel({d: c for d, c in index.items() if d in ds[v].dims})
-                            for v in verdict)
-        if bool(reliable.values):
-            return "reliable"
-        return f"UNRELIABLE: {_cell(reason.values) if reason is not None else 'no reason given'}"
-    finite = value.dtype.kind != "f" or bool(np.isfinite(value))
-    if mi_value and (not finite or float(value) < 0):
-        return "UNRELIABLE: " + ("not finite" if not finite else "negative (MI is never below 0)")
-    return "" if finite else "not finite"
-
-
-def _rows(analyzer: str, ds: xr.Dataset, names: dict[tuple[str, str], str]) -> list[tuple[str, ...]]:
-    """(name, value, interval, units, note) for every variable a table can hold."""
-    import numpy as np
-
-    from probe.report.intervals import interval_name  # `<name>_ci`, or `<x>_ci` of an `<x>_estimate`
-
-    rows, verdicts = [], _verdicts(ds)
-    skip = {v for pair in verdicts.values() for v in pair if v} | {"reliable", "unreliable_reason"}
-    skip |= {v for v in ds.data_vars if str(v).endswith("_ci")}
-    for var_name, var in ds.data_vars.items():
-        if var_name in skip or "sample" in var.dims:  # per-row arrays stay in analysis.nc
-            continue
-        name, units = names[(analyzer, str(var_name))], str(var.attrs.get("units", ""))
-        ci = ds.get(interval_name(ds, str(var_name)) or "")
-        mi_value = analyzer in MI_ANALYZERS and units in ("nats", "bits")
-        if var.ndim == 0 or (var.ndim == 1 and var.size <= 12 and var.dims[0] in ds.coords):
-            labels = [{}] if var.ndim == 0 else [{var.dims[0]: c} for c in ds[var.dims[0]].values]
-            for index in labels:
-                value = var.sel(index).values if index else var.values
-                interval = ""
-                if ci is not None and ci.ndim == var.ndim + 1:
-                    lo, hi = np.asarray(ci.sel(index).values if index else ci.values, dtype=float).ravel()[:2]
-                    interval = f"[{lo:.4g}, {hi:.4g}]"
-                note = _note(ds, verdicts.get(str(var_name)), index, value, mi_value)
-                label = f"{name}[{next(iter(index.values()))}]" if index else name
-                rows.append((label, _cell(value), interval, units, note))
-        else:
-            values = np.asarray(var.values)
-            finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
-            shape = ", ".join(f"{d}: {n}" for d, n in var.sizes.items())
-            median = f"median {np.median(finite):.4g}" if finite.size and values.dtype.kind in "fiu" else ""
-            rows.append((name, median or "—", f"array ({shape})", units, ""))
-    return rows
-
-
-def _table(results: dict[str, xr.Dataset], skipped: dict[str, str]) -> str:
-    names = _names(results)
-    rows = [("variable", "value", "interval", "units", "note")]
-    for analyzer, ds in results.items():
-        rows += _rows(analyzer, ds, names)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip() for row in rows]
-    lines += [f"skipped {name}: {reason}" for name, reason in skipped.items()]
-    return "\n".join(lines)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._template = self.help
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -334,10 +243,9 @@ def _table(results: dict[str, xr.Dataset], skipped: dict[str, str]) -> str:
 @click.option("--test-labels", help="Labels of the held-out embeddings (name or path). Example: --test-labels y_test")
 @click.option("--test-paired", help="Paired view of the held-out embeddings (name or path), for v_information on "
               "--paired. Example: --test-paired view2_test.npy")
-@click.option("--analyzers", "requested", default="auto", show_default=True,
-              help="Comma-separated analyzers: linear_probe, v_information, triplet_margins, mi_estimate, mi_bounds, "
-              "ksg_mi, geometry. 'auto' runs every one the inputs suit (with --paired: mi_estimate, not mi_bounds "
-              "or ksg_mi) and says why it skips the others. Example: --analyzers linear_probe,geometry")
+@click.option("--analyzers", "requested", cls=_AnalyzersOption, default="auto", show_default=True,
+              help="Comma-separated analyzers: {names}. 'auto' runs every one the inputs suit ({manual}) and says "
+              "why it skips the others. Example: --analyzers linear_probe,geometry")
 @click.option("--protocol", type=click.Choice(["paper", "converged"]), default="paper", show_default=True,
               help="linear_probe protocol: the paper's SAGA tol 0.1, or L-BFGS to tol 1e-6. "
               "Example: --protocol converged")
@@ -372,6 +280,7 @@ def analyze(embeddings: Path, **options) -> None:
 def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired, requested, protocol,
              steps, batch_size, seed, test_fraction, n_bootstrap, out, overwrite, threads) -> None:
     from probe.analyzers.registry import Inputs, Options
+    from probe.cli.table import merge, table
     from probe.embeddings import read_arrays
     from probe.report.analysis import analysis_page
     from probe.report.html import write_page
@@ -404,7 +313,7 @@ def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired
         raise click.ClickException("every analyzer failed; nothing was written:\n"
                                    + "\n".join(f"  {k}: {v}" for k, v in failed.items()))
 
-    merged = _merge(results)
+    merged = merge(results)
     settings = {"source": embeddings.name, "key": key or "auto", "labels": labels or "none",
                 "paired": paired or "none", "test_key": test_key or "none", "seed": seed,
                 "test_fraction": test_fraction, "n_bootstrap": n_bootstrap, "analyzers": ",".join(results),
@@ -413,7 +322,7 @@ def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired
     out.mkdir(parents=True, exist_ok=True)
     save_dataset(merged, out / "analysis.nc")  # atomic: a failure never leaves half a file
     write_page(out / "analysis.html", analysis_page(results, f"probe analyze: {embeddings.name}", settings))
-    click.echo(_table(results, skipped))
+    click.echo(table(results, skipped))
     click.echo(f"wrote {out / 'analysis.nc'} and {out / 'analysis.html'}")
     if failed and requested != "auto":
         raise click.ClickException("; ".join(f"{k} failed: {v}" for k, v in failed.items())
