@@ -35,6 +35,8 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from analyzer_specs import Spec
+from analyzer_specs import analyzer_specs as derived_specs
 
 from probe.errors import ProbeError
 
@@ -110,56 +112,13 @@ def no_nan(value: Any) -> str | None:
 # ------------------------------------------------------------------------------- analyzer inputs
 
 
-def _blobs(n: int, d: int, n_classes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    y = np.arange(n) % n_classes
-    return rng.standard_normal((n_classes, d))[y] * 2 + rng.standard_normal((n, d)), y
-
-
-def _encoder() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
-
-
-@dataclass
-class Spec:
-    analyzer: str
-    arrays: dict[str, np.ndarray]              # 2-D float inputs
-    labels: dict[str, np.ndarray]              # 1-D class inputs
-    other: dict[str, Any]
-    min_samples: int = 2
-
-    def call(self, **replace: Any) -> Callable[[Path], Any]:
-        from probe.analyzers import get_analyzer
-
-        def run(_: Path) -> Any:
-            kwargs = {**self.arrays, **self.labels, **self.other, **replace}
-            if self.analyzer == "condition_numbers":
-                kwargs["encoder"] = _encoder()
-            return get_analyzer(self.analyzer)(**kwargs)
-
-        return run
-
-
 def analyzer_specs() -> dict[str, Spec]:
-    rng = np.random.default_rng(SEED)
-    z, y = _blobs(48, 4, 3, rng)
-    paired = z + 0.3 * rng.standard_normal(z.shape)
-    g = rng.standard_normal((160, 2))
-    g2 = 0.6 * g + 0.8 * rng.standard_normal((160, 2))
-    return {
-        "linear_probe": Spec("linear_probe", {"train_z": z}, {"train_y": y}, {}),
-        "linear_probe[test]": Spec("linear_probe", {"train_z": z[:32], "test_z": z[32:]},
-                                   {"train_y": y[:32], "test_y": y[32:]}, {}),
-        "v_information": Spec("v_information", {"z": z}, {"y": y}, {}),
-        "v_information[target]": Spec("v_information", {"z": z, "target": paired}, {}, {}),
-        "triplet_margins": Spec("triplet_margins", {"anchors": z, "positives": paired}, {}, {"n_triplets": 200}),
-        "triplet_margins[labels]": Spec("triplet_margins", {"anchors": z}, {"labels": y}, {"n_triplets": 200}),
-        "condition_numbers": Spec("condition_numbers", {"inputs": z[:8]}, {}, {"batch_size": 4}, min_samples=1),
-        "mi_bounds": Spec("mi_bounds", {"x": g, "y": g2}, {}, {"steps": 10, "batch_size": 16}),
-        "ksg_mi": Spec("ksg_mi", {"x": g, "y": g2}, {}, {}),
-        "mi_estimate": Spec("mi_estimate", {"x": g, "y": g2}, {}, {}),
-        "geometry": Spec("geometry", {"z": z, "paired": paired}, {"labels": y}, {}),
-    }
+    """The contract suite's specs (derived from each registry Entry), on 160 rows of SEED's data."""
+    return derived_specs(160, SEED, extra=False)
+
+
+def _runner(spec: Spec, **replace: Any) -> Callable[[Path], Any]:
+    return lambda _: spec.call(**replace)
 
 
 def _one(a: np.ndarray, rng: np.random.Generator, value: float) -> np.ndarray:
@@ -256,22 +215,23 @@ def analyzer_cases() -> list[Case]:
         target = f"analyzer:{spec.analyzer}"
         for name, array in spec.arrays.items():
             for kind, (corrupt, accepted) in ARRAY_CORRUPTIONS.items():
-                cases.append(Case(f"{spec_id}:{name}:{kind}", target, spec.call(**{name: corrupt(array, rng)}),
+                cases.append(Case(f"{spec_id}:{name}:{kind}", target, _runner(spec, **{name: corrupt(array, rng)}),
                                   accepts=accepted, check=no_nan))
             one = array[:1]
             partners = {k: v[:1] for k, v in {**spec.arrays, **spec.labels}.items()}
-            cases.append(Case(f"{spec_id}:{name}:one_sample", target, spec.call(**{name: one}),
+            cases.append(Case(f"{spec_id}:{name}:one_sample", target, _runner(spec, **{name: one}),
                               accepts=spec.min_samples <= 1, check=no_nan))
-            cases.append(Case(f"{spec_id}:all:one_sample", target, spec.call(**partners),
+            cases.append(Case(f"{spec_id}:all:one_sample", target, _runner(spec, **partners),
                               accepts=spec.min_samples <= 1, check=no_nan)) if name == next(iter(spec.arrays)) else None
             if len(spec.arrays) + len(spec.labels) > 1:
                 drop = int(rng.integers(1, array.shape[0] - 1))
                 cases.append(Case(f"{spec_id}:{name}:mismatched_length", target,
-                                  spec.call(**{name: array[:drop]}), accepts=name == "test_z"))
+                                  _runner(spec, **{name: array[:drop]}),
+                                  accepts=not any(name in group for group in spec.groups)))
         for name, labels in spec.labels.items():
             for kind, (corrupt, accepted) in LABEL_CORRUPTIONS.items():
                 ok = accepted or (kind == "one_class" and name.startswith("test_"))
-                cases.append(Case(f"{spec_id}:{name}:{kind}", target, spec.call(**{name: corrupt(labels, rng)}),
+                cases.append(Case(f"{spec_id}:{name}:{kind}", target, _runner(spec, **{name: corrupt(labels, rng)}),
                                   accepts=ok, check=no_nan))
     return cases
 
