@@ -31,6 +31,14 @@ class Cell:
         return "_".join(parts).replace("/", "-") + ".nc"
 
 
+# Where a study comes from, which decides how its pages speak of its claim:
+# "paper"   one of Tschannen et al.'s own experiments: "the paper's claim", the paper's numbers beside ours;
+# "own"     probe's own question or another paper's benchmark: "this study's claim", its own references;
+# "variant" a changed copy of another study (the default): "this study's claim", and no paper numbers,
+#           even where it reuses the verdict of the study it varies.
+ORIGINS = ("paper", "own", "variant")
+
+
 @dataclass(frozen=True)
 class Study:
     name: str                   # "invertible-encoders"
@@ -54,6 +62,16 @@ class Study:
     # returns one result per cell, each as `run_cell` would return it alone. `member_context(m)` is
     # entered around everything drawn for member m alone (its seeds are recorded under it).
     run_members: Callable[..., list[CellResult]] | None = None
+    origin: str = "variant"     # one of ORIGINS
+
+    def __post_init__(self) -> None:
+        if self.origin not in ORIGINS:
+            raise unknown_name("study origin", self.origin, list(ORIGINS))
+
+    @property
+    def claim_owner(self) -> str:
+        """Whose claim its verdict tests: "the paper's" or "this study's"."""
+        return "the paper's" if self.origin == "paper" else "this study's"
 
     def settings(self, preset: str) -> Any:
         if preset not in self.presets:

@@ -8,6 +8,7 @@ non-finite is "undecided", never "held".
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,11 +93,16 @@ def judge(study, ds: xr.Dataset) -> Verdict:
     """`study.verdict(ds)`, or undecided (with the reason) if the study has none or it cannot decide.
 
     Called once per page, by whoever writes it (`probe run-study`, `probe report`), and handed to
-    the page: the report never has to import the studies.
+    the page: the report never has to import the studies. A variant of another study (origin
+    "variant") may reuse that study's verdict, but not the paper's numbers it quotes: those are
+    the reference of the original experiment, not of the variant.
     """
     if getattr(study, "verdict", None) is None:
         return undecided("—", "this study declares no verdict", "—")
     try:
-        return study.verdict(ds)
+        verdict = study.verdict(ds)
     except (KeyError, ValueError, IndexError) as err:  # a partial or foreign result: say what is missing
         return undecided("—", f"could not be decided from this result ({type(err).__name__}: {err})", "—")
+    if getattr(study, "origin", "paper") == "variant" and verdict.paper:
+        verdict = dataclasses.replace(verdict, paper="")
+    return verdict

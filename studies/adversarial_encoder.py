@@ -252,4 +252,5 @@ STUDY = Study(
     # The seeds and learning-rate sources of one architecture train together (run_members).
     member_axes=("lr_source",),
     run_members=run_members,
+    origin="paper",
 )

@@ -135,4 +135,5 @@ STUDY = Study(
     member=build_member,
     member_axes=MEMBER_AXES,
     verdict=verdict,
+    origin="paper",
 )

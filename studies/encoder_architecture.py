@@ -176,4 +176,5 @@ STUDY = Study(
     member_axes=MEMBER_AXES,
     verdict=verdict,
     variables=VARIABLES,
+    origin="paper",
 )

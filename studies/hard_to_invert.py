@@ -125,4 +125,5 @@ STUDY = Study(
     member=build_member,
     member_axes=MEMBER_AXES,
     verdict=verdict,
+    origin="paper",
 )

@@ -261,4 +261,5 @@ STUDY = Study(
     member_axes=MEMBER_AXES,
     verdict=verdict,
     variables=VARIABLES,
+    origin="own",
 )

@@ -316,6 +316,7 @@ STUDY = Study(
     verdict=verdict,
     load_data=load_data,
     variables=VARIABLES,
+    origin="own",
 )
 
 

@@ -264,4 +264,5 @@ STUDY = Study(
     verdict=verdict,
     load_data=load_data,
     variables=VARIABLES,
+    origin="paper",
 )

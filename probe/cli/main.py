@@ -195,15 +195,21 @@ def _echo_verdict(verdict) -> None:
 @click.option("--all", "all_runs", is_flag=True,
               help="RESULTS is a runs folder: write the page of every results.nc under it and an index.html "
                    "with one verdict per study (did the run show the paper's effect, and which chart decides it).")
+@click.option("--gallery", is_flag=True,
+              help="As --all, for the committed gallery: the folder defaults to reports/gallery, and a study with no "
+                   "run under RESULTS is listed as missing from it.")
 @click.option("--out", type=click.Path(), default=None,
-              help="HTML file to write (with --all: the folder). Default: reports/<study>.html (with --all: reports/)")
-def report_cmd(results, all_runs, out):
+              help="HTML file to write (with --all: the folder). Default: reports/<study>.html (with --all: reports/, "
+                   "with --gallery: reports/gallery/)")
+def report_cmd(results, all_runs, gallery, out):
     """Write a self-contained HTML report (opens offline) for a RESULTS netCDF file.
 
     \b
     probe report runs/invertible-encoders/quick-digits-1a2b3c/results.nc
-    probe report --all runs --out reports/gallery
+    probe report --all runs --out reports/site
+    probe report --gallery runs-gallery          # every page of reports/gallery and its index
     """
+    all_runs = all_runs or gallery
     if Path(results).is_dir() and not all_runs:
         raise click.UsageError(f"'{results}' is a folder: pass --all to report every results.nc under it, "
                                "or give one results.nc file.")
@@ -213,7 +219,8 @@ def report_cmd(results, all_runs, out):
         from probe.report import write_index
 
         pages: list[Path] = []
-        index = write_index(Path(results), list_studies(), Path(out) if out else Path("reports"), written=pages)
+        folder = Path(out) if out else Path("reports/gallery" if gallery else "reports")
+        index = write_index(Path(results), list_studies(), folder, written=pages, gallery=gallery)
         for page in pages:
             click.echo(f"report: {page}")
         click.echo(f"index: {index}")

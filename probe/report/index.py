@@ -54,13 +54,15 @@ def find_results(runs_dir: str | os.PathLike) -> list[Path]:
 
 
 def write_index(runs_dir: str | os.PathLike, studies: list[Study], out_dir: str | os.PathLike = "reports",
-                written: list[Path] | None = None) -> Path:
+                written: list[Path] | None = None, *, gallery: bool = False) -> Path:
     """Write every study's page and `index.html` into `out_dir`; return the index's path.
 
     `studies` is the catalogue (`studies.list_studies()`): the index has one row per run, the
     studies in its order and each study's runs fullest first (seeds × training steps), so the
     page named after the study is its fullest run and a smoke run never takes that name. Each
     page opens with that study's verdict on the run. `written`, when given, receives the pages.
+    A study with no run gets a row with the command that makes one; with `gallery` (the committed
+    pages of reports/gallery) it is listed as missing from the gallery.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -92,7 +94,7 @@ def write_index(runs_dir: str | os.PathLike, studies: list[Study], out_dir: str 
         if written is not None:
             written.append(page)
     index = out / "index.html"
-    write_page(index, _render(list(by_name.values()), entries, unreadable, Path(runs_dir)))
+    write_page(index, _render(list(by_name.values()), entries, unreadable, Path(runs_dir), gallery))
     return index
 
 
@@ -102,12 +104,14 @@ def _run_size(ds: xr.Dataset) -> int:
     return ds.sizes.get("seed", 1) * max(steps, 1)
 
 
-def _row(study: Study, entry: Entry | None) -> str:
+def _row(study: Study, entry: Entry | None, runs_dir: Path, gallery: bool) -> str:
     head = (f'<td><strong>{_e(study.name)}</strong><br><span class="muted">{_e(study.figure)}</span></td>')
     if entry is None:
-        command = f"probe run-study {study.name} --preset quick --out RUNS_DIR"
-        return (f"<tr>{head}<td>{_badge('not run')}</td><td colspan=\"3\" class=\"muted\">{_e(study.description)} "
-                f"Make it with <code>{_e(command)}</code>.</td></tr>")
+        command = f"probe run-study {study.name} --preset quick --out {runs_dir}"
+        state, then = ("missing", f", then <code>{_e(f'probe report --gallery {runs_dir}')}</code>") if gallery \
+            else ("not run", "")
+        return (f"<tr>{head}<td>{_badge(state)}</td><td colspan=\"3\" class=\"muted\">{_e(study.description)} "
+                f"Make it with <code>{_e(command)}</code>{then}.</td></tr>")
     ds, v = entry.ds, entry.verdict
     made = (f"preset <code>{_e(ds.attrs.get('preset', '?'))}</code> · {_e(ds.attrs.get('dataset', '?'))} · seeds "
             f"{_e(seed_text(str(ds.attrs.get('seeds', '?'))))} · {_e(ds.attrs.get('device', '?'))} · "
@@ -120,11 +124,12 @@ def _row(study: Study, entry: Entry | None) -> str:
             f"<td><a href=\"{_e(entry.page.name)}\">report page</a><br><span class=\"muted\">{made}</span></td></tr>")
 
 
-def _render(studies: list[Study], entries: dict[str, list[Entry]], unreadable: list[str], runs_dir: Path) -> str:
+def _render(studies: list[Study], entries: dict[str, list[Entry]], unreadable: list[str], runs_dir: Path,
+            gallery: bool) -> str:
     rows = []
     for study in studies:
         found = entries.get(study.name) or [None]
-        rows += [_row(study, entry) for entry in found]
+        rows += [_row(study, entry, runs_dir, gallery) for entry in found]
     counts = {}
     for found in entries.values():
         for entry in found:
@@ -137,7 +142,7 @@ def _render(studies: list[Study], entries: dict[str, list[Entry]], unreadable: l
     body = f"""<header><h1>What probe reproduces</h1>
 <p class="meta">Tschannen et al., <em>On Mutual Information Maximization for Representation Learning</em>,
 ICLR 2020 · runs from <code>{_e(runs_dir)}</code> · written {_e(dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))}</p>
-<p class="takeaway">One row per study: the paper's claim with the threshold that decides it, whether this run
+<p class="takeaway">One row per study: its claim (the paper's, for the paper's experiments) with the threshold that decides it, whether this run
 showed it, the numbers that decide it (mean ± sd over seeds at the last evaluation unless stated) and the chart
 on the study's page that shows it. A reduced preset can miss an effect the paper's protocol shows: the verdict
 is about this run, not about the paper.</p>

@@ -103,11 +103,19 @@ def _header(study: StudyView, verdict: Verdict | None) -> str:
     ]
     table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     parts = [f"<h1>{escape(title)}</h1>"]
+    origin = study_origin(ds)
     if claim:
         outcome = verdict.outcome if verdict is not None else "not judged"
-        parts.append(f'<p class="claim">The paper\'s claim: “{escape(claim)}”. This run: {escape(outcome)}.</p>')
-    figure = f" · paper {study.paper['figure']}" if study.paper else ""
-    parts.append(f'<p class="meta">study <code>{escape(name)}</code>{escape(figure)} · Tschannen et al., ICLR 2020</p>')
+        owner = "The paper's claim" if origin == "paper" else "This study's claim"
+        parts.append(f'<p class="claim">{owner}: “{escape(claim)}”. This run: {escape(outcome)}.</p>')
+    if origin == "paper":
+        figure = f" · paper {study.paper['figure']}" if study.paper else ""
+        source = f"{figure} · Tschannen et al., ICLR 2020"
+    else:
+        source = (f" · {attr(ds, 'figure')}" if attr(ds, "figure") else "") + (
+            " · a variant of another study: its claim is its own, and the paper's numbers are not its reference"
+            if origin == "variant" else "")
+    parts.append(f'<p class="meta">study <code>{escape(name)}</code>{escape(source)}</p>')
     entry = reference.PAPER.get(name)
     if entry:
         parts.append(f'<p class="takeaway"><strong>{escape(entry["figure"])}.</strong> {escape(entry["takeaway"])}</p>')
@@ -131,6 +139,12 @@ def _header(study: StudyView, verdict: Verdict | None) -> str:
             pass
         parts.append(f"<details><summary>study settings</summary><pre>{escape(settings)}</pre></details>")
     return "<header>" + "".join(parts) + "</header>"
+
+
+def study_origin(ds: xr.Dataset) -> str:
+    """The run's `study_origin` attr ("paper", "own", "variant"); for a file written before it was
+    recorded, "paper" for the studies the paper's numbers are kept for, else "own"."""
+    return attr(ds, "study_origin") or ("paper" if attr(ds, "study") in reference.PAPER else "own")
 
 
 def _verdict_note(verdict: Verdict | None) -> str:

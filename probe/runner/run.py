@@ -172,6 +172,7 @@ def _run_attrs(study: Study, preset: str, settings: Any, info: dict, device: str
         "study": study.name,
         "title": study.title,
         "figure": study.figure,
+        "study_origin": study.origin,
         "preset": preset,
         "dataset": info["dataset"],
         "dataset_sha256": info.get("dataset_sha256", ""),
