@@ -49,6 +49,7 @@ class Settings:
     eval_every: int = 1_000
     seeds: tuple[int, ...] = tuple(range(20))
     dataset: str = "mnist"
+    views: str = "top-bottom"        # the paper's halves; or left-right, random-split[:SEED] (probe.data.views)
     jacobian_inputs: int = 0
     analyzers: bool = True                       # V-information and triplet margins (probe's)
 

@@ -33,6 +33,7 @@ class Settings:
     eval_every: int = 1_000
     seeds: tuple[int, ...] = tuple(range(20))
     dataset: str = "mnist"
+    views: str = "top-bottom"        # the paper's halves; or left-right, random-split[:SEED] (probe.data.views)
     jacobian_inputs: int = 0         # g1's Jacobian at this many test inputs per evaluation
     analyzers: bool = True
 

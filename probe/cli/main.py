@@ -85,6 +85,9 @@ def main() -> None:
               help="mnist, fashion-mnist, cifar10 or digits (offline). Default: the preset's. Not with --data-dir.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="A folder holding the four MNIST-format IDX files (e.g. ../shared/data/mnist-5k).")
+@click.option("--views", default=None, metavar="SPLIT",
+              help="How an image becomes two views: top-bottom (the paper's halves, the default), left-right, or "
+                   "random-split (a fixed random half of the pixels; random-split:SEED for another). Image studies only.")
 @click.option("--seeds", default=None, metavar="N|LIST",
               help="Number of seeds (3 -> 0,1,2), a list (0,4,7) or a range (0-9). Default: the preset's.")
 @click.option("--steps", type=int, default=None, help="Override the number of training steps.")
@@ -128,7 +131,7 @@ def main() -> None:
                    "but one), at most 4; 0 fits it inline. Local executor only.")
 @click.option("--yes", is_flag=True,
               help="Go on with a CPU run projected to take more than 3 h (it stops before training otherwise).")
-def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, device, out, report, threads,
+def run_study_cmd(name, preset, dataset, data_dir, views, seeds, steps, set_values, device, out, report, threads,
                   no_progress, executor, scheduler, workers, checkpoint_every, ensemble, tf32, save_embeddings, probe_workers,
                   yes):
     """Run (or resume) the study NAME and save its results as netCDF.
@@ -163,7 +166,7 @@ def run_study_cmd(name, preset, dataset, data_dir, seeds, steps, set_values, dev
                          device=device, out=out, progress=not no_progress, set_values=set_choice,
                          executor=executor, scheduler=scheduler, workers=workers, threads=threads,
                          checkpoint_every=checkpoint_every, save_embeddings=save_embeddings, yes=yes,
-                         ensemble=ensemble, tf32=tf32, probe_workers=probe_workers)
+                         ensemble=ensemble, tf32=tf32, probe_workers=probe_workers, views=views)
     try:
         path = run(study, options, log=lambda m: click.echo(m, err=True))
     except RunInterrupted as stop:

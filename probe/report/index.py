@@ -113,7 +113,8 @@ def _row(study: Study, entry: Entry | None, runs_dir: Path, gallery: bool) -> st
         return (f"<tr>{head}<td>{_badge(state)}</td><td colspan=\"3\" class=\"muted\">{_e(study.description)} "
                 f"Make it with <code>{_e(command)}</code>{then}.</td></tr>")
     ds, v = entry.ds, entry.verdict
-    made = (f"preset <code>{_e(ds.attrs.get('preset', '?'))}</code> · {_e(ds.attrs.get('dataset', '?'))} · seeds "
+    views = f" · {ds.attrs['views']} views" if ds.attrs.get("views") else ""
+    made = (f"preset <code>{_e(ds.attrs.get('preset', '?'))}</code> · {_e(ds.attrs.get('dataset', '?'))}{_e(views)} · seeds "
             f"{_e(seed_text(str(ds.attrs.get('seeds', '?'))))} · {_e(ds.attrs.get('device', '?'))} · "
             f"{_e(human_duration(ds.attrs.get('total_wall_time')))} of cell time")
     evidence = "".join(f"<li>{_e(part)}</li>" for part in v.evidence)

@@ -91,6 +91,7 @@ def _header(study: StudyView, verdict: Verdict | None) -> str:
     rows = [
         ("preset", attr(ds, "preset", "—")),
         ("dataset", dataset),
+        *([("views", views_text(ds))] if attr(ds, "views") else []),
         ("seeds", f"{seeds} ({n_seeds} run{'s' if n_seeds != 1 else ''} per cell)"),
         ("grid", " × ".join(f"{d} ({ds.sizes[d]})" for d in study.varying) or "one cell"),
         *([("same in every cell", ", ".join(f"{d} = {v}" for d, v in study.fixed.items()))] if study.fixed else []),
@@ -139,6 +140,15 @@ def _header(study: StudyView, verdict: Verdict | None) -> str:
             pass
         parts.append(f"<details><summary>study settings</summary><pre>{escape(settings)}</pre></details>")
     return "<header>" + "".join(parts) + "</header>"
+
+
+def views_text(ds: xr.Dataset) -> str:
+    """'top-bottom (the paper's halves)', 'left-right', 'random-split:0 (pixel partition 3fa2...)'."""
+    views = attr(ds, "views")
+    if views == "top-bottom":
+        return "top-bottom (the paper's halves)"
+    partition = attr(ds, "views_partition")
+    return views + (f" (pixel partition {partition})" if partition else "")
 
 
 def study_origin(ds: xr.Dataset) -> str:

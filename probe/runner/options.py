@@ -47,6 +47,9 @@ class RunOptions:
     # Processes that fit the paper's SAGA probe while training goes on (probe.training.probe_pool),
     # local executor only; None: the cores training leaves free, at most 4; 0: fitted inline.
     probe_workers: int | None = None
+    # How an image becomes two views (probe.data.views: top-bottom, left-right, random-split[:SEED]);
+    # None: the preset's (top-bottom, the paper's, unless the preset says otherwise).
+    views: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -67,6 +70,10 @@ class RunOptions:
                 "folder's files are the data and --dataset is not used (only --dataset cifar10 means something "
                 f"there: insist on CIFAR-10 files). Pass one of them: --data-dir {self.data_dir}, or --dataset "
                 f"{self.dataset}.")
+        if self.views is not None:
+            from probe.data.views import parse_views
+
+            parse_views(self.views, "--views")
         if self.data_dir is not None:  # workers may start in another folder
             object.__setattr__(self, "data_dir", str(Path(self.data_dir).resolve()))
 

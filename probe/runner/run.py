@@ -61,6 +61,11 @@ def run_settings(study: Study, options: RunOptions) -> Any:
         overrides["seeds"] = seeds
     if options.steps is not None:
         overrides["steps"] = options.steps
+    if options.views is not None:
+        if not hasattr(settings, "views"):
+            raise InputValueError(f"--views {options.views}: {study.name} trains on pairs that are not two views of "
+                                  "an image (its data are synthetic), so there is nothing to split. Leave --views out.")
+        overrides["views"] = options.views
     return apply_overrides(dataclasses.replace(settings, **overrides), options.set_values)
 
 
@@ -177,6 +182,7 @@ def _run_attrs(study: Study, preset: str, settings: Any, info: dict, device: str
         "dataset": info["dataset"],
         "dataset_sha256": info.get("dataset_sha256", ""),
         "dataset_source": info.get("dataset_source", ""),
+        **({"views": info["views"], "views_partition": info.get("views_partition", "")} if "views" in info else {}),
         "seeds": ",".join(str(s) for s in settings.seeds),
         "eval_batch_size": int(getattr(settings, "batch_size", 0)),
         "device": device,
