@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from probe.cli.analyze import analyze
+from probe.cli.robustness import robustness
 from probe.errors import ProbeError
 
 
@@ -276,6 +277,7 @@ def _columns(rows: list[tuple[str, ...]]) -> str:
 
 
 main.add_command(analyze)
+main.add_command(robustness)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
