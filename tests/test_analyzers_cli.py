@@ -351,3 +351,44 @@ def test_help_says_mi_bounds_settings_are_chosen_from_the_data():
     for option, following in (("--steps", "--batch-size"), ("--batch-size", "--seed")):
         described = text.split(f"{option} INTEGER RANGE", 1)[1].split(f"{following} INTEGER RANGE", 1)[0]
         assert "[default: (chosen from the data's shape)" in described, described
+
+
+# ------------------------------------------------------------------- messages that lead somewhere (issue 21)
+
+def test_a_one_dimensional_array_says_how_to_reshape_it(tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros(3000))
+    result = CliRunner().invoke(analyze, [str(tmp_path / "one.npy")])
+    assert result.exit_code != 0
+    assert "one.npy must be 2-D (n, d); got shape (3000,); reshape a single feature per row with x[:, None]" \
+        in result.output and "--key" not in result.output
+
+
+def test_an_empty_array_says_it_has_0_rows(tmp_path):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 5)))
+    result = CliRunner().invoke(analyze, [str(tmp_path / "empty.npy")])
+    assert result.exit_code != 0 and "has 0 rows (shape=(0, 5))" in result.output
+
+
+def test_labels_of_shape_n_1_beside_the_embeddings_are_recognised(tmp_path):
+    z, y, _ = _data(n=150)
+    np.savez(tmp_path / "e.npz", emb=z, y=y[:, None])  # two 2-D arrays, but y is a column of class ids
+    result = CliRunner().invoke(analyze, [str(tmp_path / "e.npz"), "--analyzers", "auto", "--n-bootstrap", "0",
+                                          "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "using y (150, 1) in e.npz as the labels" in result.stderr
+    with xr.open_dataset(tmp_path / "o/analysis.nc", engine="netcdf4") as ds:
+        assert "linear_probe_accuracy" in ds and ds.attrs["analyze_labels"] == "y"
+
+
+def test_inputs_are_checked_before_an_output_folder_is_named_and_paired_files_name_it(tmp_path, monkeypatch):
+    z, _, paired = _data(n=150)
+    np.save(tmp_path / "view1.npy", z)
+    np.save(tmp_path / "view2.npy", paired)
+    np.save(tmp_path / "bad.npy", paired[:, 0])
+    monkeypatch.chdir(tmp_path)
+    ok = CliRunner().invoke(analyze, ["view1.npy", "--paired", "view2.npy", "--analyzers", "geometry"])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "runs/analyze" / tmp_path.name / "view1+view2/analysis.nc").is_file()
+    bad = CliRunner().invoke(analyze, ["view1.npy", "--paired", "bad.npy", "--analyzers", "geometry"])
+    assert bad.exit_code != 0 and "bad.npy must be 2-D" in bad.output
+    assert "writing to" not in bad.output and not (tmp_path / "runs/analyze" / tmp_path.name / "view1+bad").exists()

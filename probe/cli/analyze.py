@@ -53,19 +53,40 @@ charts of the values with a confidence interval). The table goes to stdout, prog
 
 # --- reading ---------------------------------------------------------------------------------
 
+LABEL_KEYS = ("labels", "y")
+
+
+def _is_label_column(a: np.ndarray) -> bool:
+    """(n, 1) integers, bools or strings: labels saved as a column, as scikit-learn users often do."""
+    return a.ndim == 2 and a.shape[1] == 1 and a.dtype.kind in "iubUS"
+
+
 def _pick(arrays: dict[str, np.ndarray], ndim: int, preferred: tuple[str, ...], what: str, source: str) -> str:
     """The name of the only `ndim`-D array, else the first preferred name present."""
-    candidates = [name for name, a in arrays.items() if a.ndim == ndim or (ndim == 1 and a.shape[1:] == (1,))]
+    if ndim == 1:
+        candidates = [name for name, a in arrays.items() if a.ndim == 1 or a.shape[1:] == (1,)]
+    else:  # an (n, 1) column of class ids is labels, not a one-feature embedding
+        candidates = [name for name, a in arrays.items() if a.ndim == 2 and not _is_label_column(a)]
     if len(candidates) == 1:
         return candidates[0]
     for name in preferred:
         if name in candidates:
             return name
+    if ndim == 2 and len(arrays) == 1:
+        (name, only), = arrays.items()
+        raise DataFormatError(_not_2d(f"{source}", only))
     found = ", ".join(f"{n} {arrays[n].shape}" for n in arrays) or "none"
     raise DataFormatError(
         f"{source}: cannot tell which array holds the {what} (arrays: {found}); "
         f"name it{' with --key' if what == 'embeddings' else ''}."
     )
+
+
+def _not_2d(name: str, a: np.ndarray) -> str:
+    """The message for embeddings that are not an (n, d) array, with the reshape that fixes a 1-D one."""
+    fix = ("reshape a single feature per row with x[:, None] (or x.reshape(-1, 1)) and save it again" if a.ndim == 1
+           else "save one (n, d) array: one row per example, one column per feature")
+    return f"{name} must be 2-D (n, d); got shape {a.shape}; {fix}."
 
 
 def _resolve(spec: str | None, main: dict[str, np.ndarray], main_name: str, *, ndim: int, option: str,
@@ -95,6 +116,18 @@ def _resolve(spec: str | None, main: dict[str, np.ndarray], main_name: str, *, n
             f"{option} '{spec}' is {array.ndim}-D (shape={array.shape}); {required} is required."
         )
     return array, name
+
+
+def _labels_beside(arrays: dict[str, np.ndarray], z: np.ndarray, z_name: str, source: str) -> str | None:
+    """The name of a `labels` or `y` array beside the embeddings ((n,) or (n, 1), one per row), or None."""
+    for name in LABEL_KEYS:
+        a = arrays.get(name)
+        if a is not None and z_name != f"{name} in {source}" and a.shape[:1] == z.shape[:1] \
+                and (a.ndim == 1 or _is_label_column(a)):
+            click.echo(f"using {name} {a.shape} in {source} as the labels (pass --labels to choose another array)",
+                       err=True)
+            return name
+    return None
 
 
 def _main_array(arrays: dict[str, np.ndarray], key: str | None, path: Path) -> tuple[np.ndarray, str]:
@@ -192,8 +225,9 @@ def _run_all(chosen: list[Entry], data: Inputs, opts: Options, threads: int | No
 
 # --- writing -----------------------------------------------------------------------------------
 
-def _out_folder(out: Path | None, embeddings: Path, overwrite: bool) -> Path:
-    """--out (refused if it holds an analysis, unless --overwrite), else a fresh default folder."""
+def _out_folder(out: Path | None, embeddings: Path, overwrite: bool, paired: Path | None = None) -> Path:
+    """--out (refused if it holds an analysis, unless --overwrite), else a fresh default folder named
+    after the embeddings file, and after the paired file too when --paired is another file."""
     if out is not None:
         if (out / "analysis.nc").exists() and not overwrite:
             raise click.UsageError(f"--out {out} already holds an analysis (analysis.nc); pass --overwrite to "
@@ -201,7 +235,8 @@ def _out_folder(out: Path | None, embeddings: Path, overwrite: bool) -> Path:
         return out
     # The parent folder is part of the name: two cells' step-000020.npz files never share a folder.
     parent = embeddings.resolve().parent.name or "root"
-    base = Path("runs") / "analyze" / parent / embeddings.stem
+    stem = embeddings.stem + (f"+{paired.stem}" if paired is not None else "")
+    base = Path("runs") / "analyze" / parent / stem
     if overwrite or not (base / "analysis.nc").exists():
         return base
     candidates = (base.with_name(f"{base.name}-{n}") for n in itertools.count(2))
@@ -288,18 +323,21 @@ def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired
 
     if key is not None and embeddings.suffix.lower() == ".npy":
         raise click.UsageError("--key applies to .npz and .nc files; a .npy file holds a single array.")
-    out = _out_folder(out, embeddings, overwrite)
     arrays = read_arrays(embeddings)
     z, z_name = _main_array(arrays, key, embeddings)
     resolve = lambda spec, ndim, option, preferred=(): _resolve(  # noqa: E731
         spec, arrays, embeddings.name, ndim=ndim, option=option, preferred=preferred) or (None, option)
-    (y, _), (p, p_name) = resolve(labels, 1, "--labels", ("labels", "y")), resolve(paired, 2, "--paired", ("paired", "z2"))
+    if labels is None and key is None:
+        labels = _labels_beside(arrays, z, z_name, embeddings.name)
+    (y, _), (p, p_name) = resolve(labels, 1, "--labels", LABEL_KEYS), resolve(paired, 2, "--paired", ("paired", "z2"))
     tz, tz_name = resolve(test_key, 2, "--test-key", ("z_test", "test_z"))
     ty, _ = resolve(test_labels, 1, "--test-labels", ("test_labels", "y_test"))
     tp, tp_name = resolve(test_paired, 2, "--test-paired", ())
     if z.ndim != 2:
-        raise DataFormatError(f"{z_name} is {z.ndim}-D (shape={z.shape}); (n, d) embeddings are required. "
-                              "Reshape a single feature with z.reshape(-1, 1).")
+        raise DataFormatError(_not_2d(z_name, z))
+    if z.shape[0] == 0:
+        raise DataFormatError(f"{z_name} has 0 rows (shape={z.shape}); the embeddings of at least 2 examples are "
+                              "required. Was it saved before any example was encoded?")
     _check_finite_rows([(z, z_name), (p, p_name), (tz, tz_name), (tp, tp_name)])
     chosen, skipped = _choose(requested, Inputs(all_z=z, all_y=y, all_paired=p))
     if not chosen:
@@ -307,6 +345,8 @@ def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired
     opts = Options(seed=seed, test_fraction=test_fraction, protocol=protocol, steps=steps, batch_size=batch_size,
                    n_bootstrap=n_bootstrap)
     data = _held_out(z, y, p, tz, ty, tp, opts, [entry.name for entry in chosen])
+    paired_file = Path(paired) if paired is not None and paired not in arrays else None
+    out = _out_folder(out, embeddings, overwrite, paired_file)  # named only once the inputs passed every check
     results, failed = _run_all(chosen, data, opts, threads, auto=requested == "auto")
     skipped.update(failed if requested == "auto" else {})
     if not results:
