@@ -73,3 +73,13 @@ def device_label(device) -> str:
     import torch
 
     return str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})"
+
+
+def torch_build() -> dict[str, str]:
+    """Which torch this is, for every results file: its version (with the wheel's local label,
+    e.g. 2.13.0+cpu) and its build ("CUDA 13.0" or "CPU-only"): the two builds give slightly
+    different numbers, and the CUDA one is 5 GB where the CPU one is a few hundred MB."""
+    import torch
+
+    cuda = torch.version.cuda
+    return {"torch_version": torch.__version__, "torch_build": f"CUDA {cuda}" if cuda else "CPU-only"}

@@ -73,6 +73,7 @@ def test_smoke_preset_runs_into_a_labelled_result_a_page_and_a_verdict(study, sm
     settings = study.presets["smoke"]
     assert ds.attrs["study"] == study.name and ds.attrs["preset"] == "smoke"
     assert ds.attrs["study_origin"] == study.origin
+    assert ds.attrs["torch_version"] and re.fullmatch(r"CPU-only|CUDA [\d.]+", ds.attrs["torch_build"])
     status = ds["status"].values.ravel().tolist()
     # A cell may fail (a diverging estimator is a finding, recorded with its reason), not the whole run.
     assert "ok" in status and all(isinstance(s, str) and s for s in status), status
@@ -91,7 +92,7 @@ def test_smoke_preset_runs_into_a_labelled_result_a_page_and_a_verdict(study, sm
         assert not verdict.paper, "a variant never quotes the paper's numbers as its reference"
 
     page = write_report(path, tmp_path / "page.html", verdict=verdict).read_text(encoding="utf-8")
-    assert page.startswith("<!DOCTYPE html>") and "smoke" in page
+    assert page.startswith("<!DOCTYPE html>") and "smoke" in page and f"({ds.attrs['torch_build']} build)" in page
     assert not re.search(r"""<script[^>]+src=|<link[^>]+href=["']?https?:""", page, flags=re.IGNORECASE)
     if study.origin != "paper":
         assert "The paper's claim" not in page and "Tschannen et al., ICLR 2020</p>" not in page

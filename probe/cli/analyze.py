@@ -314,8 +314,10 @@ def analyze(embeddings: Path, **options) -> None:
 
 def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired, requested, protocol,
              steps, batch_size, seed, test_fraction, n_bootstrap, out, overwrite, threads) -> None:
+    import probe
     from probe.analyzers.registry import Inputs, Options
     from probe.cli.table import merge, table
+    from probe.devices import torch_build
     from probe.embeddings import read_arrays
     from probe.report.analysis import analysis_page
     from probe.report.html import write_page
@@ -357,7 +359,8 @@ def _analyze(embeddings, key, labels, paired, test_key, test_labels, test_paired
     settings = {"source": embeddings.name, "key": key or "auto", "labels": labels or "none",
                 "paired": paired or "none", "test_key": test_key or "none", "seed": seed,
                 "test_fraction": test_fraction, "n_bootstrap": n_bootstrap, "analyzers": ",".join(results),
-                "skipped": "; ".join(f"{k}: {v}" for k, v in {**skipped, **failed}.items()) or "none"}
+                "skipped": "; ".join(f"{k}: {v}" for k, v in {**skipped, **failed}.items()) or "none",
+                "probe": probe.__version__, "torch": "{torch_version} ({torch_build} build)".format(**torch_build())}
     merged.attrs.update({f"analyze_{k}": v for k, v in settings.items()})
     out.mkdir(parents=True, exist_ok=True)
     save_dataset(merged, out / "analysis.nc")  # atomic: a failure never leaves half a file

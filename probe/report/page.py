@@ -99,7 +99,8 @@ def _header(study: StudyView, verdict: Verdict | None) -> str:
         ("device", attr(ds, "device", "—")),
         ("wall time, summed over cells", human_duration(ds.attrs.get("total_wall_time"))),
         ("eval batch size", attr(ds, "eval_batch_size", "—")),
-        ("probe / torch", f"{attr(ds, 'probe_version', '—')} / {attr(ds, 'torch_version', '—')}"),
+        ("probe / torch", f"{attr(ds, 'probe_version', '—')} / {attr(ds, 'torch_version', '—')}"
+                          + (f" ({attr(ds, 'torch_build')} build)" if attr(ds, "torch_build") else "")),
         ("created", attr(ds, "created", "—")),
     ]
     table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 import xarray as xr
 
 import probe
 from probe.data import PairData, load_image_pairs
-from probe.devices import resolve_device
+from probe.devices import resolve_device, torch_build
 from probe.errors import InputValueError
 from probe.io import atomic_write_text
 from probe.results import CellResult, cell_dataset, combine_cells, load_dataset, save_dataset
@@ -187,7 +186,7 @@ def _run_attrs(study: Study, preset: str, settings: Any, info: dict, device: str
         "eval_batch_size": int(getattr(settings, "batch_size", 0)),
         "device": device,
         "probe_version": probe.__version__,
-        "torch_version": torch.__version__,
+        **torch_build(),
         "python_version": platform.python_version(),
         "total_wall_time": total_wall,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
