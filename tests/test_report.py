@@ -11,7 +11,7 @@ import xarray as xr
 from probe import reference
 from probe.errors import DataFormatError, DataUnavailableError, InputTypeError, InputValueError, ProbeError
 from probe.report import write_report
-from probe.report.arrange import describe, robust_range
+from probe.report.arrange import BAND_REACH, describe, robust_range
 from probe.report.page import heading
 from probe.verdict import HELD, NOT_HELD, PARTLY, Verdict
 
@@ -333,7 +333,7 @@ def test_robust_range_keeps_a_real_start_and_caps_bands():
     assert robust_range(means) is None
     lo, hi = robust_range(means, means - 300, means + 100)  # sd bands wider than the curves
     span = 5.0 - (-9.4)
-    assert lo == pytest.approx(-9.4 - 0.5 * span) and hi == pytest.approx(5.0 + 0.5 * span)
+    assert lo == pytest.approx(-9.4 - BAND_REACH * span) and hi == pytest.approx(5.0 + BAND_REACH * span)
     assert robust_range(np.array([0.0, 1.0, 500.0])) is None  # too few points to call one an outlier
 
 
@@ -483,3 +483,37 @@ def test_a_variable_pooled_over_seeds_does_not_break_the_page(tmp_path):
     ds["log_condition_number_pooled"] = (tuple(dims) + ("quantile",), values)
     page = write_report(ds, tmp_path / "pooled.html").read_text(encoding="utf-8")
     assert "log_condition_number_pooled" in page
+
+
+# ------------------------------------------------------------------ the trial's rough edges (issue 21)
+
+def test_the_bands_of_the_curves_in_view_are_drawn_whole_and_an_excursions_band_is_not():
+    # training loss: NWJ's seeds spread from -2.7 up to -1.2 at one step; no mean is an outlier.
+    means = np.array([-4.3, -4.5, -4.6, -4.7, -4.7, -4.7, -3.0, -2.7, -3.9, -4.1, -4.8, -4.5])
+    sds = np.array([0.05] * 6 + [0.3, 1.5, 0.4, 0.5, 0.3, 0.6])
+    domain = robust_range(means, means - sds, means + sds)
+    assert domain is None or (domain[0] <= (means - sds).min() and domain[1] >= (means + sds).max())
+    means[3] = -155.0  # an excursion: its own band never widens the axis
+    lo, hi = robust_range(means, means - 100, means + 1)
+    assert lo > -10 and hi >= -1.7 - 1e-9
+
+
+def test_a_variable_with_one_value_everywhere_is_named_not_drawn(tmp_path):
+    ds = make_result(failed=False)
+    ds["jacobian_rank_deficient"] = (ds["probe_accuracy"].dims, np.zeros(ds["probe_accuracy"].shape),
+                                     {"long_name": "fraction of Jacobians rank deficient", "units": "1"})
+    page = write_report(ds, tmp_path / "c.html").read_text(encoding="utf-8")
+    assert "so not drawn: <code>jacobian_rank_deficient</code> (fraction of Jacobians rank deficient) = 0" in page
+    assert "jacobian_rank_deficient · mean" not in page  # no chart of a flat line
+
+
+def test_pooled_percentiles_say_pooled_and_seeds_are_counted_in_words(tmp_path):
+    ds = make_result(failed=False)
+    pooled = ds["log_condition_number"].isel(seed=0, drop=True)
+    ds["log_condition_number_pooled"] = pooled.assign_attrs(long_name="pooled ln cond", units="nats")
+    page = write_report(ds, tmp_path / "q.html").read_text(encoding="utf-8")
+    assert "seed(s)" not in page and "1 seed" not in page
+    assert "log_condition_number_pooled · pooled over 3 seeds × inputs" in page
+    spec = page[page.index('id="probe-charts"'):]
+    opacity = re.search(r'"opacity":(\{"field":"band".*?"type":"(\w+)"\})', spec)
+    assert opacity and opacity.group(2) == "ordinal" and '"sort":' in opacity.group(1)  # nominal made Vega warn

@@ -65,6 +65,8 @@ class StudyView:
     paper_reason: str
     varying: tuple[str, ...] = ()                       # grid dims with more than one value: the labels name these
     fixed: dict[str, str] = dataclasses.field(default_factory=dict)  # grid dims with one value, and that value
+    # Variables with one value everywhere (every cell, seed and step): named in a line, not drawn.
+    constant: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def load_results(results: object) -> tuple[xr.Dataset, str]:
@@ -111,6 +113,11 @@ def describe(ds: xr.Dataset, source: str) -> StudyView:
             "bound_test over (seed, step)."
         )
     variables.sort(key=_plot_order)
+    constant = {n: value for n in variables if (value := _one_value(ds[n])) is not None}
+    if len(constant) < len(variables):  # a result of constants alone is still drawn
+        variables = [n for n in variables if n not in constant]
+    else:
+        constant = {}
     values = [[str(v) for v in ds[d].values] for d in grid]
     coords = [dict(zip(grid, combo)) for combo in itertools.product(*values)]
     varying = tuple(d for d, v in zip(grid, values) if len(v) > 1)
@@ -118,7 +125,16 @@ def describe(ds: xr.Dataset, source: str) -> StudyView:
     labels = [cell_label(c, varying) for c in coords]
     paper, reason = reference.comparable_paper_values(attr(ds, "study"), ds.attrs.get("dataset"))
     return StudyView(ds, source, grid, labels, coords, np.asarray(ds["step"].values), variables, skipped, paper, reason,
-                     varying, fixed)
+                     varying, fixed, constant)
+
+
+def _one_value(variable: xr.DataArray) -> float | None:
+    """The value of a variable that takes one finite value wherever it is finite (and somewhere is), else None."""
+    values = np.asarray(variable.values, dtype=float)
+    finite = values[np.isfinite(values)]
+    if finite.size < 2 or finite.min() != finite.max():
+        return None
+    return float(finite[0])
 
 
 def cell_label(coords: dict[str, str], varying: tuple[str, ...]) -> str:
@@ -260,14 +276,16 @@ def robust_range(means: np.ndarray, lows: np.ndarray | None = None, highs: np.nd
     """The axis domain that one outlier cannot squash, or None when every value fits anyway.
 
     `means` are the values a chart must show (curve points, scatter points); `lows`/`highs` the
-    ends of their ±1 sd bands; `keep` values that are always in view (the paper's, baselines).
-    The most extreme mean is set off-scale while it alone widens the span of the other means more
-    than `OUTLIER_SPAN` times (at most a tenth of the points, and only with five or more); bands
-    may widen the domain by `BAND_REACH` of the kept span on each side, or stay whole while they are
-    within `BAND_SCALE` spans of the means (close means: the spread is the message). None means nothing is
-    off-scale: the chart draws every value on the scale Vega picks.
+    ends of their ±1 sd bands (or intervals), one per mean; `keep` values that are always in view
+    (the paper's, baselines). The most extreme mean is set off-scale while it alone widens the
+    span of the other means more than `OUTLIER_SPAN` times (at most a tenth of the points, and
+    only with five or more). The bands of the means in view are drawn whole while they reach no
+    more than `BAND_SCALE` spans of those means; wider ones (and the band of a mean set off-scale)
+    may widen the domain by `BAND_REACH` of the span on each side and are cut there. None means
+    nothing is off-scale: the chart draws every value on the scale Vega picks.
     """
-    core = np.sort(np.asarray(means, dtype=float)[np.isfinite(means)])
+    means = np.asarray(means, dtype=float)
+    core = np.sort(means[np.isfinite(means)])
     if core.size == 0:
         return None
     first, last = 0, core.size - 1
@@ -284,15 +302,19 @@ def robust_range(means: np.ndarray, lows: np.ndarray | None = None, highs: np.nd
         kept = kept[np.isfinite(kept)]
         if kept.size:
             lo, hi = min(lo, float(kept.min())), max(hi, float(kept.max()))
-    reach = BAND_REACH * ((hi - lo) or abs(hi) or 1.0)
-    bands = [np.asarray(b, dtype=float) for b in (lows, highs) if b is not None]
-    bands = np.concatenate([b[np.isfinite(b)] for b in bands]) if bands else np.zeros(0)
-    # Means closer together than their own spread (two estimators 0.007 apart, sd 0.012-0.018):
-    # the bands are the message, so they stay whole while they are of the means' own scale.
-    if bands.size:
-        width = float(np.median(np.abs(bands - np.median(core[first:last + 1]))))
-        if width <= BAND_SCALE * ((hi - lo) or abs(hi) or 1.0):
-            reach = max(reach, 1.5 * width)
+    span = (hi - lo) or abs(hi) or 1.0
+    in_view = (means >= core[first]) & (means <= core[last])
+    ends = []
+    for band in (lows, highs):
+        if band is not None:
+            band = np.asarray(band, dtype=float)
+            ends.append(band[in_view] if band.shape == means.shape else band)  # an excursion's band: not in view
+    bands = np.concatenate(ends) if ends else np.zeros(0)
+    bands = bands[np.isfinite(bands)]
+    # Bands of the means in view are the message (two estimators 0.007 apart with sd 0.012-0.018, a
+    # seed spread wider than the curve's rise): whole while of the means' own scale, else cut.
+    reach = BAND_SCALE * span if bands.size and (bands.max() - bands.min()) <= (1 + 2 * BAND_SCALE) * span \
+        else BAND_REACH * span
     domain_lo = max(min(lo, bands.min(initial=lo)), lo - reach)
     domain_hi = min(max(hi, bands.max(initial=hi)), hi + reach)
     everything = np.concatenate([core, bands])

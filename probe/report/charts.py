@@ -187,8 +187,13 @@ def line_chart(study: StudyView, name: str) -> alt.LayerChart | None:
         rules.append((pixels, f"pixels {pixels:.3f}"))
     if study.paper and name.startswith("bound") and "true_mi" in study.paper["baselines"]:
         rules.append((study.paper["baselines"]["true_mi"]["value"], "true MI (paper)"))
-    domain = robust_range(frame["mean"].to_numpy(float), np.r_[banded["lo"], ends[LOWER]].astype(float),
-                          np.r_[banded["hi"], ends[UPPER]].astype(float),
+    # Each point's band ends: its ±1 sd (two or more seeds) or its own interval (one seed), aligned with it.
+    spans = frame[["label", "step", "mean"]].merge(ends[["label", "step", LOWER, UPPER]], on=["label", "step"],
+                                                   how="left")
+    own = frame["n"].to_numpy() >= 2
+    lows = np.where(own, frame["lo"], spans[LOWER].fillna(spans["mean"])).astype(float)
+    highs = np.where(own, frame["hi"], spans[UPPER].fillna(spans["mean"])).astype(float)
+    domain = robust_range(frame["mean"].to_numpy(float), lows, highs,
                           keep=np.asarray(_paper_extent(study, [name]) + [v for v, _ in rules], dtype=float))
     scale = alt.Scale(zero=False) if domain is None else alt.Scale(zero=False, domain=list(domain), nice=False)
     x = alt.X("step:Q", title="training step", axis=alt.Axis(format="~s"))
@@ -320,7 +325,9 @@ def quantile_charts(study: StudyView, name: str) -> list[tuple[str, alt.LayerCha
     y_title = wrap(axis_title, AXIS_TITLE_CHARS)
     pairs = [(i, len(quantiles) - 1 - i) for i in range(len(quantiles) // 2)]
     names = [f"{quantiles[lo] * 100:g}–{quantiles[hi] * 100:g} %" for lo, hi in pairs]
-    opacity = alt.Opacity("band:N", scale=alt.Scale(domain=names, range=list(np.linspace(0.14, 0.5, len(names)).round(2))),
+    # Ordinal, sorted outer to inner: Vega-Lite warns about opacity on an unsorted nominal field.
+    opacity = alt.Opacity("band:O", sort=names,
+                          scale=alt.Scale(domain=names, range=list(np.linspace(0.14, 0.5, len(names)).round(2))),
                           legend=alt.Legend(title="percentiles over inputs"))
     charts = []
     for index, label in enumerate(study.labels):
@@ -344,7 +351,11 @@ def quantile_charts(study: StudyView, name: str) -> list[tuple[str, alt.LayerCha
         ]
         for stat in reference.QUANTILE_STATS:
             layers += _paper_layers(study, f"{name}:{stat}", y_title, label=label, colour=colour, connect=False)
-        subtitle = [f"{name} · percentiles over inputs, mean over {int(n.max())} seed(s)"]
+        seeds = study.ds.sizes.get("seed", 1)
+        pooled = "seed" not in study.ds[name].dims
+        over = (f"pooled over {seeds} seed{'s' * (seeds != 1)} × inputs" if pooled else
+                f"percentiles over inputs, mean over {int(n.max())} seed{'s' * (int(n.max()) != 1)}")
+        subtitle = [f"{name} · {over}"]
         if domain is not None:
             outside = int(((values < domain[0]) | (values > domain[1])).sum())
             subtitle.append(f"off-scale: {outside} percentile value(s) beyond the axis, cut")

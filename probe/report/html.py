@@ -61,7 +61,7 @@ td.num { text-align:right; white-space:nowrap; }
 .table-wrap { overflow-x:auto; }
 details { margin:8px 0; } summary { cursor:pointer; color:var(--accent); }
 pre { background:var(--panel); border:1px solid var(--border); border-radius:8px; padding:10px; overflow:auto; max-height:360px; font-size:0.85em; }
-.grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(480px,1fr)); gap:18px; }
+.grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(min(480px,100%),1fr)); gap:18px; }
 /* No width on .vega-embed: vega-embed sizes its box to the chart and keeps 38 px on the right for
    the actions menu; a box stretched to the figure's width let a wide chart run under the menu. */
 figure { margin:0; background:var(--panel); border:1px solid var(--border); border-radius:8px; padding:14px 14px 8px; overflow-x:auto; }
@@ -69,6 +69,14 @@ figure.empty { color:var(--muted); }
 figcaption { color:var(--muted); font-size:0.85em; margin-top:4px; }
 .hint { color:var(--muted); font-size:0.92em; max-width:960px; }
 footer { color:var(--muted); font-size:0.85em; margin-top:40px; }
+/* A phone (375 px): nothing wider than the screen but a chart, which scrolls inside its card. */
+@media (max-width: 640px) {
+  main { padding:16px 12px 32px; }
+  h1 { font-size:1.35em; }
+  th, td { padding:4px 8px; }
+  .meta-table th, .meta-table td { white-space:normal; overflow-wrap:anywhere; }
+  figure { padding:10px 8px 6px; }
+}
 """
 
 

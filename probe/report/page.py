@@ -274,6 +274,15 @@ def _status_table(study: StudyView) -> str:
             f'<table class="data"><thead><tr><th>grid cell</th><th>seed</th><th>status</th></tr></thead><tbody>{rows}</tbody></table></section>')
 
 
+def _constants_note(study: StudyView) -> str:
+    """One line for the variables with a single value everywhere, instead of a flat chart each."""
+    if not study.constant:
+        return ""
+    items = "; ".join(f"<code>{escape(n)}</code> ({escape(titles(study.ds, n)[0])}) = {v:g}"
+                      for n, v in study.constant.items())
+    return f'<p class="hint">The same in every cell, seed and step, so not drawn: {items}.</p>'
+
+
 def _render(study: StudyView, verdict: Verdict | None) -> str:
     if "task" in study.ds.dims:  # a ground-truth result: one estimate per cell, not curves (mi-ground-truth)
         return ground_truth_page(study.ds, _header(study, verdict), _status_table(study))
@@ -308,7 +317,7 @@ def _render(study: StudyView, verdict: Verdict | None) -> str:
             "evaluation, mean ± 1 sd over seeds: where the cells share a bound value, what differs is what "
             f'the bound does not measure.</p><div class="grid">{"".join(endpoints)}</div></section>')
     sections += [
-        f'<section><h2>Training curves</h2><div class="grid">{"".join(figures)}</div></section>',
+        f'<section><h2>Training curves</h2>{_constants_note(study)}<div class="grid">{"".join(figures)}</div></section>',
     ]
     if correlation:
         sections.append(
