@@ -257,3 +257,13 @@ def test_datasets_columns_line_up(tmp_path, monkeypatch):
         at = table[0].index(column)
         for row in table[1:]:
             assert row[at - 2:at] == "  " and row[at] != " ", (column, row)
+
+
+def test_the_quick_start_time_is_one_number_in_the_readme_and_in_help():
+    """The README's quick start and `probe --help` quote the same measured time (bench/quick_start.py)."""
+    readme = (ROOT / "README.md").read_text()
+    heading = re.search(r"^## Quick start \((.*)\)$", readme, re.M).group(1)
+    said = re.findall(r"about ([\w .,-]+?) on 2 CPU cores", heading)
+    help_text = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    assert said and f"about {said[0]} on 2 CPU cores" in help_text, (said, help_text)
+    assert len(set(re.findall(r"quick start[^.]*?about ([\w .,-]+?) on 2 CPU cores", readme, re.I))) <= 1
