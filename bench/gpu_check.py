@@ -111,6 +111,7 @@ class Check:
         self.end = time.perf_counter() + args.budget - since_start() - RESERVE_S
         self._data: dict = {}
         self._members: dict = {}
+        self.build_s: dict = {}  # (estimator, seed) -> seconds its modules took to build (on the CPU)
         stamp = dt.datetime.now(dt.timezone.utc)
         subset = "" if args.sections == ",".join(SECTIONS) else "-" + args.sections.replace(",", "-")
         self.name = f"gpu-{stamp:%Y-%m-%d}{'-tiny' if args.tiny else ''}{subset}.json"
@@ -141,19 +142,19 @@ class Check:
         n_est = len(self.settings.estimators)
         return [(self.settings.estimators[i % n_est], i // n_est) for i in range(m)]
 
-    def member(self, estimator: str, seed: int, keep: bool = True):
-        """invertible-encoders' paper member (CPU modules), kept for later groups unless `keep` is off."""
-        if (estimator, seed) in self._members:
-            return self._members[(estimator, seed)]
-        built = fig1_study.build_member(self.settings, {"estimator": estimator}, seed, self.data()[0])
-        if keep:
-            self._members[(estimator, seed)] = built
-        return built
+    def member(self, estimator: str, seed: int):
+        """invertible-encoders' paper member (CPU modules), built once: later groups reuse it."""
+        if (estimator, seed) not in self._members:
+            t = time.perf_counter()
+            self._members[(estimator, seed)] = fig1_study.build_member(self.settings, {"estimator": estimator}, seed,
+                                                                       self.data()[0])
+            self.build_s[(estimator, seed)] = time.perf_counter() - t
+        return self._members[(estimator, seed)]
 
-    def group(self, m: int, data: PairData, keep: bool = True):
+    def group(self, m: int, data: PairData):
         """(trainer, batches, members) of m paper members on `data`, as train_members builds them."""
         cells = self.cells(m)
-        members = [self.member(e, s, keep) for e, s in cells]
+        members = [self.member(e, s) for e, s in cells]
         ensemble = Ensemble.from_modules([mb.triple for mb in members], device=self.device)
         configs = [mb.config for mb in members]
         trainer = EnsembleTrainer(ensemble, [c.estimator for c in configs], [c.learning_rate for c in configs],
@@ -190,7 +191,7 @@ def modes(check: Check) -> list[str]:
 # ------------------------------------------------------------------------------ sections
 def section_precision(check: Check, deadline: float) -> dict:
     data, _ = check.data()
-    trainer, batches, _ = check.group(2, data, keep=False)  # not kept: the steps section times all 40 builds
+    trainer, batches, _ = check.group(2, data)
     for _ in range(check.sizes.train_steps):
         trainer.step(*next(batches))
     k = check.settings.batch_size
@@ -284,13 +285,10 @@ def graph_fwd_bwd(check: Check, trainer: EnsembleTrainer, x1: torch.Tensor, x2: 
 
 def section_steps(check: Check, deadline: float) -> dict:
     data, _ = check.data()
-    out = {"by_mode": {mode: {} for mode in modes(check)}, "cuda_graph_fwd_bwd": {},
-           "setup_s": {}, "setup_note": "build + stack + batches; the first M builds the members, later Ms reuse them"}
+    out = {"by_mode": {mode: {} for mode in modes(check)}, "cuda_graph_fwd_bwd": {}, "setup_s": {},
+           "setup_note": "building the members' modules (CPU) + stacking them on the device + the batches"}
     for m in check.sizes.members:
-        if check.left(deadline) < 5:
-            out.setdefault("skipped_members", []).append(m)
-            continue
-        time_group(check, m, data, out)
+        time_group(check, m, data, out, seconds=min(3.0, max(0.5, check.left(deadline) / 20)))
         free_device()
     timed = out["by_mode"][check.mode]
     check.result["flow_step_ms"] = {str(m): timed[str(m)]["median_ms"] for m in sorted(check.sizes.members)
@@ -298,16 +296,20 @@ def section_steps(check: Check, deadline: float) -> dict:
     return out
 
 
-def time_group(check: Check, m: int, data: PairData, out: dict) -> None:
-    """Set-up, steps per precision mode, a CUDA graph and (for the group) its checkpoint's save, of m members."""
-    t = time.perf_counter()
+def time_group(check: Check, m: int, data: PairData, out: dict, seconds: float) -> None:
+    """Set-up, steps per precision mode (each timed for at most `seconds`), a CUDA graph and (for
+    the group) its checkpoint's save, of m members. The set-up counts every member's build, also
+    one made for an earlier M."""
+    t, built_before = time.perf_counter(), set(check.build_s)
     trainer, batches, _ = check.group(m, data)
     check.sync()
-    out["setup_s"][str(m)] = time.perf_counter() - t
+    builds = [check.build_s[c] for c in check.cells(m)]
+    stacking = time.perf_counter() - t - sum(check.build_s[c] for c in check.cells(m) if c not in built_before)
+    out["setup_s"][str(m)] = sum(builds) + stacking
     for mode in modes(check):
         with precision(mode, check.device):
             out["by_mode"][mode][str(m)] = step_ms(check, lambda: trainer.step(*next(batches)),
-                                                   check.sizes.timed_steps, 3.0)
+                                                   check.sizes.timed_steps, seconds)
     with precision(check.mode, check.device):
         try:
             out["cuda_graph_fwd_bwd"][str(m)] = graph_fwd_bwd(check, trainer, *next(batches)) if check.cuda \
@@ -428,11 +430,13 @@ class Deadline(Exception):
 class SegmentClock:
     """train_members' on_step: raises Deadline right after a checkpoint when the next segment
     (`every` steps, an evaluation and a save, as long as the last one took) would end past the
-    deadline, or at the first checkpoint at or after `stop_at`; mid-segment once the deadline has passed."""
+    deadline, or at the first checkpoint at or after `stop_at`; mid-segment once the deadline has passed.
+    `on_checkpoint(step)` after each checkpoint (the JSON notes the progress, in case the call is killed)."""
 
     def __init__(self, deadline: float, every: int, total: int, stop_at: int | None = None,
-                 clock=time.perf_counter):
+                 clock=time.perf_counter, on_checkpoint=None):
         self.deadline, self.every, self.total, self.stop_at, self.clock = deadline, every, total, stop_at, clock
+        self.on_checkpoint = on_checkpoint or (lambda step: None)
         self.boundary, self.segments = None, []
 
     def on_step(self, step: int, last: dict) -> None:
@@ -442,6 +446,7 @@ class SegmentClock:
         if step % self.every == 0 and step < self.total:  # train_members has just saved a checkpoint
             self.segments.append(now - self.boundary)
             self.boundary = now
+            self.on_checkpoint(step)
             if (self.stop_at is not None and step >= self.stop_at) or now + 1.1 * self.segments[-1] > self.deadline:
                 raise Deadline(step, saved=True)
         elif now > self.deadline:
@@ -512,9 +517,15 @@ def section_fig1(check: Check, deadline: float) -> dict:
     members = [check.member(e, seed) for e, seed in cells]
     configs = [mb.config for mb in members]
     every = settings.eval_every  # a checkpoint at every evaluation: the runner's default (1,000) in the paper preset
-    clock = SegmentClock(deadline, every, settings.steps, check.args.fig1_stop_at)
     out = {"data": info["dataset"], "n_train": len(data.train1), "members": len(cells), "seeds": n_seeds,
            "seeds_why": why, "steps_total": settings.steps, "precision": check.mode, "checkpoint_every": every}
+
+    def progress(step: int) -> None:
+        check.result[KEYS["fig1"]] = {**out, "status": f"running: checkpoint at step {step} in {path}",
+                                      "steps_done": step, "segments_s": clock.segments}
+        check.write()
+
+    clock = SegmentClock(deadline, every, settings.steps, check.args.fig1_stop_at, on_checkpoint=progress)
     workers = auto_probe_workers(torch.get_num_threads(), cores(), check.cuda)
     t = time.perf_counter()
     with checkpointing(path, f"gpu-check/{path.stem}", every) as plan, background_probes(workers, AUTO_MIN_ROWS), \
