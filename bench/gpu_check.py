@@ -170,6 +170,8 @@ class Check:
     def write(self) -> list[str]:
         """The JSON under --out and $OUT (when set): the paths written."""
         self.result["seconds_total"] = since_start()
+        self.result["dtype"] = "float32" if self.mode == "fp32" else \
+            f"float32, TF32 matmuls{'' if self.cuda else ' (its flags only: a CPU has no TF32)'}"
         text = json.dumps(jsonable(self.result), indent=1) + "\n"
         folders = [Path(self.args.out)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else [])
         return [str(atomic_write_text(folder / self.name, text)) for folder in folders]
@@ -185,7 +187,8 @@ def precision(mode: str, device: torch.device) -> contextlib.ExitStack:
 
 
 def modes(check: Check) -> list[str]:
-    return ["fp32", "tf32", "bf16"] if check.cuda else ["fp32", "bf16"]
+    """The precision modes timed and checked: TF32 on CUDA, or where --precision tf32 asks for its flags."""
+    return ["fp32", "tf32", "bf16"] if check.cuda or check.mode == "tf32" else ["fp32", "bf16"]
 
 
 # ------------------------------------------------------------------------------ sections
@@ -231,7 +234,6 @@ def section_precision(check: Check, deadline: float) -> dict:
     if check.args.precision == "auto" and out["modes"].get("tf32", {}).get("usable"):
         check.mode = "tf32"
     out["chosen"] = check.mode
-    check.result["dtype"] = "float32, TF32 matmuls" if check.mode == "tf32" else "float32"
     return out
 
 
@@ -467,15 +469,15 @@ def fig1_seeds(check: Check, deadline: float, pointer: Path) -> tuple[int, str]:
     timed = steps.get("by_mode", {}).get(check.mode, {})
     if str(check.sizes.group) not in timed or "checkpoint" not in steps or "fig1_data" not in ev:
         return candidates[-1], "no step or evaluation timings in this call to project from: the fewest seeds"
-    known = sorted(int(m) for m in timed)
+    s, known = check.settings, sorted(int(m) for m in timed)
+    evals, saves = len(evaluation_steps(s.steps, s.eval_every)), len(range(s.eval_every, s.steps, s.eval_every))
     per_member = (steps["setup_s"][str(check.sizes.group)] / check.sizes.group
-                  + steps["checkpoint"]["save_s"] / steps["checkpoint"]["members"] * (check.settings.steps // check.settings.eval_every - 1)
-                  + ev["fig1_data"]["member_first_s"]
-                  + ev["fig1_data"]["member_later_s"] * (len(evaluation_steps(check.settings.steps, check.settings.eval_every)) - 1))
+                  + saves * steps["checkpoint"]["save_s"] / steps["checkpoint"]["members"]
+                  + ev["fig1_data"]["member_first_s"] + (evals - 1) * ev["fig1_data"]["member_later_s"])
     for n in candidates:
-        m = n * len(check.settings.estimators)
+        m = n * len(s.estimators)
         step_s = float(np.interp(m, known, [timed[str(k)]["median_ms"] for k in known])) / 1e3
-        need = m * per_member + check.settings.steps * step_s
+        need = m * per_member + s.steps * step_s
         if need <= 0.9 * check.left(deadline):
             return n, f"the most seeds of {candidates} whose whole run is projected to fit: {need:.0f} s"
     return candidates[-1], f"no whole run of {candidates} seeds is projected to fit: the fewest, as many steps as fit"
@@ -508,6 +510,8 @@ def section_fig1(check: Check, deadline: float) -> dict:
     data, info = check.data()
     check.state_dir.mkdir(parents=True, exist_ok=True)
     pointer = check.state_dir / "fig1.json"
+    if pointer.exists() and check.args.precision == "auto" and "precision" not in check.result["sections"]:
+        check.mode = json.loads(pointer.read_text())["mode"]  # as the earlier call's precision check chose
     n_seeds, why = fig1_seeds(check, deadline, pointer)
     settings = dataclasses.replace(check.settings, seeds=tuple(range(n_seeds)))
     cells = [(e, seed) for e in settings.estimators for seed in settings.seeds]  # the runner's order
@@ -628,7 +632,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-data", default=first_folder(".data/fashion-mnist"),
                         help="a 60,000-image IDX folder for the evaluation's timing (default: --data resampled)")
     parser.add_argument("--precision", choices=("auto", "fp32", "tf32"), default="auto",
-                        help="auto: TF32 only if the precision section finds it within 1e-3 nats of fp32")
+                        help="auto: TF32 only if the precision section finds it within 1e-3 nats of fp32; a fig1 "
+                             "resumed alone keeps its first call's")
     parser.add_argument("--fig1-seeds", default="auto", help="seeds of the fig1 run (auto: see the docstring)")
     parser.add_argument("--fig1-stop-at", type=int, default=None,
                         help="stop the fig1 run at its first checkpoint at or after this step")

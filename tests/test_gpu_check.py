@@ -88,10 +88,12 @@ def data_args() -> list[str]:
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     """The dry run as issue 22 asks: a first call of every section, its fig1 run stopped at step 20
-    of 40 after a checkpoint, then a second call of fig1 alone that resumes it."""
+    of 40 after a checkpoint, then a second call of fig1 alone that resumes it. The first forces
+    TF32 (on a CPU its flags change no number) so that its paths run, and the second, on auto,
+    must keep the first call's precision to resume."""
     tmp = tmp_path_factory.mktemp("gpu-check")
     base = ["--device", "cpu", "--tiny", "--threads", "1", *data_args()]
-    first = run_script([*base, "--fig1-stop-at", "20"], tmp)
+    first = run_script([*base, "--fig1-stop-at", "20", "--precision", "tf32"], tmp)
     checkpoints = sorted(p.name for p in (tmp / "state").glob("*.ckpt.pt"))
     second = run_script([*base, "--sections", "fig1"], tmp)
     lookups = (tmp / "lookups.txt").read_text().split() if (tmp / "lookups.txt").exists() else []
@@ -104,7 +106,8 @@ def test_the_dry_run_passes_every_section_where_the_report_libraries_are_absent(
     assert {k: v["status"] for k, v in result["sections"].items()} == dict.fromkeys(gpu_check.SECTIONS, "ok")
     assert not {name.split(".")[0] for name in dry_run.lookups} - set(ABSENT)
     assert result["device"] == "cpu" and result["torch"]["version"] == torch.__version__
-    assert result["dtype"] == "float32" and result["seconds_total"] > 0
+    assert result["dtype"].startswith("float32, TF32") and result["seconds_total"] > 0
+    assert result["precision"]["modes"]["tf32"]["trajectory_nats"] == 0  # a CPU has no TF32
     assert set(result["flow_step_ms"]) == {"1", "2", "4"} and min(result["flow_step_ms"].values()) > 0
     assert result["precision"]["modes"]["bf16"]["usable"] is False  # the engine has no bf16 path
     assert result["precision"]["fp32_vs_fp64_nats"] < 1e-4
@@ -126,6 +129,7 @@ def test_a_second_call_resumes_the_fig1_run_from_its_checkpoint(dry_run):
     assert list(result["sections"]) == ["fig1"] and result["sections"]["fig1"]["status"] == "ok"
     fig1, before = result["fig1_paper_measured"], dry_run.first[2]["fig1_paper_measured"]
     assert fig1["status"] == "complete" and fig1["resumed_from"] == 20 and fig1["seeds_why"].startswith("resuming")
+    assert fig1["precision"] == "tf32"  # the first call's
     assert fig1["evaluations"]["steps"] == [0, 10, 20, 30, 40]
     for member, accuracy in before["evaluations"]["probe_accuracy_by_member"].items():
         assert fig1["evaluations"]["probe_accuracy_by_member"][member][:3] == accuracy  # restored, not retrained
