@@ -14,13 +14,15 @@ section, under --out and under $OUT when that is set, so a killed run still retu
               per update) of invertible-encoders' paper members at M = 1, 8, 40, median over
               steps timed with CUDA events after warm-up, per precision mode; forward+backward
               eager against a replayed CUDA graph (does a graph help?); the set-up of the group
-              and the save of its checkpoint (probe.training.checkpoint.atomic_save).
+              (building its members on the CPU, as the runner does, and stacking them) and the
+              save of its checkpoint (probe.training.checkpoint.atomic_save).
   eval        one Evaluator call (held-out and training bounds, the paper's SAGA probe in the
               runner's probe pool, V-information, triplet margins: what the paper preset asks;
               it measures no Jacobians) of one member alone and of a group of 40, at a first
               and a later evaluation, on 60,000 training rows (--eval-data: Fashion-MNIST's;
-              else mnist-5k resampled to 60,000 rows with jitter, said so in the JSON); g1's
-              128 Jacobians apart (other studies measure them).
+              else mnist-5k resampled to 60,000 rows with jitter, said so in the JSON); a group
+              cut short by the budget is scaled to 40 from the members it reached; g1's 128
+              Jacobians apart (other studies measure them).
   projection  the paper preset of Fig. 1 (40 members, 20,000 steps, 21 evaluations) from those:
                 minutes = (setup + steps * step(40) + first_eval(40) + (evals - 1) * later_eval(40)
                            + checkpoints * save(40)) / 60
@@ -81,7 +83,7 @@ RESERVE_S = 10.0  # left at the end for the last write
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
-    members: tuple[int, ...]         # M timed, the group first (it builds the members the others reuse)
+    members: tuple[int, ...]         # M timed, the group (the projection's) first
     group: int                       # the evaluated group: Fig. 1's 2 estimators x 20 seeds
     eval_rows: tuple[int, int]       # training / test rows of the evaluation's timing
     train_steps: int                 # precision: fp32 steps before the check, then steps per mode
@@ -328,23 +330,26 @@ def time_group(check: Check, m: int, data: PairData, out: dict, seconds: float) 
         path.unlink()
 
 
-def evaluate_group(check: Check, evaluators: list, ensemble: Ensemble, step: int, deadline: float) -> dict:
+def evaluate_group(evaluators: list, ensemble: Ensemble, step: int, deadline: float,
+                   clock=time.perf_counter) -> dict:
     """Each member's Evaluator call in turn, as train_members makes them: member 0's probe settled at
-    once (one member alone), the others' at the end (the pool drains); scaled to the whole group
-    when the deadline ended it early."""
+    once (one member alone; at the first evaluation it also waits for the pool's workers to start),
+    the others' at the end (the pool drains). When the deadline ends it early, the others' calls and
+    drain are scaled to the whole group."""
     calls = []
     for m, evaluator in enumerate(evaluators):
-        if m >= 2 and check.left(deadline) < 0:
+        if m >= 2 and clock() > deadline:
             break
-        t = time.perf_counter()
+        t = clock()
         evaluator(*ensemble.member_modules(m), step=step)
         if m == 0:
             evaluator.settle()
-        calls.append(time.perf_counter() - t)
-    t = time.perf_counter()
+        calls.append(clock() - t)
+    t = clock()
     settle(evaluators[: len(calls)])
-    drain = time.perf_counter() - t
-    return {"member_s": calls[0], "group_s": (sum(calls) + drain) * len(evaluators) / len(calls),
+    drain = clock() - t
+    others = (len(evaluators) - 1) / (len(calls) - 1) if len(calls) > 1 else 0.0
+    return {"member_s": calls[0], "group_s": calls[0] + (sum(calls[1:]) + drain) * others,
             "members_timed": len(calls), "extrapolated": len(calls) < len(evaluators), "calls_s": calls,
             "drain_s": drain}
 
@@ -382,13 +387,13 @@ def section_eval(check: Check, deadline: float) -> dict:
                       for mb, (_, seed) in zip(members, check.cells(len(members)))]
         out["evaluators_setup_s"] = time.perf_counter() - t
         fig1_data = {"rows": len(check.data()[0].train1), "member_first_s": timed_evaluation(own, trainer.ensemble, 0)}
-        out["first"] = evaluate_group(check, evaluators, trainer.ensemble, 0, time.perf_counter() + 0.45 * budget)
+        out["first"] = evaluate_group(evaluators, trainer.ensemble, 0, time.perf_counter() + 0.45 * budget)
         between, stop = 0, time.perf_counter() + 0.1 * budget  # the paper's eval_every steps, or what fits
         while between < check.settings.eval_every and (between < 3 or time.perf_counter() < stop):
             trainer.step(*next(batches))
             between += 1
         out["steps_between"] = between
-        out["later"] = evaluate_group(check, evaluators, trainer.ensemble, between, deadline - 0.1 * budget)
+        out["later"] = evaluate_group(evaluators, trainer.ensemble, between, deadline - 0.1 * budget)
         out["fig1_data"] = {**fig1_data, "member_later_s": timed_evaluation(own, trainer.ensemble, between)}
         t = time.perf_counter()
         analyzers.condition_numbers(trainer.ensemble.member_modules(0)[0], data.test1[: check.sizes.jacobians])

@@ -176,6 +176,34 @@ def test_the_fig1_run_stops_after_the_last_checkpoint_whose_next_segment_would_n
     assert resumed.segments == [27.0] and noted == [30]  # timed from this call's first update (step 21)
 
 
+class FakeEvaluator:
+    """Advances a fake clock: `cost` seconds a call, `fit` seconds to settle its probe."""
+
+    def __init__(self, now: list, cost: float, fit: float):
+        self.now, self.cost, self.fit, self.pending = now, cost, fit, False
+
+    def __call__(self, g1, g2, critic, step):
+        self.now[0] += self.cost
+        self.pending = True
+
+    def settle(self):
+        self.now[0] += self.fit if self.pending else 0.0
+        self.pending = False
+
+
+def test_a_group_evaluation_cut_short_is_scaled_to_the_whole_group_from_its_other_members():
+    now = [0.0]
+    evaluators = [FakeEvaluator(now, 4.0, 1.0)] + [FakeEvaluator(now, 2.0, 0.25) for _ in range(39)]
+    ensemble = SimpleNamespace(member_modules=lambda m: (None, None, None))
+    out = gpu_check.evaluate_group(evaluators, ensemble, 0, deadline=11.0, clock=lambda: now[0])
+    # member 0 alone 4 + 1 s; members 1-4 start before 11 s, 2 s each; their probes drain in 4 x 0.25 s.
+    assert out["member_s"] == 5.0 and out["calls_s"] == [5.0, 2.0, 2.0, 2.0, 2.0] and out["drain_s"] == 1.0
+    assert out["members_timed"] == 5 and out["extrapolated"] and out["group_s"] == 5.0 + (8.0 + 1.0) * 39 / 4
+    now[0] = 0.0
+    whole = gpu_check.evaluate_group(evaluators, ensemble, 0, deadline=1e9, clock=lambda: now[0])
+    assert not whole["extrapolated"] and whole["group_s"] == 5.0 + 39 * 2.0 + 39 * 0.25
+
+
 def pairs(n_train: int, n_test: int) -> PairData:
     rng = np.random.default_rng(0)
     x = rng.random((n_train + n_test, 6)).astype(np.float32)
