@@ -12,8 +12,7 @@ section, under --out and under $OUT when that is set, so a killed run still retu
               only TF32 can be: the engine has no bf16 path (EnsembleTrainer takes tf32 only).
   steps       ms of one training step (next batch + EnsembleTrainer.step, what train_members does
               per update) of invertible-encoders' paper members at M = 1, 8, 40, median over
-              steps timed with CUDA events after warm-up, per precision mode; forward+backward
-              eager against a replayed CUDA graph (does a graph help?); the set-up of the group
+              steps timed with CUDA events after warm-up, per precision mode; the set-up of the group
               (building its members on the CPU, as the runner does, and stacking them) and the
               save of its checkpoint (probe.training.checkpoint.atomic_save).
   eval        one Evaluator call (held-out and training bounds, the paper's SAGA probe in the
@@ -33,6 +32,8 @@ section, under --out and under $OUT when that is set, so a killed run still retu
               checkpoint the budget allows and a second call resumes it (on the same machine).
               --fig1-seeds auto: the most seeds of 20, 10, 5, 3 whose full run is projected to
               fit, else 3 seeds and as many steps as fit.
+  graphs      the step's forward+backward at each M, eager against one replayed CUDA graph (does
+              a graph help?); last, so that a capture gone wrong costs no other section.
 
 Usage: PYTHONPATH=$PWD python3 bench/gpu_check.py [--device cuda] [--budget 540] [--sections a,b]
        python bench/gpu_check.py --device cpu --tiny    # the dry run: every path at tiny sizes
@@ -75,9 +76,9 @@ from probe.training.members import train_members
 from probe.training.probe_pool import AUTO_MIN_ROWS, auto_probe_workers, background_probes, settle
 
 TOLERANCE_NATS = 1e-3
-SHARES = {"precision": 0.06, "steps": 0.16, "eval": 0.33, "projection": 0.0, "fig1": 0.45}
+SHARES = {"precision": 0.06, "steps": 0.15, "eval": 0.33, "projection": 0.0, "fig1": 0.43, "graphs": 0.03}
 KEYS = {"precision": "precision", "steps": "steps", "eval": "evaluation", "projection": "projection",
-        "fig1": "fig1_paper_measured"}  # where each section's result goes in the JSON
+        "fig1": "fig1_paper_measured", "graphs": "cuda_graph_fwd_bwd"}  # where each section's result goes
 RESERVE_S = 10.0  # left at the end for the last write
 
 
@@ -264,15 +265,36 @@ def step_ms(check: Check, step, n: int, seconds: float) -> dict:
     return {"median_ms": statistics.median(times), "p10_ms": p10, "p90_ms": p90, "steps": len(times)}
 
 
+def section_graphs(check: Check, deadline: float) -> dict:
+    """The step's forward and backward at each M, eager and captured as one CUDA graph and replayed:
+    whether a graph would pay (the engine uses none; Adam's bias corrections change every step).
+    Last, so that a capture that went wrong cannot cost the other sections."""
+    out = {}
+    for m in check.sizes.members:
+        if check.left(deadline) < 0:
+            out[str(m)] = "skipped: over the budget"
+            continue
+        trainer, batches, _ = check.group(m, check.data()[0])
+        with precision(check.mode, check.device):
+            for _ in range(3):  # the engine's one-time checks, outside the capture
+                trainer.step(*next(batches))
+            out[str(m)] = graph_fwd_bwd(check, trainer, *next(batches))
+        del trainer, batches
+        free_device()
+    return out
+
+
 def graph_fwd_bwd(check: Check, trainer: EnsembleTrainer, x1: torch.Tensor, x2: torch.Tensor) -> dict:
-    """The step's forward and backward eager, and captured as one CUDA graph and replayed: whether a
-    graph would help (the engine uses none; Adam's bias corrections change every step)."""
     ens, objective = trainer.ensemble, trainer.objective
     params = list(ens.params.values())
 
     def fwd_bwd():
-        return torch.autograd.grad(objective.losses(objective.bounds(ens.scores(x1, x2))).sum(), params)
+        loss = objective.losses(objective.bounds(ens.scores(x1, x2))).sum()
+        return torch.autograd.grad(loss, params, allow_unused=True)
 
+    eager = step_ms(check, fwd_bwd, check.sizes.timed_steps, 2.0)["median_ms"]
+    if not check.cuda:
+        return {"eager_ms": eager, "graph": "skipped: CUDA graphs need a GPU"}
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up off the capture stream, as torch.cuda.graph asks
@@ -282,14 +304,13 @@ def graph_fwd_bwd(check: Check, trainer: EnsembleTrainer, x1: torch.Tensor, x2: 
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fwd_bwd()
-    eager = step_ms(check, fwd_bwd, check.sizes.timed_steps, 2.0)["median_ms"]
     replay = step_ms(check, graph.replay, check.sizes.timed_steps, 2.0)["median_ms"]
     return {"eager_ms": eager, "graph_ms": replay, "speedup": eager / replay}
 
 
 def section_steps(check: Check, deadline: float) -> dict:
     data, _ = check.data()
-    out = {"by_mode": {mode: {} for mode in modes(check)}, "cuda_graph_fwd_bwd": {}, "setup_s": {},
+    out = {"by_mode": {mode: {} for mode in modes(check)}, "setup_s": {},
            "setup_note": "building the members' modules (CPU) + stacking them on the device + the batches"}
     for m in check.sizes.members:
         time_group(check, m, data, out, seconds=min(3.0, max(0.5, check.left(deadline) / 20)))
@@ -301,9 +322,9 @@ def section_steps(check: Check, deadline: float) -> dict:
 
 
 def time_group(check: Check, m: int, data: PairData, out: dict, seconds: float) -> None:
-    """Set-up, steps per precision mode (each timed for at most `seconds`), a CUDA graph and (for
-    the group) its checkpoint's save, of m members. The set-up counts every member's build, also
-    one made for an earlier M."""
+    """Set-up, steps per precision mode (each timed for at most `seconds`) and (for the group) its
+    checkpoint's save, of m members. The set-up counts every member's build, also one made for an
+    earlier M."""
     t, built_before = time.perf_counter(), set(check.build_s)
     trainer, batches, _ = check.group(m, data)
     check.sync()
@@ -314,12 +335,6 @@ def time_group(check: Check, m: int, data: PairData, out: dict, seconds: float) 
         with precision(mode, check.device):
             out["by_mode"][mode][str(m)] = step_ms(check, lambda: trainer.step(*next(batches)),
                                                    check.sizes.timed_steps, seconds)
-    with precision(check.mode, check.device):
-        try:
-            out["cuda_graph_fwd_bwd"][str(m)] = graph_fwd_bwd(check, trainer, *next(batches)) if check.cuda \
-                else "skipped: CUDA graphs need a GPU"
-        except Exception as err:  # noqa: BLE001 - recorded; the timings above stand
-            out["cuda_graph_fwd_bwd"][str(m)] = f"failed: {type(err).__name__}: {err}"
     if m == check.sizes.group:  # what train_members saves every checkpoint_every updates
         check.state_dir.mkdir(parents=True, exist_ok=True)
         path = check.state_dir / "timing.ckpt.pt"
@@ -619,7 +634,7 @@ def free_device() -> None:
 
 
 SECTIONS = {"precision": section_precision, "steps": section_steps, "eval": section_eval,
-            "projection": section_projection, "fig1": section_fig1}
+            "projection": section_projection, "fig1": section_fig1, "graphs": section_graphs}
 
 
 def first_folder(*candidates: str) -> str | None:
