@@ -46,7 +46,7 @@ from probe.estimators import ESTIMATORS
 from probe.study import Study
 from probe.training import CellResult, seeded_generator
 from probe.training.critic_members import CriticMembers, MemberStreams, group_identity
-from probe.verdict import Verdict, outcome, undecided
+from studies.estimator_validation_verdict import verdict, window_length
 
 DATASET = "correlated-gaussian"
 
@@ -307,7 +307,7 @@ def _level_stats(settings: Settings, data: GaussianStaircase, estimates: np.ndar
     (NaN where the run stopped before that window ended)."""
     mean, sd = np.full(len(data.levels), np.nan), np.full(len(data.levels), np.nan)
     for i, (lo, hi) in enumerate(zip(data.boundaries[:-1], data.boundaries[1:])):
-        window = estimates[max(lo, hi - max(2, int(round(settings.window_fraction * (hi - lo))))):hi]
+        window = estimates[max(lo, hi - window_length(settings.window_fraction, lo, hi)):hi]
         if window.size >= 2 and np.isfinite(window).all():
             mean[i], sd[i] = window.mean(), window.std(ddof=1)
     return mean, sd
@@ -354,31 +354,6 @@ def _number(value: float, signed: bool) -> str:
         return "—"
     plus = "+" if signed else ""
     return f"{value:{plus}.3f}" if abs(value) < 1e4 else f"{value:{plus}.3g}"
-
-
-def verdict(ds):
-    """Poole et al. 2019: InfoNCE saturates at log K; NWJ's variance grows with the true MI."""
-    claim = ("At the highest true MI, InfoNCE sits just under its cap log K (mean estimate within 0.5 nats "
-             "below it, never above) and NWJ's per-step sd exceeds InfoNCE's, for every critic (identity transform)")
-    paper = "Poole et al. 2019: InfoNCE ≤ log K with low variance; NWJ's variance grows exponentially with MI"
-    decided_by = "estimate_smoothed over step, against true_mi and infonce_cap"
-    estimators = [str(e) for e in ds["estimator"].values]
-    if "infonce" not in estimators or "nwj" not in estimators or "estimate_mean" not in ds:
-        return undecided(claim, "needs InfoNCE and NWJ cells with per-level statistics", decided_by)
-    sel = {"transform": "identity"} if "identity" in ds["transform"].values else {}
-    top = float(ds["mi_level"].max())
-    cap = float(np.nanmax(ds["infonce_cap"].values))
-    saturated, noisier, parts = [], [], []
-    for critic in ds["critic"].values:
-        cell = {**sel, "critic": critic, "mi_level": top}
-        nce = float(np.nanmean(ds["estimate_mean"].sel(estimator="infonce", **cell).values))
-        nce_sd = float(np.nanmean(ds["estimate_sd"].sel(estimator="infonce", **cell).values))
-        nwj_sd = float(np.nanmean(ds["estimate_sd"].sel(estimator="nwj", **cell).values))
-        saturated.append(cap - 0.5 <= nce <= cap + 1e-3)
-        noisier.append(nwj_sd > nce_sd)
-        parts.append(f"{critic}: InfoNCE {nce:.2f} (log K {cap:.2f}), sd NWJ {nwj_sd:.3g} vs InfoNCE {nce_sd:.3g}")
-    evidence = (f"true MI {top:g} nats", *parts)
-    return Verdict(claim, outcome(all(saturated), all(noisier)), evidence, decided_by, paper)
 
 
 # The names and units of the variables only this study records (probe.results has the shared ones).

@@ -15,7 +15,7 @@ from probe.encoders import RealNVP
 from probe.study import Study
 from probe.training import PairData, TrainConfig, seeded_init
 from probe.training.members import Member, train_alone
-from probe.verdict import HELD, NOT_HELD, Verdict, at_step, fmt, mean, undecided
+from probe.verdict import MIN_SEEDS, Verdict, combine, decision_text, exceeds, fmt, paired, per_seed, undecided
 
 
 @dataclass(frozen=True)
@@ -72,20 +72,27 @@ run_cell = train_alone(build_member)
 MEMBER_AXES = ("estimator",)
 
 
+# The paper's rise is 0.034 (InfoNCE) and 0.028 (NWJ) over 20k steps; a rise counts from one point up.
+MIN_RISE = 0.01
+
+
 def verdict(ds):
     """Fig. 1a/b: the probe accuracy rises although every encoder is a bijection."""
-    claim = ("Accuracy rises although g1 is a bijection (true MI constant): last-evaluation probe accuracy "
-             "at least 0.01 above step 0, for every estimator")
+    claim = ("Accuracy rises although g1 is a bijection (true MI constant): for every estimator the same-seed rise of "
+             "the probe accuracy from step 0 to the last evaluation has a 95 % paired t-interval above 0 and a mean of "
+             f"at least {MIN_RISE} (over ≥ {MIN_SEEDS} seeds with finite values)")
     paper = "paper (MNIST, 20k steps): 0.862 → 0.896 (InfoNCE), 0.890 (NWJ)"
     decided_by = "probe_accuracy over step"
     if "probe_accuracy" not in ds:
-        return undecided(claim, "no probe_accuracy in the results", decided_by)
-    parts, rises = [], []
+        return undecided(claim, "no probe_accuracy in the results", decided_by, paper)
+    states, parts = [], []
     for est in ds["estimator"].values:
-        first, last = at_step(ds, "probe_accuracy", "first", estimator=est), at_step(ds, "probe_accuracy", estimator=est)
-        rises.append(mean(last) - mean(first) >= 0.01)
-        parts.append(f"{est}: accuracy {fmt(first)} → {fmt(last)}")
-    return Verdict(claim, HELD if all(rises) else NOT_HELD, tuple(parts), decided_by, paper)
+        first = per_seed(ds, "probe_accuracy", "first", estimator=est)
+        last = per_seed(ds, "probe_accuracy", estimator=est)
+        rise = paired(last, first)
+        states.append(exceeds(rise, MIN_RISE))
+        parts.append(f"{est}: accuracy {fmt(first.values)} → {fmt(last.values)}; rise {decision_text(states[-1], rise)}")
+    return Verdict(claim, combine(*states), tuple(parts), decided_by, paper)
 
 
 STUDY = Study(

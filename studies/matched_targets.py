@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import f_oneway
 from torch import nn
 
 from probe.critics import make_critic
@@ -33,14 +32,16 @@ from probe.training.members import Member, train_alone
 from probe.verdict import (
     HELD,
     MATCH_TOLERANCE,
-    PARTLY,
+    MIN_SEEDS,
+    NOT_HELD,
     UNDECIDED,
     Verdict,
-    at_step,
-    end_gap,
-    mean,
+    ancova,
+    combine,
+    matched_seeds,
     median_quantile,
-    outcome,
+    over_cells,
+    per_seed,
     undecided,
 )
 from studies.encoder_architecture import add_target_gap
@@ -134,110 +135,121 @@ run_cell = train_alone(build_member)
 MEMBER_AXES = ("estimator", "target")
 
 
+# How far apart the family means must be at equal I_EST, besides p < ALPHA, for "families differ".
+MIN_SPREAD = {"accuracy": 0.01, "V-information": 0.05, "ln cond": 0.5}
+ALPHA = 0.05
+MEASURES = (("accuracy", "probe_accuracy"), ("V-information", "v_information"))
+
+
 def verdict(ds):
     """probe's question: at equal estimated MI, do encoder families differ?"""
-    claim = ("At equal t, encoder families differ in probe accuracy, V-information and the median ln condition "
-             "number (one-way ANOVA across families over seeds, p < 0.01, at every (estimator, t)). A family counts "
-             f"only where it matched t: held-out L_t = |I_EST − t| at the last evaluation ≤ {MATCH_TOLERANCE} nats "
-             "(mean over seeds); ln cond is compared only among families whose Jacobians are all full rank and of "
-             "one shape (d_out × d_in)")
+    claim = ("At equal I_EST, encoder families differ in probe accuracy, V-information and the median ln condition "
+             f"number, at every (estimator, t). A seed counts only where its own held-out L_t = |I_EST − t| at the last "
+             f"evaluation is ≤ {MATCH_TOLERANCE} nats, a family only with ≥ {MIN_SEEDS} such seeds; over them each "
+             "measure is regressed on family and achieved held-out I_EST (ANCOVA), and families differ where the family "
+             f"term's partial F-test gives p < {ALPHA} and the family means at equal I_EST span at least "
+             f"{MIN_SPREAD['accuracy']} (accuracy), {MIN_SPREAD['V-information']} nats (V-information) and "
+             f"{MIN_SPREAD['ln cond']} nats (ln cond): a difference explained by I_EST is not one between families. ln cond "
+             "is compared only among seeds with full-rank Jacobians, and families of one Jacobian shape (d_out × d_in)")
     paper = "no paper figure: probe's own question (Fig. 4a/b asks it for two architectures)"
     decided_by = "probe_accuracy, v_information, log_condition_number and target_gap over step"
-    if ds.sizes.get("seed", 0) < 2 or ds.sizes.get("encoder", 0) < 2:
-        return undecided(claim, "needs at least 2 seeds and 2 encoder families", decided_by)
+    if ds.sizes.get("encoder", 0) < 2 or "target_gap" not in ds:
+        return undecided(claim, "needs 2 encoder families and their target_gap", decided_by, paper)
     families = [str(e) for e in ds["encoder"].values]
-    differ = {"accuracy": [], "V-information": [], "ln cond": []}
+    states = {label: [] for label in MIN_SPREAD}
     parts, left_out = [], False
     for est in ds["estimator"].values:
         for t in ds["target"].values:
             cell = {"estimator": est, "target": t}
             head = f"{est} t={float(t):g}"
-            gaps = {e: end_gap(ds, encoder=e, **cell) for e in families}
-            matched = [e for e in families if gaps[e] <= MATCH_TOLERANCE]
-            unmatched = "; ".join(f"{e} L_t {gaps[e]:.2f}" for e in families if e not in matched)
+            ok = {e: matched_seeds(ds, encoder=e, **cell) for e in families}
+            matched = [e for e in families if int(ok[e].sum()) >= MIN_SEEDS]
+            unmatched = "; ".join(f"{e} matched at {int(ok[e].sum())} of {ok[e].size} seeds"
+                                  for e in families if e not in matched)
             left_out |= bool(unmatched)
             if len(matched) < 2:
-                parts.append(f"{head}: fewer than 2 families matched t (> {MATCH_TOLERANCE}: {unmatched}); left out")
+                parts.append(f"{head}: fewer than 2 families matched t at ≥ {MIN_SEEDS} seeds ({unmatched}); left out")
                 continue
-            texts = [_bound_spread(ds, matched, cell)]
+            bound = {e: _where(ds, "bound_test", ok[e], encoder=e, **cell) for e in matched}
+            texts = [_bound_spread(bound)]
             if unmatched:
-                texts.append(f"left out, not matched (> {MATCH_TOLERANCE}): {unmatched}")
-            for label, name in (("accuracy", "probe_accuracy"), ("V-information", "v_information")):
+                texts.append(f"left out, not matched (L_t > {MATCH_TOLERANCE} at too many seeds): {unmatched}")
+            for label, name in MEASURES:
                 if name not in ds:
-                    differ[label].append(False)
                     texts.append(f"{label}: not recorded")
                     continue
-                p, text = _anova(label, {e: at_step(ds, name, encoder=e, **cell) for e in matched})
-                differ[label].append(bool(p < 0.01))
-                texts.append(text)
+                texts.append(_differ(label, {e: (_where(ds, name, ok[e], encoder=e, **cell), bound[e])
+                                             for e in matched}, states[label], MIN_SPREAD[label]))
             if "log_condition_number" in ds:
-                texts += _conditioning(ds, matched, cell, differ["ln cond"])
+                texts += _conditioning(ds, {e: ok[e] for e in matched}, bound, cell, states["ln cond"])
             parts.append(f"{head}: " + "; ".join(texts))
-    if not differ["accuracy"]:
-        return Verdict(claim, UNDECIDED, (*parts, "no (estimator, t) has 2 matched families"), decided_by, paper)
-    if not differ["ln cond"]:
-        parts.append("ln cond was compared nowhere (no two matched full-rank families of one shape): "
-                     "the claim's conditioning part is not decided")
-    state = outcome(*(all(v) for v in differ.values() if v))
-    if state == HELD and (left_out or not differ["ln cond"]):
-        state = PARTLY  # shown on the families that could be compared, not on all of them
-    return Verdict(claim, state, tuple(parts), decided_by, paper)
+    if not states["accuracy"]:
+        return Verdict(claim, UNDECIDED, (*parts, f"no (estimator, t) has 2 families matched at ≥ {MIN_SEEDS} seeds"),
+                       decided_by, paper)
+    missing = [label for label, found in states.items() if not found]
+    if missing:
+        parts.append(f"{' and '.join(missing)} compared nowhere: that part of the claim is not decided")
+    state = combine(*(combine(*found) for found in states.values() if found))
+    return Verdict(claim, over_cells([state], int(left_out or bool(missing))), tuple(parts), decided_by, paper)
 
 
-def _anova(label: str, groups: dict[str, np.ndarray]) -> tuple[float, str]:
-    """One-way ANOVA of the per-seed values across families (each with >= 2 finite seeds)."""
-    groups = {e: g[np.isfinite(g)] for e, g in groups.items()}
-    groups = {e: g for e, g in groups.items() if g.size >= 2}
-    p = float(f_oneway(*groups.values()).pvalue) if len(groups) >= 2 else float("nan")
-    if not groups:
-        return p, f"{label}: no family with 2 finite seeds"
-    means = {e: float(g.mean()) for e, g in groups.items()}
+def _where(ds, name: str, keep, **sel) -> np.ndarray | None:
+    """Per-seed values of `name` where `keep` (NaN elsewhere); None where the result lacks it."""
+    return per_seed(ds, name, **sel).where(keep).values if name in ds else None
+
+
+def _differ(label: str, groups: dict, found: list[str], minimum: float) -> str:
+    """ANCOVA of one measure across families; appends HELD / NOT_HELD to `found` where it could be
+    fitted (families differ: p < ALPHA and a spread of at least `minimum` at equal I_EST)."""
+    fit = ancova(groups)
+    if isinstance(fit, str):
+        return f"{label} not compared: {fit}"
+    lo, hi, spread = fit.spread()
+    found.append(HELD if fit.p < ALPHA and spread >= minimum else NOT_HELD)
+    how = "at equal I_EST" if np.isfinite(fit.slope) else "(no bound_test: not adjusted for I_EST)"
+    return (f"{label} {how} {fit.adjusted[lo]:.3g} ({lo}) to {fit.adjusted[hi]:.3g} ({hi}), p = {fit.p:.1g}: "
+            + ("differ" if found[-1] == HELD else "do not differ"))
+
+
+def _bound_spread(bound: dict[str, np.ndarray | None]) -> str:
+    """How equal "equal I_EST" is: the held-out bounds the matched families reached at their matched seeds."""
+    means = {e: float(np.nanmean(b)) for e, b in bound.items() if b is not None and np.isfinite(b).any()}
+    if not means:
+        return f"{len(bound)} families matched t"
     lo, hi = min(means, key=means.get), max(means, key=means.get)
-    return p, f"{label} {means[lo]:.3g} ({lo}) to {means[hi]:.3g} ({hi}), p = {p:.1g}"
+    return (f"{len(bound)} families matched t, held-out I_EST {means[lo]:.2f} ({lo}) to {means[hi]:.2f} ({hi}), "
+            f"a spread of {means[hi] - means[lo]:.2f} nats")
 
 
-def _bound_spread(ds, matched: list[str], cell: dict) -> str:
-    """How equal "equal I_EST" is: the held-out bounds the matched families reached."""
-    bounds = {e: mean(at_step(ds, "bound_test", encoder=e, **cell)) if "bound_test" in ds else float("nan")
-              for e in matched}
-    finite = {e: b for e, b in bounds.items() if np.isfinite(b)}
-    if not finite:
-        return f"{len(matched)} families matched t"
-    lo, hi = min(finite, key=finite.get), max(finite, key=finite.get)
-    return (f"{len(matched)} families matched t, held-out I_EST {finite[lo]:.2f} ({lo}) to {finite[hi]:.2f} ({hi}), "
-            f"a spread of {finite[hi] - finite[lo]:.2f} nats")
-
-
-def _conditioning(ds, matched: list[str], cell: dict, differ: list[bool]) -> list[str]:
-    """ANOVA of the median ln cond within each group of matched families whose Jacobians are all full
-    rank at the last evaluation and share one shape; appends to `differ` where some group exists."""
+def _conditioning(ds, ok: dict, bound: dict, cell: dict, found: list[str]) -> list[str]:
+    """ANCOVA of the median ln cond within each group of families of one Jacobian shape, over the
+    matched seeds whose Jacobians are full rank at the last evaluation; appends to `found`."""
     if "jacobian_shape" not in ds:
         return ["ln cond not compared: this result records no jacobian_shape (rerun to record it)"]
     q, texts, shapes, excluded = median_quantile(ds), [], {}, []
-    for e in matched:
-        if "jacobian_rank_deficient" in ds and np.nanmax(
-                np.append(at_step(ds, "jacobian_rank_deficient", encoder=e, **cell), 0.0)) > 0:
+    for e, keep in ok.items():
+        if "jacobian_rank_deficient" in ds:
+            keep = keep & (per_seed(ds, "jacobian_rank_deficient", encoder=e, **cell) == 0)
+        if int(keep.sum()) < MIN_SEEDS:
             excluded.append(f"{e} (rank-deficient Jacobians: ln cond is float32 round-off)")
             continue
-        shape = ds["jacobian_shape"].sel(encoder=e, **cell).isel(step=-1).transpose(..., "jacobian_axis")
-        rows = np.asarray(shape.values, dtype=float).reshape(-1, 2)
+        shape = ds["jacobian_shape"].sel(encoder=e, **cell)
+        shape = shape.isel(step=int(np.argmax(shape["step"].values))).transpose("seed", "jacobian_axis")
+        rows = np.asarray(shape.values, dtype=float)[np.asarray(keep.values, dtype=bool)]
         rows = rows[np.isfinite(rows).all(axis=1)]
         if rows.size == 0:
             excluded.append(f"{e} (no Jacobian recorded)")
             continue
-        shapes.setdefault(tuple(int(v) for v in rows[0]), []).append(e)
-    groups = {shape: members for shape, members in shapes.items() if len(members) >= 2}
-    excluded += [f"{members[0]} (the only full-rank {shape[0]}×{shape[1]} Jacobian)"
+        shapes.setdefault(tuple(int(v) for v in rows[0]), []).append((e, keep))
+    excluded += [f"{members[0][0]} (the only full-rank {shape[0]}×{shape[1]} Jacobian)"
                  for shape, members in shapes.items() if len(members) < 2]
-    results = []
-    for (rows, cols), members in groups.items():
-        p, text = _anova(f"ln cond p{q * 100:.0f} ({rows}×{cols})",
-                         {e: at_step(ds, "log_condition_number", encoder=e, **cell, quantile=q) for e in members})
-        results.append(bool(p < 0.01))
-        texts.append(text)
-    if results:
-        differ.append(all(results))
-    else:
+    for (rows, cols), members in shapes.items():
+        if len(members) < 2:
+            continue
+        groups = {e: (_where(ds, "log_condition_number", keep, encoder=e, quantile=q, **cell),
+                      None if bound[e] is None else np.where(keep.values, bound[e], np.nan)) for e, keep in members}
+        texts.append(_differ(f"ln cond p{q * 100:.0f} ({rows}×{cols})", groups, found, MIN_SPREAD["ln cond"]))
+    if not texts:
         texts.append("ln cond not compared (no two matched full-rank families of one shape)")
     if excluded:
         texts.append("ln cond left out: " + ", ".join(excluded))

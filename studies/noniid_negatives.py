@@ -29,7 +29,7 @@ from probe.errors import InputValueError, unknown_name
 from probe.study import Study
 from probe.training import CellResult, seeded_init
 from probe.training.critic_members import CriticMembers, MemberStreams, group_identity
-from probe.verdict import Verdict, at_step, fmt, mean, outcome, undecided
+from probe.verdict import HELD, MIN_SEEDS, Verdict, combine, decision_text, exceeds, fmt, paired, per_seed, undecided
 
 DATASET = "synthetic-gaussian"
 SAMPLINGS = ("iid", "noniid")
@@ -222,25 +222,39 @@ def _cell_result(settings: Settings, data: GaussianPairs, recorded: np.ndarray, 
     return result
 
 
+EXCESS = 1.5   # × the true MI: the paper's non-i.i.d. estimates are 4-10 times it, the i.i.d. ones just under it
+
+
 def verdict(ds):
     """Fig. 4c: non-i.i.d. negatives push the estimate above the true MI."""
-    claim = ("With one shared Z per batch the smoothed estimate ends above 1.5 × the true MI; with i.i.d. "
-             "batches it does not (InfoNCE and NWJ)")
+    claim = (f"With one shared Z per batch the smoothed training estimate at the end is above {EXCESS} × the true MI, "
+             "for InfoNCE and NWJ; with i.i.d. batches it is below it. Each seed's estimate minus "
+             f"{EXCESS} × the true MI has a 95 % t-interval above 0 (non-i.i.d.) or below 0 (i.i.d.), over ≥ {MIN_SEEDS} "
+             "seeds with finite values. Without the non-i.i.d. excess the claim did not hold; with it, but the i.i.d. "
+             "estimate not shown below, it held in part")
     paper = "paper: non-i.i.d. InfoNCE 0.17–0.20, NWJ 0.09–0.10; i.i.d. just under 0.0204"
     decided_by = "bound_train_smoothed over step, against the true-MI line"
     negatives = [str(n) for n in ds["negatives"].values]
     if "iid" not in negatives or "noniid" not in negatives:
-        return undecided(claim, "needs both iid and noniid cells", decided_by)
-    true_mi = float(np.nanmean(ds["true_mi"].values))
+        return undecided(claim, "needs both iid and noniid cells", decided_by, paper)
+    truth = np.asarray(ds["true_mi"].values, dtype=float)
+    truth = truth[np.isfinite(truth)]
+    if truth.size == 0:
+        return undecided(claim, "no finite true_mi in the results", decided_by, paper)
+    line = EXCESS * float(truth.mean())   # closed form: one number for the whole design
     above, below, parts = [], [], []
     for est in ds["estimator"].values:
-        noniid = at_step(ds, "bound_train_smoothed", estimator=est, negatives="noniid")
-        iid = at_step(ds, "bound_train_smoothed", estimator=est, negatives="iid")
-        above.append(mean(noniid) > 1.5 * true_mi)
-        below.append(mean(iid) <= 1.5 * true_mi)
-        parts.append(f"{est}: non-i.i.d. {fmt(noniid, 4)}, i.i.d. {fmt(iid, 4)}")
-    evidence = (f"true MI {true_mi:.4f} nats", *parts)
-    return Verdict(claim, outcome(all(above), all(below)), evidence, decided_by, paper)
+        noniid = per_seed(ds, "bound_train_smoothed", estimator=est, negatives="noniid")
+        iid = per_seed(ds, "bound_train_smoothed", estimator=est, negatives="iid")
+        excess, shortfall = paired(noniid, line), -paired(iid, line)
+        above.append(exceeds(excess))
+        below.append(exceeds(shortfall))
+        parts.append(f"{est}: non-i.i.d. {fmt(noniid.values, 4)}, minus {EXCESS} × true MI "
+                     f"{decision_text(above[-1], excess, 4)}; i.i.d. {fmt(iid.values, 4)}, {EXCESS} × true MI minus it "
+                     f"{decision_text(below[-1], shortfall, 4)}")
+    effect, control = combine(*above), combine(*below)
+    state = combine(effect, control) if effect == HELD else effect
+    return Verdict(claim, state, (f"true MI {truth.mean():.4f} nats", *parts), decided_by, paper)
 
 
 # The names and units of the variables only this study records (probe.results has the shared ones).

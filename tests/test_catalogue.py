@@ -27,7 +27,8 @@ OUTCOMES = {"held", "partly held", "did not hold", "undecided", "not judged"}
 
 
 def test_every_study_module_is_in_the_catalogue():
-    modules = sorted(p.stem for p in STUDIES_DIR.glob("*.py") if not p.stem.startswith("_"))
+    # A module of studies/ that declares a STUDY is a study; others (a verdict moved out of a long file) help one.
+    modules = sorted(p.stem for p in STUDIES_DIR.glob("*.py") if re.search(r"^STUDY\b.*=", p.read_text(), re.M))
     missing = sorted(set(modules) - set(STUDY_MODULES))
     assert not missing, f"studies/{missing[0]}.py is not listed in studies.STUDY_MODULES: add its line there"
 

@@ -172,7 +172,8 @@ def test_results_go_to_stdout_and_progress_to_stderr(one_cell_run):
     run_dir = next(folder.glob("invertible-encoders/*/results.nc")).parent
     assert f"results: {run_dir / 'results.nc'}" in result.stdout
     assert f"report: {run_dir / 'report.html'}" in result.stdout  # beside the run, keyed by it
-    assert "verdict: the claim" in result.stdout and "infonce: accuracy" in result.stdout
+    assert "verdict: not judged (smoke preset: too short to decide)" in result.stdout  # a smoke run is not judged
+    assert "infonce: accuracy" in result.stdout
     assert "already done" in result.stderr and "already done" not in result.stdout
     assert "projected wall time: about" in result.stderr  # --yes went on past the gate, and said how long
     assert "verdict" not in result.stderr and "results:" not in result.stderr
@@ -193,7 +194,7 @@ def test_a_report_that_fails_never_hides_the_results_or_the_verdict(one_cell_run
         os.umask(previous)
     assert isinstance(result.exception, RuntimeError)  # a bug keeps its traceback ...
     assert "1 already done" in result.stderr           # (the finished run, reassembled)
-    assert "results: " in result.stdout and "verdict: the claim" in result.stdout  # ... after the outcome
+    assert "results: " in result.stdout and "verdict: not judged" in result.stdout  # ... after the outcome
     assert "The results are saved; write the page later with: probe report" in result.stderr
 
 

@@ -188,8 +188,9 @@ def run_study_cmd(name, preset, dataset, data_dir, views, seeds, steps, set_valu
 
 
 def _echo_verdict(verdict) -> None:
-    """One line on whether this run showed the paper's effect, and the numbers that decide it."""
-    click.echo(f"verdict: the claim {verdict.outcome}: {verdict.claim}")
+    """One line on whether this run showed the paper's effect (or why it was not judged), and the numbers."""
+    head = verdict.label if verdict.reason else f"the claim {verdict.outcome}"
+    click.echo(f"verdict: {head}: {verdict.claim}")
     for line in verdict.evidence:
         click.echo(f"  {line}")
 

@@ -24,6 +24,7 @@ BADGES = {
     verdicts.PARTLY: ("#9a6700", "#fff8c5"),
     verdicts.NOT_HELD: ("#cf222e", "#ffebe9"),
     verdicts.UNDECIDED: ("#59636e", "#eff2f5"),
+    verdicts.NOT_JUDGED: ("#0969da", "#ddf4ff"),
 }
 
 

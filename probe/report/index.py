@@ -119,7 +119,8 @@ def _row(study: Study, entry: Entry | None, runs_dir: Path, gallery: bool) -> st
             f"{_e(human_duration(ds.attrs.get('total_wall_time')))} of cell time")
     evidence = "".join(f"<li>{_e(part)}</li>" for part in v.evidence)
     paper = f'<p class="paper">{_e(v.paper)}</p>' if v.paper else ""
-    return (f"<tr>{head}<td>{_badge(v.outcome)}</td>"
+    reason = f'<br><span class="muted">{_e(v.reason)}</span>' if v.reason else ""
+    return (f"<tr>{head}<td>{_badge(v.outcome)}{reason}</td>"
             f"<td>{_e(v.claim)}<ul class=\"evidence\">{evidence}</ul>{paper}</td>"
             f"<td class=\"muted\">{_e(v.decided_by)}</td>"
             f"<td><a href=\"{_e(entry.page.name)}\">report page</a><br><span class=\"muted\">{made}</span></td></tr>")

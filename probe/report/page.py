@@ -107,7 +107,7 @@ def _header(study: StudyView, verdict: Verdict | None) -> str:
     parts = [f"<h1>{escape(title)}</h1>"]
     origin = study_origin(ds)
     if claim:
-        outcome = verdict.outcome if verdict is not None else "not judged"
+        outcome = verdict.label if verdict is not None else "not judged"
         owner = "The paper's claim" if origin == "paper" else "This study's claim"
         parts.append(f'<p class="claim">{owner}: “{escape(claim)}”. This run: {escape(outcome)}.</p>')
     if origin == "paper":
@@ -164,8 +164,9 @@ def _verdict_note(verdict: Verdict | None) -> str:
         return ""
     fg, bg = BADGES[verdict.outcome]
     items = "".join(f"<li>{escape(line)}</li>" for line in verdict.evidence)
-    return (f'<div class="callout" style="background:{bg};border-color:{fg}"><p><strong>This run: the claim '
-            f"{escape(verdict.outcome)}.</strong> {escape(verdict.claim)}.</p><ul>{items}</ul>"
+    said = verdict.label if verdict.reason else f"the claim {verdict.outcome}"
+    return (f'<div class="callout" style="background:{bg};border-color:{fg}"><p><strong>This run: '
+            f"{escape(said)}.</strong> {escape(verdict.claim)}.</p><ul>{items}</ul>"
             + (f"<p>{escape(verdict.paper[0].upper() + verdict.paper[1:])}.</p>" if verdict.paper else "")
             + f"<p class=\"hint\">Decided by: {escape(verdict.decided_by)}.</p></div>")
 
