@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from probe.cli.analyze import analyze
+from probe.cli.parsing import parse_seeds, parse_set
 from probe.cli.robustness import robustness
 from probe.errors import ProbeError
 
@@ -22,42 +23,6 @@ class ProbeGroup(click.Group):
             return super().invoke(ctx)
         except ProbeError as err:
             raise click.ClickException(str(err)) from None
-
-
-def _parse_set(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{pair!r}: use KEY=VALUE, e.g. --set learning_rate=3e-4.", param_hint="--set")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def _parse_seeds(value: str | None) -> int | tuple[int, ...] | None:
-    """'3' -> 3 (seeds 0, 1, 2); '0,4,7' -> (0, 4, 7); '2-5' -> (2, 3, 4, 5). Errors quote what was typed."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        if "," in text:
-            seeds = tuple(int(v) for v in text.split(",") if v.strip())
-            if not seeds:
-                raise click.BadParameter(f"{value!r} lists no seed; give e.g. 0,4,7.", param_hint="--seeds")
-            return seeds
-        if "-" in text[1:]:
-            lo, hi = (int(v) for v in text.split("-", 1))
-            if hi < lo:
-                raise click.BadParameter(f"{value!r} is an empty range ({lo} > {hi}); write the lower seed first, "
-                                         f"e.g. {hi}-{lo}.", param_hint="--seeds")
-            return tuple(range(lo, hi + 1))
-        count = int(text)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give a count (3), a list (0,4,7) or a range (0-9).",
-                                 param_hint="--seeds") from None
-    if count < 1:
-        raise click.BadParameter(f"{value!r}: at least one seed is required, e.g. --seeds 3.", param_hint="--seeds")
-    return count
 
 
 @click.group(cls=ProbeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -153,7 +118,7 @@ def run_study_cmd(name, preset, dataset, data_dir, views, seeds, steps, set_valu
       probe run-study invertible-encoders --preset quick --executor processes --workers 2
       probe run-study invertible-encoders --executor dask --scheduler tcp://head:8786
     """
-    seed_choice, set_choice = _parse_seeds(seeds), _parse_set(set_values)  # typos fail before any import
+    seed_choice, set_choice = parse_seeds(seeds), parse_set(set_values)  # typos fail before any import
     from probe.devices import set_threads
     from probe.results import load_dataset
     from probe.runner import RunInterrupted, RunOptions, run

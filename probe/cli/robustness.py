@@ -40,7 +40,7 @@ def robustness(name, preset, datasets, data_dirs, views, seeds, steps, device, o
       probe robustness invertible-encoders --data-dir ../shared/data/mnist-5k --seeds 3
       probe robustness encoder-architecture --dataset digits --views top-bottom,left-right
     """
-    from probe.cli.main import _parse_seeds
+    from probe.cli.parsing import parse_seeds
     from probe.data.views import parse_views
     from probe.devices import set_threads
     from probe.report import write_report
@@ -56,7 +56,7 @@ def robustness(name, preset, datasets, data_dirs, views, seeds, steps, device, o
         parse_views(split, "--views")
     if threads is not None:
         set_threads(threads)
-    options = RunOptions(preset=preset, seeds=_parse_seeds(seeds), steps=steps, device=device, out=out,
+    options = RunOptions(preset=preset, seeds=parse_seeds(seeds), steps=steps, device=device, out=out,
                          progress=not no_progress, threads=threads, yes=yes)
     grid = conditions(list(datasets), list(data_dirs), splits)
     click.echo(f"{study.name} [{preset}]: {len(grid)} conditions ({', '.join(sorted({c.data_label for c in grid}))} "
