@@ -135,7 +135,7 @@ def test_a_second_call_resumes_the_fig1_run_from_its_checkpoint(dry_run):
     assert fig1["evaluations"]["steps"] == [0, 10, 20, 30, 40]
     for member, accuracy in before["evaluations"]["probe_accuracy_by_member"].items():
         assert fig1["evaluations"]["probe_accuracy_by_member"][member][:3] == accuracy  # restored, not retrained
-    assert fig1["verdict"]["outcome"] in ("held", "did not hold")
+    assert fig1["verdict"]["outcome"] in ("held", "partly held", "did not hold", "undecided")  # judged, whichever way
     assert not list((dry_run.tmp / "state").glob("*.ckpt.pt"))  # a finished run leaves no checkpoint
 
 
