@@ -41,7 +41,7 @@ def test_readme_test_command_is_what_ci_runs_and_needs_no_activated_venv():
 
 def test_importing_the_cli_loads_neither_torch_nor_numpy():
     code = "import sys, probe.cli; print(sorted(m for m in ('torch', 'numpy', 'xarray') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
     assert out.strip() == "[]", out
 
 

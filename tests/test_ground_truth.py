@@ -315,7 +315,7 @@ def test_the_package_is_a_low_layer():
 
     code = ("import sys, probe.ground_truth; "
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'probe'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
     loaded = set(eval(out))
     assert "torch" not in loaded
     others = {m for m in loaded if not m.startswith("probe.ground_truth")}

@@ -2,6 +2,7 @@
 the same numbers as inline, complete records in every checkpoint and result, the defaults."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -177,23 +178,90 @@ def test_a_run_killed_with_fits_in_the_pool_resumes_to_the_inline_numbers(study,
     _assert_same(resumed, inline)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads a process's children from /proc (Linux)")
-def test_ctrl_c_with_a_pool_ends_the_run_with_its_message_and_no_worker_traceback(tmp_path):
-    command = [sys.executable, "-c", "import sys; from probe.cli import main; sys.argv[0] = 'probe'; main()",
+# The child answers Ctrl-C as an interactive python would, even when this test runs from a shell
+# that ignores SIGINT (`( pytest & )`, nohup, CI wrappers): an ignored signal is inherited.
+_CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from probe.cli import main; sys.argv[0] = 'probe'; main()")
+
+
+def _start_run_with_a_pool(tmp_path) -> subprocess.Popen:
+    command = [sys.executable, "-c", _CLI,
                "run-study", "invertible-encoders", "--preset", "smoke", "--steps", "100000", "--seeds", "1",
-               "--threads", "1", "--probe-workers", "1", "--no-progress", "--no-report", "--out", str(tmp_path)]
-    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+               "--threads", "1", "--probe-workers", "1", "--no-progress", "--no-report", "--yes", "--out", str(tmp_path)]
+    # --yes: 100,000 steps are projected over the 3 h a CPU run may take without asking, and the run
+    # must still be running when it is interrupted. A session of its own: the whole group (the run, its pool worker, the resource tracker) can be ended at once.
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _wait_for_the_pool(run: subprocess.Popen) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and run.poll() is None and not _descendants(run.pid, 2):
         time.sleep(0.2)  # the pool's worker (and the spawn tracker) start at the first evaluation's fit
     assert run.poll() is None, run.communicate()[1]
-    time.sleep(1.0)
-    os.killpg(run.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
-    _, err = run.communicate(timeout=120)
-    assert run.returncode == 130, err
-    assert "Traceback" not in err, err
-    assert "interrupted" in err.lower() or "saved" in err.lower(), err
+    assert _descendants(run.pid, 2), "the run started no probe worker within 120 s"
+
+
+def _end_group(run: subprocess.Popen) -> list[int]:
+    """Kill whatever is left of the run's process group; the pids that were still alive."""
+    alive = _group(run.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(run.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        run.communicate(timeout=10)
+    return alive
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads a process's children from /proc (Linux)")
+def test_ctrl_c_with_a_pool_ends_the_run_with_its_message_and_no_worker_traceback(tmp_path):
+    run = _start_run_with_a_pool(tmp_path)
+    try:
+        _wait_for_the_pool(run)
+        time.sleep(1.0)
+        os.killpg(run.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 130, err
+        assert "Traceback" not in err, err
+        assert "interrupted" in err.lower() or "saved" in err.lower(), err
+        assert _gone(run.pid), f"left behind after Ctrl-C: {_group(run.pid)}"
+    finally:
+        _end_group(run)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads a process's children from /proc (Linux)")
+def test_a_killed_run_takes_its_pool_worker_and_resource_tracker_with_it(tmp_path):
+    run = _start_run_with_a_pool(tmp_path)
+    try:
+        _wait_for_the_pool(run)
+        assert len(_group(run.pid)) >= 3  # the run, its probe worker, the resource tracker
+        os.kill(run.pid, signal.SIGKILL)  # the run alone, as the OOM killer or kill -9 would
+        run.communicate(timeout=30)
+        assert _gone(run.pid), f"left behind by the killed run: {_group(run.pid)}"
+    finally:
+        _end_group(run)
+
+
+def _group(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group `pgid`, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry))
+    return found
+
+
+def _gone(pgid: int, within_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while _group(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not _group(pgid)
 
 
 def _descendants(pid: int, at_least: int) -> bool:

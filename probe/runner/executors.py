@@ -42,6 +42,7 @@ from probe.runner.cells import CellJob, run_cell_job
 from probe.runner.groups import group_attempts, group_jobs, group_name, run_group_job, spread_groups
 from probe.runner.options import EXECUTORS
 from probe.runner.progress import Projection, StepClock, clock_text, eval_schedule
+from probe.training.parent_watch import exit_with_parent
 from probe.training.probe_pool import AUTO_MIN_ROWS, auto_probe_workers, background_probes
 
 # tqdm's r_bar without its {remaining}: the ETA (StepClock's, evaluations included) is in the postfix.
@@ -175,9 +176,10 @@ def _eta(clock: StepClock, cells_after: int) -> str:
 _RUNNING: Path | None = None  # attempts file of the group this pool worker is running
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
     set_threads(threads)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    exit_with_parent(parent)  # a killed run takes its workers with it
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -233,7 +235,7 @@ def run_processes(groups: list[list[CellJob]], *, workers: int, threads: int | N
                desc="cells", file=sys.stderr)
     while remaining:
         pool = ProcessPoolExecutor(max_workers=min(workers, len(remaining)), mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(threads,))
+                                   initializer=_init_worker, initargs=(threads, os.getpid()))
         broken = False
         try:
             futures = {pool.submit(_run_in_pool, cloudpickle.dumps(group)): name for name, group in remaining.items()}

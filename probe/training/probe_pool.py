@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -44,10 +45,12 @@ def fit_probe(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_te
     return {"probe_accuracy": float(probe["accuracy"]), "probe_cross_entropy": float(probe["cross_entropy"])}
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     from probe.devices import set_threads
+    from probe.training.parent_watch import exit_with_parent
 
     set_threads(1)  # SAGA is single-threaded; BLAS threads would only compete with training
+    exit_with_parent(parent)  # a killed run takes its probe workers (and so the resource tracker) with it
 
 
 @contextlib.contextmanager
@@ -85,7 +88,7 @@ class ProbePool:
     def __init__(self, workers: int, min_rows: int = 0):
         self.workers, self.min_rows = workers, min_rows
         self._executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker)
+                                             initializer=_init_worker, initargs=(os.getpid(),))
 
     def submit(self, *args) -> PendingProbe:
         try:
