@@ -21,6 +21,7 @@ Two families:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +98,9 @@ def _label_entropies(z, y, tz, ty, C, seed, device, warm_start=None) -> dict:
     scaler = StandardScaler().fit(z)
     x = torch.as_tensor(np.ascontiguousarray(scaler.transform(z)), device=device)
     tx = torch.as_tensor(np.ascontiguousarray(scaler.transform(tz)), device=device)
+    searching = time.perf_counter()
     chosen, init = _select_C(x, y, seed) if isinstance(C, str) else (float(C), None)
+    search_s = time.perf_counter() - searching
     if warm_start is not None and init is None and np.array_equal(warm_start.classes, classes):
         init = warm_start
     fit, fit_classes = _fit(x, y, chosen, FINAL_TOL, init)
@@ -106,7 +109,7 @@ def _label_entropies(z, y, tz, ty, C, seed, device, warm_start=None) -> dict:
              "converged": var((), np.int8(fit.converged),
                               f"1 if the final fit reached tol {FINAL_TOL:g} within {MAX_ITER} Newton iterations", "1")}
     return dict(h_empty=float(np.mean(empty_rows)), h_given=float(np.mean(given_rows)), extra=extra, chosen=chosen,
-                rows=(empty_rows, given_rows), fit=fit, classes=fit_classes)
+                rows=(empty_rows, given_rows), fit=fit, classes=fit_classes, search_s=search_s)
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,8 @@ class WarmStart:
 @dataclass(frozen=True)
 class LabelVInformation:
     """One fit of `label_v_information`: I_V = marginal - conditional entropy (nats, held-out),
-    the C used (`searched`: picked by the validation walk on these rows), and the fit as a start."""
+    the C used (`searched`: picked by the validation walk on these rows, which took `search_s`
+    seconds of the call), and the fit as a start."""
 
     v_information: float
     marginal_entropy: float
@@ -132,6 +136,7 @@ class LabelVInformation:
     n_iter: int
     converged: bool
     warm_start: WarmStart
+    search_s: float = 0.0
 
 
 @capped_blas_threads
@@ -155,7 +160,7 @@ def label_v_information(z: np.ndarray, y: np.ndarray, test_z: np.ndarray, test_y
         v_information=result["h_empty"] - result["h_given"], marginal_entropy=result["h_empty"],
         conditional_entropy=result["h_given"], C=float(result["chosen"]), searched=isinstance(C, str),
         n_iter=int(fit.n_iter), converged=bool(fit.converged),
-        warm_start=WarmStart(result["classes"], fit.coef, fit.intercept))
+        warm_start=WarmStart(result["classes"], fit.coef, fit.intercept), search_s=result["search_s"])
 
 
 def _row_nll(proba: np.ndarray, model_classes: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -97,9 +97,13 @@ def main() -> None:
                    "but one), at most 4; 0 fits it inline. Local executor only.")
 @click.option("--yes", is_flag=True,
               help="Go on with a CPU run projected to take more than 3 h (it stops before training otherwise).")
+@click.option("--max-memory", default=None, metavar="SIZE",
+              help="Memory a group of cells trained together may take, e.g. 8GiB: groups are split to fit it (a "
+                   "cell that cannot fit alone stops before training). Default: 3/4 of the memory available when "
+                   "the run starts (on CUDA, of the GPU's free memory).")
 def run_study_cmd(name, preset, dataset, data_dir, views, seeds, steps, set_values, device, out, report, threads,
                   no_progress, executor, scheduler, workers, checkpoint_every, ensemble, tf32, save_embeddings, probe_workers,
-                  yes):
+                  yes, max_memory):
     """Run (or resume) the study NAME and save its results as netCDF.
 
     After a few training steps it prints the projected wall time; on a CPU a run projected over
@@ -132,7 +136,8 @@ def run_study_cmd(name, preset, dataset, data_dir, views, seeds, steps, set_valu
                          device=device, out=out, progress=not no_progress, set_values=set_choice,
                          executor=executor, scheduler=scheduler, workers=workers, threads=threads,
                          checkpoint_every=checkpoint_every, save_embeddings=save_embeddings, yes=yes,
-                         ensemble=ensemble, tf32=tf32, probe_workers=probe_workers, views=views)
+                         ensemble=ensemble, tf32=tf32, probe_workers=probe_workers, views=views,
+                         max_memory=max_memory)
     try:
         path = run(study, options, log=lambda m: click.echo(m, err=True))
     except RunInterrupted as stop:

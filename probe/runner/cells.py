@@ -24,6 +24,7 @@ from probe.runner.progress import Gate, Projection, StepClock, eval_schedule
 from probe.study import Cell, Study, settings_json
 from probe.training.checkpoint import checkpointing
 from probe.training.streams import recording_streams
+from probe.training.timing import reporting_start
 
 
 @dataclass(frozen=True)
@@ -80,28 +81,36 @@ def worker_data(job: CellJob) -> Any:
 
 
 def run_cell_job(job: CellJob, data: Any = None, on_step: Callable[[int, dict], None] | None = None,
-                 log: Callable[[str], None] | None = None) -> tuple[Path, str]:
+                 log: Callable[[str], None] | None = None, on_timed: Callable[[Any], None] | None = None
+                 ) -> tuple[Path, str]:
     """Run one cell (resuming its checkpoint), write its result file atomically; (path, status).
 
     A job with a `projection` logs the run's projected wall time after its first few steps (to
     `log`, else stderr) and raises `RunTooLong` there when a CPU run is over the limit.
+    `on_timed` hears what the cell's loop measured at its start (`probe.training.timing`).
     """
     if data is None:
         data = worker_data(job)
     device = resolve_device(job.options.device)
     _warm_up()
     gate = Gate(on_step, job.projection, StepClock(int(job.settings.steps), eval_schedule(job.settings)),
-                device.type == "cpu", job.cell.label, log)
+                device.type == "cpu", job.cell.label, log, on_timed)
     started = time.perf_counter()
     with recording_streams() as streams, checkpointing(job.checkpoint_path, f"{job.run_key}/{job.cell.filename()}",
                                                       job.checkpoint_every) as plan, tf32_mode(job.options.tf32), \
-            saving_embeddings(Path(job.embeddings_dir) / Path(job.cell.filename()).stem if job.embeddings_dir else None):
+            saving_embeddings(Path(job.embeddings_dir) / Path(job.cell.filename()).stem if job.embeddings_dir else None), \
+            listening(gate):
         result = job.study.run_cell(job.settings, job.cell.ids, job.cell.seed, data, device, gate.on_step)
     path = write_cell(job, result, streams, wall=time.perf_counter() - started, resumed_from=plan.resumed_from,
                       device=device)
     job.attempts_path.unlink(missing_ok=True)
     gate.finish()  # a cell too short for the projection's timing: project from the whole (saved) cell
     return path, result.status
+
+
+def listening(gate: Gate) -> contextlib.AbstractContextManager:
+    """The loop inside reports its start to `gate` when the gate wants it (a projection, a bar)."""
+    return reporting_start(gate.timed) if gate.listening else contextlib.nullcontext()
 
 
 _WARM = False

@@ -41,6 +41,7 @@ from probe.errors import InputValueError, unknown_name
 from probe.runner.cells import CellJob, run_cell_job
 from probe.runner.groups import group_attempts, group_jobs, group_name, run_group_job, spread_groups
 from probe.runner.options import EXECUTORS
+from probe.runner.preflight import Preflight, preflight, split_to_fit
 from probe.runner.progress import Projection, StepClock, clock_text, eval_schedule
 from probe.training.parent_watch import exit_with_parent
 from probe.training.probe_pool import AUTO_MIN_ROWS, auto_probe_workers, background_probes
@@ -55,41 +56,62 @@ RETRIES = 2
 
 def run_cells(executor: str, jobs: list[CellJob], *, data: Any, steps_per_cell: int, workers: int | None = None,
               scheduler: str | None = None, threads: int | None = None, retries: int | None = None,
-              progress: bool = True, log: Callable[[str], None] = print) -> dict[str, str]:
+              progress: bool = True, log: Callable[[str], None] = print, baseline_fits: int = 0,
+              started_at: float | None = None) -> dict[str, str]:
     """Run every job on `executor`; return {cell file: reason} for cells that could not finish.
 
     `threads`: torch threads per worker process (default cores // workers); `retries`: how
-    often a group whose worker died is resubmitted (default `RETRIES`).
+    often a group whose worker died is resubmitted (default `RETRIES`). On this machine (local,
+    processes) groups are first split to fit the memory budget (`probe.runner.preflight`).
+    `baseline_fits` (paper probes the run makes after its cells) and `started_at` (the
+    command's start) go into the projected wall time.
     """
     check_executor(executor, scheduler, workers)
     retries = RETRIES if retries is None else retries
     if not jobs:
         return {}
     groups = group_jobs(jobs, ensemble=jobs[0].options.ensemble)
+    extra = dict(baseline_fits=baseline_fits, started_at=started_at, log=log)
     if executor == "local":
+        flight = preflight(groups, data, pool_workers=local_probe_workers(jobs[0].options))
+        groups = with_projection(split_to_fit(groups, flight), 1, flight, **extra)
         with local_background_probes(jobs[0].options):
-            run_local(with_projection(groups, 1), data, steps_per_cell=steps_per_cell, progress=progress, log=log)
+            run_local(groups, data, steps_per_cell=steps_per_cell, progress=progress, log=log)
         return {}
     workers = workers or cores()
     if executor == "processes":
         groups = spread_groups(groups, workers)
-        return run_processes(with_projection(groups, min(workers, len(groups))), workers=workers, threads=threads,
-                             retries=retries, progress=progress, log=log)
+        flight = preflight(groups, data, parallel=min(workers, len(groups)))
+        groups = split_to_fit(groups, flight)
+        return run_processes(with_projection(groups, min(workers, len(groups)), flight, **extra), workers=workers,
+                             threads=threads, retries=retries, progress=progress, log=log)
     return run_dask(groups, scheduler=scheduler, workers=workers, threads=threads, retries=retries,
-                    progress=progress, log=log)
+                    progress=progress, log=log, extra=extra)
 
 
-def with_projection(groups: list[list[CellJob]], parallel: int) -> list[list[CellJob]]:
+def with_projection(groups: list[list[CellJob]], parallel: int, flight: Preflight | None = None, *,
+                    baseline_fits: int = 0, started_at: float | None = None,
+                    log: Callable[[str], None] = print) -> list[list[CellJob]]:
     """The groups, the first job of the first carrying the run's `Projection` (checked after its
-    first steps): `parallel` groups at a time."""
+    first steps, or at its group's timed start): `parallel` groups at a time. With an early
+    timing (`flight.early`, one member timed before any group was built) the projection is
+    checked here first, and a CPU run over the limit stops before its first group is built."""
     if not groups:
         return groups
     first = groups[0][0]
     options = first.options
     hint = "--preset quick (minutes on a laptop)" if options.preset == "paper" else \
         "fewer cells (e.g. --seeds 1) or --preset smoke"
+    sizes = tuple(len(group) for group in groups)
     projection = Projection(cells=len(groups), parallel=parallel, yes=options.yes, command_hint=hint,
-                            total_cells=sum(len(group) for group in groups))
+                            total_cells=sum(sizes), unit_sizes=sizes,
+                            memory_text=flight.memory_text(max(sizes)) if flight is not None else "",
+                            baseline_fits=baseline_fits, started_at=started_at)
+    if flight is not None and flight.early is not None:
+        clock = StepClock(int(first.settings.steps), eval_schedule(first.settings))
+        clock.record_start(flight.early)
+        projection.check(clock, on_cpu=True, label="one member, before any group was built", log=log,
+                         in_progress=False)
     return [[dataclasses.replace(first, projection=projection), *groups[0][1:]], *groups[1:]]
 
 
@@ -132,12 +154,14 @@ def run_local(groups: list[list[CellJob]], data: Any, *, steps_per_cell: int, pr
                desc="cells", file=sys.stderr, bar_format=BAR_FORMAT)
     say = (lambda message: tqdm.write(message, file=sys.stderr)) if progress else log  # noqa: E731
     clock = StepClock(steps_per_cell, eval_schedule(jobs[0].settings))
+    projection = jobs[0].projection
+    end_s = (lambda: clock.end_s(projection.baseline_fits)) if projection is not None else (lambda: 0.0)  # noqa: E731
     for index, group in enumerate(groups):
         size = len(group)
         label = group[0].cell.label if size == 1 else f"{size} cells together ({group[0].cell.label}, ...)"
         done_before = bar.n
         clock.start_cell()
-        bar.set_postfix_str(f"{_eta(clock, len(groups) - index - 1)}, {label}", refresh=False)
+        bar.set_postfix_str(f"{_eta(clock, len(groups) - index - 1, end_s())}, {label}", refresh=False)
         shown = {"at": 0.0, "last": ""}
 
         def on_step(step: int, last: dict, done_before: int = done_before, label: str = label, size: int = size,
@@ -150,12 +174,12 @@ def run_local(groups: list[list[CellJob]], data: Any, *, steps_per_cell: int, pr
             now = time.monotonic()
             if now - shown["at"] > 0.5:  # the median over 200 steps is cheap, but not free every step
                 shown["at"] = now
-                bar.set_postfix_str(f"{_eta(clock, cells_after)}, {label}{shown['last']}", refresh=False)
+                bar.set_postfix_str(f"{_eta(clock, cells_after, end_s())}, {label}{shown['last']}", refresh=False)
             bar.update(done_before + step * size - bar.n)
 
         try:
-            written = [run_cell_job(group[0], data, on_step, log=say)] if size == 1 else \
-                run_group_job(group, data, on_step, log=say)
+            written = [run_cell_job(group[0], data, on_step, log=say, on_timed=clock.record_start)] if size == 1 else \
+                run_group_job(group, data, on_step, log=say, on_timed=clock.record_start)
         except BaseException:
             bar.close()  # before the caller's message (Ctrl-C, a too-long run), not after it
             raise
@@ -166,8 +190,8 @@ def run_local(groups: list[list[CellJob]], data: Any, *, steps_per_cell: int, pr
     bar.close()
 
 
-def _eta(clock: StepClock, cells_after: int) -> str:
-    eta = clock.eta_s(cells_after)
+def _eta(clock: StepClock, cells_after: int, end_s: float = 0.0) -> str:
+    eta = clock.eta_s(cells_after, end_s)
     return f"ETA {clock_text(eta)}" if eta is not None else clock.not_ready_text
 
 
@@ -309,7 +333,7 @@ def _run_on_dask(group: list[CellJob], threads_by_host: dict[str, int], threads:
 
 
 def run_dask(groups: list[list[CellJob]], *, scheduler: str | None, workers: int, threads: int | None, retries: int,
-             progress: bool, log: Callable[[str], None]) -> dict[str, str]:
+             progress: bool, log: Callable[[str], None], extra: dict | None = None) -> dict[str, str]:
     """Submit every group to a dask cluster (or a LocalCluster of `workers` single-thread processes)."""
     try:
         from distributed import Client, LocalCluster
@@ -335,7 +359,7 @@ def run_dask(groups: list[list[CellJob]], *, scheduler: str | None, workers: int
         threads_by_host = _slots_by_host(client)
         slots = max(sum(threads_by_host.values()), 1)
         groups = spread_groups(groups, slots)
-        groups = with_projection(groups, min(slots, len(groups)))
+        groups = with_projection(groups, min(slots, len(groups)), **{**(extra or {}), "log": log})
         futures = {client.submit(_run_on_dask, group, threads_by_host, threads, key=f"{group[0].run_key}-{name}",
                                  retries=retries, pure=False): group
                    for name, group in ((group_name(group), group) for group in groups)}

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from probe.devices import resolve_device
 from probe.embeddings import saving_embeddings
-from probe.runner.cells import CellJob, _warm_up, run_cell_job, tf32_mode, worker_data, write_cell
+from probe.runner.cells import CellJob, _warm_up, listening, run_cell_job, tf32_mode, worker_data, write_cell
 from probe.runner.progress import Gate, StepClock, eval_schedule
 from probe.training.checkpoint import checkpointing
 from probe.training.members import train_members
@@ -97,16 +97,17 @@ def group_attempts(group: list[CellJob]) -> Path:
 
 
 def run_group_job(group: list[CellJob], data: Any = None, on_step: Callable[[int, dict], None] | None = None,
-                  log: Callable[[str], None] | None = None) -> list[tuple[Path, str]]:
+                  log: Callable[[str], None] | None = None, on_timed: Callable[[Any], None] | None = None
+                  ) -> list[tuple[Path, str]]:
     """Train the group's cells as one ensemble and write each cell's file; [(path, status)]."""
     if len(group) == 1:
-        return [run_cell_job(group[0], data, on_step, log=log)]
+        return [run_cell_job(group[0], data, on_step, log=log, on_timed=on_timed)]
     first = group[0]
     data = worker_data(first) if data is None else data
     device = resolve_device(first.options.device)
     _warm_up()
     gate = Gate(on_step, first.projection, StepClock(int(first.settings.steps), eval_schedule(first.settings)),
-                device.type == "cpu", f"{len(group)} cells trained together", log)
+                device.type == "cpu", f"{len(group)} cells trained together", log, on_timed)
     started = time.perf_counter()
     streams: list[dict[str, int]] = [{} for _ in group]
 
@@ -120,7 +121,7 @@ def run_group_job(group: list[CellJob], data: Any = None, on_step: Callable[[int
 
     path = group_checkpoint(group)
     with checkpointing(path, f"{first.run_key}/{path.name}", first.checkpoint_every) as plan, \
-            tf32_mode(first.options.tf32):
+            tf32_mode(first.options.tf32), listening(gate):
         results = _train_group(group, data, device, gate.on_step, member_context, streams)
     wall = time.perf_counter() - started
     written = []

@@ -2,12 +2,38 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from probe.errors import InputValueError
 
 EXECUTORS = ("local", "processes", "dask")
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
+          "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(value: str | int, *, name: str = "--max-memory") -> int:
+    """Bytes from '8GiB', '8 GB', '512MiB', '1.5g' or a number of bytes (G = 10^9, GiB = 2^30)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InputValueError(f"{name} is {value!r}; give a size such as 8GiB, 512MiB or 16GB.")
+    if isinstance(value, int):
+        number, unit = float(value), ""
+    else:
+        text = value.strip().lower().replace(" ", "")
+        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(digits):]
+        try:
+            number = float(digits)
+        except ValueError:
+            number = math.nan
+        if unit not in _UNITS or not math.isfinite(number):
+            raise InputValueError(f"{name} is {value!r}; give a size such as 8GiB, 512MiB or 16GB "
+                                  "(GiB = 2^30 bytes, GB = 10^9).")
+    size = int(number * _UNITS[unit])
+    if size <= 0:
+        raise InputValueError(f"{name} is {value!r}; a positive size is required, e.g. 8GiB.")
+    return size
 
 
 @dataclass(frozen=True)
@@ -50,6 +76,10 @@ class RunOptions:
     # How an image becomes two views (probe.data.views: top-bottom, left-right, random-split[:SEED]);
     # None: the preset's (top-bottom, the paper's, unless the preset says otherwise).
     views: str | None = None
+    # The memory a group of cells trained together may take ('8GiB' or bytes; probe.runner.budget):
+    # groups are split to fit it. None: 3/4 of the memory available when the run starts (on
+    # CUDA, of the GPU's free memory).
+    max_memory: int | str | None = None
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -74,6 +104,8 @@ class RunOptions:
             from probe.data.views import parse_views
 
             parse_views(self.views, "--views")
+        if self.max_memory is not None:
+            object.__setattr__(self, "max_memory", parse_size(self.max_memory))
         if self.data_dir is not None:  # workers may start in another folder
             object.__setattr__(self, "data_dir", str(Path(self.data_dir).resolve()))
 

@@ -29,6 +29,7 @@ from probe.results import CellResult, cell_dataset, combine_cells, load_dataset,
 from probe.runner import executors
 from probe.runner.cells import CellJob
 from probe.runner.options import RunOptions
+from probe.runner.progress import run_started_at
 from probe.study import Cell, Study, apply_overrides, settings_json
 from probe.training.config import TrainConfig
 from probe.training.evaluation import pixel_probe_accuracy
@@ -70,6 +71,7 @@ def run_settings(study: Study, options: RunOptions) -> Any:
 
 def run(study: Study, options: RunOptions, *, log: Callable[[str], None] = print) -> Path:
     """`run_study` with its options as one object (what the command line builds)."""
+    started_at = run_started_at()  # the projected wall time counts the command's start-up too
     settings = run_settings(study, options)
     executors.check_executor(options.executor, options.scheduler, options.workers)
     # Dask workers resolve the device themselves: the cluster may have GPUs this machine lacks.
@@ -113,7 +115,8 @@ def run(study: Study, options: RunOptions, *, log: Callable[[str], None] = print
     try:
         failed = executors.run_cells(options.executor, pending, data=data, steps_per_cell=settings.steps,
                                      workers=options.workers, scheduler=options.scheduler, threads=options.threads,
-                                     progress=options.progress, log=log)
+                                     progress=options.progress, log=log, started_at=started_at,
+                                     baseline_fits=len(settings.seeds) if isinstance(data, PairData) else 0)
     except KeyboardInterrupt:
         raise RunInterrupted(_saved_so_far(jobs, cells_dir)) from None
     parts = [_failed_cell(job.cell, failed[job.cell.filename()], study.variables) if job.cell.filename() in failed

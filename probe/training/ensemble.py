@@ -309,8 +309,10 @@ class Ensemble:
             named[name].copy_(value[i])
         return member.g1, member.g2, member.critic
 
-    def state_dict(self) -> dict:
-        return {"flat": self.flat.detach().clone(), "buffers": {k: v.clone() for k, v in self.buffers.items()}}
+    def state_dict(self, *, copy: bool = True) -> dict:
+        """The stacked parameters and buffers; `copy=False` gives the live tensors (for saving at once)."""
+        keep = (lambda t: t.detach().clone()) if copy else (lambda t: t.detach())  # noqa: E731
+        return {"flat": keep(self.flat), "buffers": {k: keep(v) for k, v in self.buffers.items()}}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
@@ -366,6 +368,20 @@ class MemberBatches:
             n2.append(n1[-1] if self.noise_coupled else torch.randn((k, d2), generator=g))
         n1 = self._to_device(torch.stack(n1)) * self.noise_std
         n2 = n1 if self.noise_coupled else self._to_device(torch.stack(n2)) * self.noise_std
+        return x1 + n1, x2 + n2
+
+    def throwaway(self, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch made as `next` makes one (the same gathers, the same noise draws), from
+        generators of its own: no member's stream moves. For timing a step before training."""
+        rng = np.random.default_rng(seed)
+        idx = self._to_device(torch.from_numpy(rng.integers(0, len(self.train1), (len(self.samplers),
+                                                                                  self.samplers[0].batch_size))))
+        x1, x2 = self.train1[idx], self.train2[idx]
+        if self.noise_std <= 0:
+            return x1, x2
+        gen = torch.Generator().manual_seed(seed)
+        n1 = self._to_device(torch.randn(x1.shape, generator=gen)) * self.noise_std
+        n2 = n1 if self.noise_coupled else self._to_device(torch.randn(x2.shape, generator=gen)) * self.noise_std
         return x1 + n1, x2 + n2
 
     def state_dict(self) -> dict:

@@ -212,8 +212,10 @@ class BatchedAdam:
             step_size = (self.lrs / (1 - self.beta1 ** t)).to(g.dtype)[:, None]
             self.params.addcdiv_(torch.mul(self.exp_avg, -step_size, out=self._work), denom)
 
-    def state_dict(self) -> dict:
-        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(), "step_count": self.step_count,
+    def state_dict(self, *, copy: bool = True) -> dict:
+        """The moments and step count; `copy=False` gives the live tensors (for saving at once)."""
+        keep = (lambda t: t.clone()) if copy else (lambda t: t)  # noqa: E731
+        return {"exp_avg": keep(self.exp_avg), "exp_avg_sq": keep(self.exp_avg_sq), "step_count": self.step_count,
                 "lrs": self.lrs.clone(), "betas": (self.beta1, self.beta2), "eps": self.eps}
 
     def load_state_dict(self, state: dict) -> None:
@@ -360,10 +362,28 @@ class EnsembleTrainer:
         finally:
             matmul.fp32_precision, conv.fp32_precision = saved
 
-    def state_dict(self) -> dict:
-        return {"ensemble": self.ensemble.state_dict(), "optimizer": self.optimizer.state_dict(),
+    def state_dict(self, *, copy: bool = True) -> dict:
+        """Everything a resumed trainer needs. `copy=False` gives the parameters and moments
+        themselves, not clones: for a checkpoint written at once, where 3 clones of the (M, P)
+        tensors would be the run's peak memory."""
+        return {"ensemble": self.ensemble.state_dict(copy=copy), "optimizer": self.optimizer.state_dict(copy=copy),
                 "alive": self.alive.clone(), "first_bad_step": self.first_bad_step.clone(),
                 "failure": self.failure.clone(), "steps_done": self.steps_done}
+
+    @contextlib.contextmanager
+    def dry_run(self) -> Iterator[None]:
+        """Steps that change nothing, for timing one before training starts (the runner's
+        projection): every member counts as frozen, so `step` does all its work (forward,
+        backward, clipping, the Adam arithmetic) while BatchedAdam keeps every row, and so the
+        parameters and moments, bit for bit; the step count and the loss record are restored."""
+        saved = (self.alive, self.first_bad_step, self.failure, self.steps_done, self._pending,
+                 self.optimizer.step_count)
+        self.alive = torch.zeros_like(self.alive)
+        try:
+            yield
+        finally:
+            (self.alive, self.first_bad_step, self.failure, self.steps_done, self._pending,
+             self.optimizer.step_count) = saved
 
     def load_state_dict(self, state: dict) -> None:
         self.ensemble.load_state_dict(state["ensemble"])

@@ -16,6 +16,7 @@ resumed run to match.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -32,6 +33,7 @@ from probe.training.config import TrainConfig
 from probe.training.noise import noisy_numpy
 from probe.training.probe_pool import ProbeFits
 from probe.training.streams import note_seed, stream_rng
+from probe.training.timing import TimedStart
 
 if TYPE_CHECKING:
     from probe.analyzers.usable_information import WarmStart
@@ -104,6 +106,7 @@ class Evaluator:
                  reuse_fits: bool = False):
         self.data, self.config, self.device = data, config, torch.device(device)
         self.reuse_fits = reuse_fits
+        self.last_search_s = 0.0  # seconds of V-information's C search in the last call
         self._vinfo: tuple[float, float, "WarmStart"] | None = None  # (C, the step that chose it, last fit)
         rng = stream_rng(seed, "eval-noise")
         noisy = lambda a, b: noisy_numpy(a, b, config.noise_std, config.noise_coupled, rng)  # noqa: E731
@@ -174,6 +177,11 @@ class Evaluator:
         fit is done). Call before a record is saved or read."""
         self._probe.settle()
 
+    @property
+    def probe_pooled(self) -> bool:
+        """Whether this evaluator's probe fits go to a probe pool."""
+        return self._probe.pool is not None
+
     def _v_information(self, z_train: np.ndarray, z_test: np.ndarray, step: int | None) -> dict[str, float]:
         from probe.analyzers.usable_information import label_v_information
 
@@ -184,6 +192,7 @@ class Evaluator:
                                   seed=note_seed("v-information", 0), device=self.device)
         chosen_at = float(step) if step is not None else math.nan
         self._vinfo = (fit.C, previous[1] if previous is not None else chosen_at, fit.warm_start)
+        self.last_search_s = fit.search_s  # for the runner's projection: later evaluations skip the search
         return {"v_information": float(fit.v_information), "v_information_C": fit.C,
                 "v_information_C_step": self._vinfo[1]}
 
@@ -205,6 +214,21 @@ class Evaluator:
 
         start = WarmStart(np.asarray(state["classes"]), state["coef"], state["intercept"])
         self._vinfo = (float(state["C"]), float(state["C_step"]), start)
+
+
+def timed_evaluation(evaluator: Evaluator, members: int, first_eval_s: float, step_s: float = math.nan,
+                     setup_s: float = 0.0) -> TimedStart:
+    """What the runner's projection needs from a first evaluation just made by `evaluator` (it
+    took `first_eval_s`): its C search and inline probe fit, and, when the probe went to the
+    pool, the wait for it (settled here: the same record, a few seconds sooner)."""
+    waited = time.perf_counter()
+    evaluator.settle()
+    pooled = evaluator.probe_pooled
+    fit_s = evaluator._probe.last_fit_s
+    return TimedStart(members, first_eval_s, step_s, search_s=evaluator.last_search_s,
+                      probe_s=0.0 if pooled else fit_s, pool_s=time.perf_counter() - waited if pooled else 0.0,
+                      pool_fit_s=fit_s if pooled else 0.0, pool_workers=evaluator._probe.pool.workers if pooled else 0,
+                      setup_s=setup_s)
 
 
 def member_jacobian_records(g1: nn.Module, state: dict[str, torch.Tensor],

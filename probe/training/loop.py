@@ -23,9 +23,10 @@ from probe.estimators import get_estimator
 from probe.results import CellResult, collect_records
 from probe.training.checkpoint import TrainingCheckpoint, global_rng_state, restored, set_global_rng_state, storable
 from probe.training.config import TrainConfig
-from probe.training.evaluation import Evaluator
+from probe.training.evaluation import Evaluator, timed_evaluation
 from probe.training.noise import BatchSampler, add_view_noise
 from probe.training.streams import seeded_generator, stream_rng
+from probe.training.timing import report_start, wants_start
 
 
 def train_pair(g1: nn.Module, g2: nn.Module, critic: nn.Module, data: PairData, config: TrainConfig, *,
@@ -67,8 +68,11 @@ def train_pair(g1: nn.Module, g2: nn.Module, critic: nn.Module, data: PairData, 
         run.losses.append(run.last_loss)
         return True
 
+    evaluated = time.perf_counter()
     if saved is None and not evaluate_now():
         status = "non-finite embeddings at step 0"
+    elif saved is None and wants_start():
+        report_start(timed_evaluation(evaluate, 1, time.perf_counter() - evaluated))
     while status == "ok" and run.step < config.steps:
         idx = torch.from_numpy(next(sampler))
         x1, x2 = add_view_noise(train1[idx].to(device), train2[idx].to(device),

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import statistics
 import time
 from typing import Callable, ContextManager, Sequence
 
@@ -29,10 +30,11 @@ from probe.errors import InputValueError
 from probe.results import CellResult, collect_records
 from probe.training.checkpoint import TrainingCheckpoint, global_rng_state, restored, set_global_rng_state, storable
 from probe.training.config import TrainConfig
-from probe.training.evaluation import Evaluator
+from probe.training.evaluation import Evaluator, timed_evaluation
 from probe.training.loop import train_pair
 from probe.training.probe_pool import settle
 from probe.training.streams import _stream_seed
+from probe.training.timing import report_start, wants_start
 
 # Settings every member of one group must share: one step loop, one batch shape, one schedule.
 SHARED = ("steps", "batch_size", "eval_every", "noise_std", "noise_coupled", "probe_protocol", "jacobian_inputs",
@@ -82,6 +84,10 @@ def check_group(configs: Sequence[TrainConfig]) -> None:
             )
 
 
+# Dry steps timed before the step-0 evaluations: at most this many, or until this many seconds (at least one).
+TIMED_STEPS, TIMING_SECONDS = 6, 5.0
+
+
 def train_members(members: Sequence[Triple], data: PairData, configs: Sequence[TrainConfig], seeds: Sequence[int], *,
                   device: torch.device | str = "cpu", engine: str = "native",
                   on_step: Callable[[int, dict], None] | None = None,
@@ -92,8 +98,12 @@ def train_members(members: Sequence[Triple], data: PairData, configs: Sequence[T
     CellResult per member, in order. `on_step(step, last_eval_of_member_0)` after every update.
     `member_context(m)` is entered around everything done for member m alone (its evaluator,
     its evaluations, its streams' seeds): the runner records each cell's streams and saves
-    each cell's embeddings there.
+    each cell's embeddings there. Inside `probe.training.timing.reporting_start` a fresh (not
+    resumed) group first times a few dry steps and member 0's step-0 evaluation and reports
+    them, before the other members' step-0 evaluations (M of them on 60,000 rows take minutes):
+    the runner decides there whether the run goes on. Nothing it does changes a number.
     """
+    setup_started = time.perf_counter()
     around = member_context or (lambda m: contextlib.nullcontext())
     from probe.training.ensemble import Ensemble, MemberBatches
     from probe.training.ensemble_optim import EnsembleTrainer
@@ -117,16 +127,18 @@ def train_members(members: Sequence[Triple], data: PairData, configs: Sequence[T
     run = _Group(len(members))
     ckpt = TrainingCheckpoint.open(_identity(configs, seeds), shared.checkpoint_every)
     saved = ckpt.load() if ckpt is not None else None
-    if saved is not None:
+    resumed = saved is not None
+    if resumed:
         run = _resume(saved, trainer, batches, evaluators)
+        saved = None  # its copies of the parameters and moments would live as long as the run
     eval_steps = shared.eval_steps
     eval_at = set(eval_steps.tolist())
     start = time.perf_counter() - run.elapsed
 
-    def evaluate(step: int) -> None:
+    def evaluate(step: int, which: Sequence[int] = range(len(members))) -> None:
         statuses = trainer.statuses()  # the one host read: at evaluations only
         last = trainer.read_losses()
-        for m in range(len(members)):
+        for m in which:
             if last.shape[1]:
                 run.last_loss[m] = float(last[m, -1])
             if run.status[m] != "ok":
@@ -145,7 +157,14 @@ def train_members(members: Sequence[Triple], data: PairData, configs: Sequence[T
             run.wall[m].append(time.perf_counter() - start)
             run.losses[m].append(run.last_loss[m])
 
-    if saved is None:
+    if not resumed and wants_start():
+        setup_s = time.perf_counter() - setup_started
+        step_s = _time_steps(trainer, batches, device)
+        evaluated = time.perf_counter()
+        evaluate(0, [0])
+        report_start(timed_evaluation(evaluators[0], len(members), time.perf_counter() - evaluated, step_s, setup_s))
+        evaluate(0, range(1, len(members)))
+    elif not resumed:
         evaluate(0)
     while run.step < shared.steps and any(s == "ok" for s in run.status):
         x1, x2 = next(batches)
@@ -164,6 +183,21 @@ def train_members(members: Sequence[Triple], data: PairData, configs: Sequence[T
     settle(evaluators)
     return [collect_records(eval_steps, run.records[m], run.status[m], wall_time=run.wall[m], loss=run.losses[m])
             for m in range(len(members))]
+
+
+def _time_steps(trainer, batches, device: torch.device) -> float:
+    """Seconds of one update of the whole group, drawing its batches: dry steps (nothing changes),
+    `TIMED_STEPS` or as many as fit in `TIMING_SECONDS`; the first holds one-time costs (the
+    ensemble's check of its batched forward, first allocations), so it counts only when alone."""
+    times: list[float] = []
+    with trainer.dry_run():
+        while len(times) < TIMED_STEPS and sum(times) < TIMING_SECONDS:
+            started = time.perf_counter()
+            trainer.step(*batches.throwaway(len(times)))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times[1:]) if len(times) > 1 else times[0]
 
 
 @dataclasses.dataclass
@@ -188,7 +222,8 @@ class _Group:
 
 
 def _snapshot(run: _Group, trainer, batches, evaluators) -> dict:
-    return {"step": run.step, "trainer": trainer.state_dict(), "evaluators": [e.state_dict() for e in evaluators],
+    # Live tensors, not clones: the checkpoint is written at once (clones would be the run's peak memory).
+    return {"step": run.step, "trainer": trainer.state_dict(copy=False), "evaluators": [e.state_dict() for e in evaluators],
             "samplers": [s.state_dict() for s in batches.samplers], "noise": [g.get_state() for g in batches.noise],
             "global_rng": global_rng_state(), "records": storable(run.records), "wall": run.wall,
             "losses": run.losses, "last_loss": run.last_loss, "status": run.status, "elapsed": run.elapsed}

@@ -14,10 +14,12 @@ the inline fit (tests/test_probe_pool.py). If a worker dies, the fit is redone i
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import signal
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextvars import ContextVar
@@ -45,6 +47,12 @@ def fit_probe(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_te
     return {"probe_accuracy": float(probe["accuracy"]), "probe_cross_entropy": float(probe["cross_entropy"])}
 
 
+def _timed_fit(*args) -> tuple[dict[str, float], float]:
+    """`fit_probe` in a worker, with its seconds (the runner's projection; never in a record)."""
+    started = time.perf_counter()
+    return fit_probe(*args), time.perf_counter() - started
+
+
 def _init_worker(parent: int) -> None:
     from probe.devices import set_threads
     from probe.training.parent_watch import exit_with_parent
@@ -69,16 +77,19 @@ def _sigint_ignored() -> Iterator[None]:
 
 
 class PendingProbe:
-    """One fit handed to the pool: its future, and its inputs in case the worker dies."""
+    """One fit handed to the pool: its future (of the record and the fit's seconds, `_timed_fit`),
+    and its inputs in case the worker dies. `fit_s`: the fit's seconds, once `result` returned."""
 
     def __init__(self, future: Future, args: tuple):
         self.future, self.args = future, args
+        self.fit_s = math.nan
 
     def result(self) -> dict[str, float]:
         try:
-            return self.future.result()
+            record, self.fit_s = self.future.result()
         except BrokenProcessPool:  # a worker died (e.g. out of memory): fit here instead
-            return fit_probe(*self.args)
+            record, self.fit_s = _timed_fit(*self.args)
+        return record
 
 
 class ProbePool:
@@ -93,10 +104,10 @@ class ProbePool:
     def submit(self, *args) -> PendingProbe:
         try:
             with _sigint_ignored():  # the workers it starts inherit it from their first instruction
-                return PendingProbe(self._executor.submit(fit_probe, *args), args)
+                return PendingProbe(self._executor.submit(_timed_fit, *args), args)
         except BrokenProcessPool:
             done: Future = Future()
-            done.set_result(fit_probe(*args))
+            done.set_result(_timed_fit(*args))
             return PendingProbe(done, args)
 
     def close(self, cancel: bool = False) -> None:
@@ -140,6 +151,7 @@ class ProbeFits:
         self.protocol = protocol
         self.pool = pool if pool is not None and protocol == "paper" and n_train >= pool.min_rows else None
         self._pending: list[tuple[dict, PendingProbe]] = []
+        self.last_fit_s = math.nan  # seconds of the last fit, inline or in the pool (once settled)
 
     def fit_into(self, record: dict, z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray,
                  y_test: np.ndarray, seed: int, device=None) -> None:
@@ -148,13 +160,16 @@ class ProbeFits:
         if self.pool is not None:
             self._pending.append((record, self.pool.submit(*args)))
         else:
+            started = time.perf_counter()
             record.update(fit_probe(*args, device))
+            self.last_fit_s = time.perf_counter() - started
 
     def settle(self) -> None:
         """Write every fit still in the pool into its record (blocks until they are done)."""
         pending, self._pending = self._pending, []
         for record, fit in pending:
             record.update(fit.result())
+            self.last_fit_s = fit.fit_s
 
 
 def settle(evaluators) -> None:

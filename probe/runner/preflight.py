@@ -1,0 +1,155 @@
+"""Before any group is built: a run's memory budget, the groups split to fit it, and for a big
+first group an early answer on the wall time.
+
+One member of the study is built once (as the first pending cell would build it) and:
+- `probe.training.memory.project_memory` projects a group's peak memory from it; groups are
+  split into near-equal parts that fit the budget (`--max-memory`, default 3/4 of the memory
+  available when the run starts, the GPU's on CUDA; shared by the groups that run at once).
+  A single member over the budget stops the run here, with the budget and the fix;
+- when building the first group alone would take long (its members times this one's build
+  time over `EARLY_ABOVE_S`), on a CPU without --yes: this member trains a few dry steps and
+  makes its first evaluation (`train_members` reports them and is stopped there), and the run's
+  wall time is projected from them, each group's step as its members' one-member steps (on a
+  CPU a model that slow to build gains little from the ensemble), before the group is built.
+  The paper preset on a CPU stops here within a minute instead of after its 40 step-0
+  evaluations.
+
+Nothing here changes a number of the run: the global random state is restored and the member
+built here is thrown away.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from probe.devices import resolve_device
+from probe.errors import InputValueError
+from probe.runner.cells import CellJob
+from probe.training.checkpoint import global_rng_state, set_global_rng_state
+from probe.training.memory import MemoryProjection, available_bytes, project_memory
+from probe.training.timing import TimedStart, reporting_start
+
+BUDGET_SHARE = 0.75      # of the memory available at the start, by default
+EARLY_ABOVE_S = 10.0     # project from one member when building the first group would take longer
+
+
+@dataclasses.dataclass(frozen=True)
+class Preflight:
+    """What the runner knows before building a group: the memory projection (None when the study
+    builds no members), the budget per group, and the early timing (None when not made)."""
+
+    projection: MemoryProjection | None
+    budget: int
+    budget_source: str
+    early: TimedStart | None = None
+
+    @property
+    def members_within(self) -> int | None:
+        return None if self.projection is None else self.projection.members_within(self.budget)
+
+    def memory_text(self, members: int) -> str:
+        """'memory: about 6.2 GiB per group of 10 members, budget 18 GiB (3/4 of the memory available)'."""
+        if self.projection is None:
+            return ""
+        what = f"per group of {members} members" if members > 1 else "for one member"
+        return (f"memory: about {human_bytes(self.projection.peak(members))} {what}, budget "
+                f"{human_bytes(self.budget)} ({self.budget_source})")
+
+
+def human_bytes(n: float) -> str:
+    """'6.2 GiB', '850 MiB'."""
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GiB"
+    return f"{n / 2**20:.0f} MiB"
+
+
+def preflight(groups: list[list[CellJob]], data: Any, *, parallel: int = 1, pool_workers: int = 0) -> Preflight:
+    """The memory projection for `groups` (the first pending job's member) and the budget a group
+    gets when `parallel` groups run at once (`pool_workers`: the probe pool's processes); the
+    early timing when the first group is big."""
+    options = groups[0][0].options
+    device = resolve_device(options.device)
+    if options.max_memory is not None:
+        total, source = int(options.max_memory), "--max-memory"
+    else:
+        total, source = int(BUDGET_SHARE * available_bytes(device)), \
+            "3/4 of the GPU's free memory" if device.type == "cuda" else "3/4 of the memory available"
+    if parallel > 1:
+        source += f", shared by {parallel} groups at once"
+    budget = total // max(parallel, 1)
+    first = groups[0][0]
+    if first.study.member is None:  # a study with its own step loop: nothing to build a member from
+        return Preflight(None, budget, source)
+    with preserved_random_state():
+        started = time.perf_counter()
+        member = first.study.member(first.settings, first.cell.ids, first.cell.seed, data)
+        build_s = time.perf_counter() - started
+        resuming = any(Path(first.cells_dir).glob("*.ckpt.pt"))  # a resumed group loads its checkpoint too
+        per_member_lr = any("lr" in axis or "learning_rate" in axis for axis in first.study.member_axes)
+        projection = project_memory(member.triple, data, member.config, device, resuming=resuming,
+                                    pool_workers=pool_workers, per_member_lr=per_member_lr)
+        early = None
+        big = len(groups[0]) * build_s > EARLY_ABOVE_S
+        if big and device.type == "cpu" and not options.yes and projection.members_within(budget) >= 1:
+            early = _time_one_member(member, first, data, device, build_s)
+    return Preflight(projection, budget, source, early)
+
+
+def split_to_fit(groups: list[list[CellJob]], flight: Preflight) -> list[list[CellJob]]:
+    """Each group split into near-equal parts of at most the members that fit the budget, in order;
+    a member that does not fit alone stops the run (before anything is trained)."""
+    most = flight.members_within
+    if most is None:
+        return groups
+    if most < 1:
+        first = groups[0][0]
+        raise InputValueError(
+            f"run-study: one member of {first.study.name} [{first.options.preset}] needs about "
+            f"{human_bytes(flight.projection.peak(1))} while training ({flight.memory_text(1)}); it cannot fit. "
+            "Give it more with --max-memory SIZE if the machine has it, run a smaller preset (--preset quick), "
+            "or use a machine (or GPU) with more memory.")
+    out = []
+    for group in groups:
+        parts = math.ceil(len(group) / most)
+        size, extra = divmod(len(group), parts)
+        start = 0
+        for k in range(parts):
+            end = start + size + (k < extra)
+            out.append(group[start:end])
+            start = end
+    return out
+
+
+class _Started(Exception):
+    def __init__(self, timed: TimedStart):
+        self.timed = timed
+
+
+def _time_one_member(member, job: CellJob, data: Any, device, build_s: float) -> TimedStart:
+    """A few dry steps and the first evaluation of `member` alone (then stopped), as a TimedStart
+    whose setup is this member's build."""
+    from probe.training.members import train_members
+
+    def stop(timed: TimedStart) -> None:
+        raise _Started(dataclasses.replace(timed, setup_s=build_s))
+
+    try:
+        with reporting_start(stop):
+            train_members([member.triple], data, [member.config], [job.cell.seed], device=device)
+    except _Started as started:
+        return started.timed
+    raise RuntimeError("train_members finished without reporting its start")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """The global random generators (torch, numpy, random) as they were before the block."""
+    saved = global_rng_state()
+    try:
+        yield
+    finally:
+        set_global_rng_state(saved)
