@@ -205,7 +205,8 @@ def test_a_big_first_group_is_judged_from_one_member_before_it_is_built(tmp_path
     with pytest.raises(RunTooLong, match=r"memory: about .* per group of 4 members"):
         run_study(study, "smoke", out=tmp_path, progress=False, log=lines.append, seeds=2, device="cpu")
     assert len(built) == 1  # the one member of the preflight: no group was built
-    assert any("one member, before any group was built" in line for line in lines), lines
+    assert any("one member alone, before any group was built, before training" in line and "a member" in line
+               for line in lines), lines
     assert not list(tmp_path.rglob("*.nc"))
 
 
@@ -218,7 +219,7 @@ def test_a_group_is_judged_after_member_0s_first_evaluation_not_after_all_of_the
     with pytest.raises(RunTooLong):
         run_study(invertible.STUDY, "smoke", out=tmp_path, progress=False, log=lines.append, seeds=2, device="cpu")
     assert len(calls) == 1  # of the group's 4 step-0 evaluations
-    assert any("member(s) before training" in line and "the first evaluation" in line for line in lines), lines
+    assert any("4 members before training" in line and "the first evaluation" in line for line in lines), lines
 
 
 # ------------------------------------------------------------------------ the projection's arithmetic

@@ -110,7 +110,7 @@ def with_projection(groups: list[list[CellJob]], parallel: int, flight: Prefligh
     if flight is not None and flight.early is not None:
         clock = StepClock(int(first.settings.steps), eval_schedule(first.settings))
         clock.record_start(flight.early)
-        projection.check(clock, on_cpu=True, label="one member, before any group was built", log=log,
+        projection.check(clock, on_cpu=True, label="one member alone, before any group was built", log=log,
                          in_progress=False)
     return [[dataclasses.replace(first, projection=projection), *groups[0][1:]], *groups[1:]]
 

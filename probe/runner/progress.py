@@ -271,10 +271,11 @@ class Projection:
             text = (f"projected wall time: about {human_seconds(total)} for {self._what()}{self._parallel()} "
                     f"({clock.cell_s():,.1f} s a cell, timed on {label})")
             return self._decide(text, total, on_cpu, log, f"{clock.cell_s():,.1f} s a cell")
+        per = "" if in_progress else " a member"  # one member timed alone: a group's step is its members' steps
+        steps = f"{clock.steps:,} steps at {human_seconds(clock.step_s, fine=True)}{per}"
         text = (f"projected wall time: about {human_seconds(total)} for {self._what()}{self._parallel()} "
-                f"({clock.steps:,} steps at {human_seconds(clock.step_s, fine=True)}{self._evaluations(clock)}"
-                f"{self._so_far()}; timed on {self._timed_on(clock, label)})")
-        self._decide(text, total, on_cpu, log, f"{clock.steps:,} steps at {human_seconds(clock.step_s, fine=True)} a step")
+                f"({steps}{self._evaluations(clock)}{self._so_far()}; timed on {self._timed_on(clock, label)})")
+        self._decide(text, total, on_cpu, log, steps + ("" if per else " a step"))
 
     def _evaluations(self, clock: StepClock) -> str:
         evals = len(clock.eval_at) - 1
@@ -296,7 +297,8 @@ class Projection:
     @staticmethod
     def _timed_on(clock: StepClock, label: str) -> str:
         if clock.start is not None and math.isfinite(clock.start.step_s) and not clock.timed_steps:
-            return f"{clock.start.members} member(s) before training ({label})"
+            members = clock.start.members
+            return f"{label}, before training" if members == 1 else f"{members} members before training ({label})"
         return f"the first {clock.timed_steps} steps of {label}"
 
     def _parallel(self) -> str:
