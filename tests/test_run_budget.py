@@ -158,13 +158,27 @@ def _jobs(tmp_path, seeds=5, **options):
 
 def test_groups_are_split_into_near_equal_parts_that_fit_and_a_member_that_cannot_fit_stops_the_run(tmp_path):
     jobs = _jobs(tmp_path, seeds=7)
-    flight = preflight.Preflight(MemoryProjection(1000, 300, 1, 1, 1), budget=1000 + 3 * 300, budget_source="test")
+    flight = preflight.Preflight({preflight.kind(jobs): MemoryProjection(1000, 300, 1, 1, 1)},
+                                 budget=1000 + 3 * 300, budget_source="test")
     parts = preflight.split_to_fit([jobs], flight)
     assert [len(p) for p in parts] == [3, 2, 2] and [j for p in parts for j in p] == jobs
-    assert "memory: about" in flight.memory_text(3) and "per group of 3 members" in flight.memory_text(3)
+    assert flight.memory_text(parts).startswith("memory: about ") and "per group of 3 members" in flight.memory_text(parts)
     tight = dataclasses.replace(flight, budget=1200)
-    with pytest.raises(InputValueError, match=r"needs about .* cannot fit.*--max-memory SIZE.*--preset quick"):
+    with pytest.raises(InputValueError, match=r"needs about .* over the budget .* cannot fit.*--max-memory SIZE"):
         preflight.split_to_fit([jobs], tight)
+
+
+def test_each_kind_of_group_gets_its_own_projection(tmp_path):
+    """matched-targets trains flows and MLPs: a budget sized on the small family must not
+    decide the big family's groups."""
+    def family(jobs, name):  # a grid id that is not a member axis: another architecture
+        return [dataclasses.replace(j, cell=dataclasses.replace(j.cell, ids={**j.cell.ids, "family": name})) for j in jobs]
+
+    small, big = family(_jobs(tmp_path, seeds=4), "mlp"), family(_jobs(tmp_path, seeds=4), "flow")
+    flight = preflight.Preflight({preflight.kind(small): MemoryProjection(0, 100, 1, 1, 1),
+                                  preflight.kind(big): MemoryProjection(0, 400, 1, 1, 1)}, 800, "test")
+    assert [len(p) for p in preflight.split_to_fit([small, big], flight)] == [4, 2, 2]
+    assert "per group of 2 members (the largest of the run's groups)" in flight.memory_text([small, big[:2]])
 
 
 def test_a_run_split_by_a_small_budget_gives_the_numbers_of_one_group(tmp_path, monkeypatch):
@@ -187,7 +201,7 @@ def test_the_cli_takes_max_memory_and_a_member_over_it_stops_before_training(tmp
     result = CliRunner().invoke(main, [*args, "--max-memory", "1MiB"])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     text = " ".join(result.stderr.split())
-    assert "needs about" in text and "budget 1 MiB (--max-memory)" in text and "--max-memory SIZE" in text
+    assert "needs about" in text and "budget of 1 MiB (--max-memory)" in text and "--max-memory SIZE" in text
     assert not list(tmp_path.rglob("*.nc"))
     bad = CliRunner().invoke(main, [*args, "--max-memory", "lots"])
     assert bad.exit_code == 1 and "--max-memory is 'lots'" in bad.stderr

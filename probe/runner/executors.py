@@ -105,7 +105,7 @@ def with_projection(groups: list[list[CellJob]], parallel: int, flight: Prefligh
     sizes = tuple(len(group) for group in groups)
     projection = Projection(cells=len(groups), parallel=parallel, yes=options.yes, command_hint=hint,
                             total_cells=sum(sizes), unit_sizes=sizes,
-                            memory_text=flight.memory_text(max(sizes)) if flight is not None else "",
+                            memory_text=flight.memory_text(groups) if flight is not None else "",
                             baseline_fits=baseline_fits, started_at=started_at)
     if flight is not None and flight.early is not None:
         clock = StepClock(int(first.settings.steps), eval_schedule(first.settings))

@@ -39,25 +39,40 @@ EARLY_ABOVE_S = 10.0     # project from one member when building the first group
 
 @dataclasses.dataclass(frozen=True)
 class Preflight:
-    """What the runner knows before building a group: the memory projection (None when the study
-    builds no members), the budget per group, and the early timing (None when not made)."""
+    """What the runner knows before building a group: a memory projection per kind of group
+    (`projections`, by `kind`; empty when the study builds no members), the budget per group,
+    and the early timing (None when not made)."""
 
-    projection: MemoryProjection | None
+    projections: dict[tuple, MemoryProjection]
     budget: int
     budget_source: str
     early: TimedStart | None = None
 
-    @property
-    def members_within(self) -> int | None:
-        return None if self.projection is None else self.projection.members_within(self.budget)
+    def projection(self, group: list[CellJob]) -> MemoryProjection | None:
+        return self.projections.get(kind(group))
 
-    def memory_text(self, members: int) -> str:
-        """'memory: about 6.2 GiB per group of 10 members, budget 18 GiB (3/4 of the memory available)'."""
-        if self.projection is None:
+    def members_within(self, group: list[CellJob]) -> int | None:
+        projection = self.projection(group)
+        return None if projection is None else projection.members_within(self.budget)
+
+    def memory_text(self, groups: list[list[CellJob]]) -> str:
+        """'memory: about 6.2 GiB per group of 10 members, budget 18 GiB (3/4 of the memory
+        available)', for the group of the largest projected peak."""
+        peaks = [(p.peak(len(g)), len(g)) for g in groups if (p := self.projection(g)) is not None]
+        if not peaks:
             return ""
+        peak, members = max(peaks)
         what = f"per group of {members} members" if members > 1 else "for one member"
-        return (f"memory: about {human_bytes(self.projection.peak(members))} {what}, budget "
-                f"{human_bytes(self.budget)} ({self.budget_source})")
+        if len({k for k in map(kind, groups)}) > 1:
+            what += " (the largest of the run's groups)"
+        return f"memory: about {human_bytes(peak)} {what}, budget {human_bytes(self.budget)} ({self.budget_source})"
+
+
+def kind(group: list[CellJob]) -> tuple:
+    """The grid ids a group's cells share (all but the study's member axes and the seed): one
+    architecture, so one projection."""
+    job = group[0]
+    return tuple((k, str(v)) for k, v in job.cell.ids.items() if k not in job.study.member_axes)
 
 
 def human_bytes(n: float) -> str:
@@ -68,9 +83,9 @@ def human_bytes(n: float) -> str:
 
 
 def preflight(groups: list[list[CellJob]], data: Any, *, parallel: int = 1, pool_workers: int = 0) -> Preflight:
-    """The memory projection for `groups` (the first pending job's member) and the budget a group
-    gets when `parallel` groups run at once (`pool_workers`: the probe pool's processes); the
-    early timing when the first group is big."""
+    """The memory projections for `groups` (one member built per kind of group, as its first job
+    would build it) and the budget a group gets when `parallel` groups run at once
+    (`pool_workers`: the probe pool's processes); the early timing when the first group is big."""
     options = groups[0][0].options
     device = resolve_device(options.device)
     if options.max_memory is not None:
@@ -83,37 +98,47 @@ def preflight(groups: list[list[CellJob]], data: Any, *, parallel: int = 1, pool
     budget = total // max(parallel, 1)
     first = groups[0][0]
     if first.study.member is None:  # a study with its own step loop: nothing to build a member from
-        return Preflight(None, budget, source)
+        return Preflight({}, budget, source)
+    resuming = any(Path(first.cells_dir).glob("*.ckpt.pt"))  # a resumed group loads its checkpoint too
+    per_member_lr = any("lr" in axis or "learning_rate" in axis for axis in first.study.member_axes)
+    projections: dict[tuple, MemoryProjection] = {}
+    early = None
     with preserved_random_state():
-        started = time.perf_counter()
-        member = first.study.member(first.settings, first.cell.ids, first.cell.seed, data)
-        build_s = time.perf_counter() - started
-        resuming = any(Path(first.cells_dir).glob("*.ckpt.pt"))  # a resumed group loads its checkpoint too
-        per_member_lr = any("lr" in axis or "learning_rate" in axis for axis in first.study.member_axes)
-        projection = project_memory(member.triple, data, member.config, device, resuming=resuming,
-                                    pool_workers=pool_workers, per_member_lr=per_member_lr)
-        early = None
-        big = len(groups[0]) * build_s > EARLY_ABOVE_S
-        if big and device.type == "cpu" and not options.yes and projection.members_within(budget) >= 1:
-            early = _time_one_member(member, first, data, device, build_s)
-    return Preflight(projection, budget, source, early)
+        for group in groups:
+            if kind(group) in projections:
+                continue
+            job = group[0]
+            started = time.perf_counter()
+            member = job.study.member(job.settings, job.cell.ids, job.cell.seed, data)
+            build_s = time.perf_counter() - started
+            projection = project_memory(member.triple, data, member.config, device, resuming=resuming,
+                                        pool_workers=pool_workers, per_member_lr=per_member_lr)
+            projections[kind(group)] = projection
+            big = len(group) * build_s > EARLY_ABOVE_S
+            if group is groups[0] and big and device.type == "cpu" and not options.yes \
+                    and projection.members_within(budget) >= 1:
+                early = _time_one_member(member, job, data, device, build_s)
+            del member
+    return Preflight(projections, budget, source, early)
 
 
 def split_to_fit(groups: list[list[CellJob]], flight: Preflight) -> list[list[CellJob]]:
     """Each group split into near-equal parts of at most the members that fit the budget, in order;
     a member that does not fit alone stops the run (before anything is trained)."""
-    most = flight.members_within
-    if most is None:
-        return groups
-    if most < 1:
-        first = groups[0][0]
-        raise InputValueError(
-            f"run-study: one member of {first.study.name} [{first.options.preset}] needs about "
-            f"{human_bytes(flight.projection.peak(1))} while training ({flight.memory_text(1)}); it cannot fit. "
-            "Give it more with --max-memory SIZE if the machine has it, run a smaller preset (--preset quick), "
-            "or use a machine (or GPU) with more memory.")
     out = []
     for group in groups:
+        most = flight.members_within(group)
+        if most is None:
+            out.append(group)
+            continue
+        if most < 1:
+            job = group[0]
+            raise InputValueError(
+                f"run-study: one member of {job.study.name} [{job.options.preset}] ({job.cell.label}) needs about "
+                f"{human_bytes(flight.projection(group).peak(1))} while training, over the budget of "
+                f"{human_bytes(flight.budget)} ({flight.budget_source}); it cannot fit. Give it more with --max-memory "
+                "SIZE if the machine has it, run a smaller preset (--preset quick), or use a machine (or GPU) with "
+                "more memory.")
         parts = math.ceil(len(group) / most)
         size, extra = divmod(len(group), parts)
         start = 0

@@ -363,8 +363,9 @@ class Gate:
 
     @property
     def listening(self) -> bool:
-        """Whether the cell's loop should measure and report its start (`probe.training.timing`)."""
-        return self.projection is not None or self.on_timed is not None
+        """Whether the cell's loop should measure and report its start (`probe.training.timing`):
+        for the run's projection only (the first unit), since a group's dry steps cost a few seconds."""
+        return self.projection is not None
 
     def timed(self, start: Any) -> None:
         self.clock.record_start(start)

@@ -25,8 +25,9 @@ class TimedStart:
     as they come); `first_eval_s`: the first evaluation of one member, of which `search_s` was
     V-information's C search and `probe_s` the linear probe fitted inline; `pool_s`: the wait
     for that member's probe fit in the probe pool (worker start-up included) and `pool_fit_s`
-    the fit itself, in one of the pool's `pool_workers`; `setup_s`: everything before the first
-    evaluation (building the models, the dry steps).
+    the fit itself, in one of the pool's `pool_workers`; `setup_s`: building the models and the
+    rest before the first evaluation, but for the dry steps (only a group that is listened to makes
+    them: the units after it do not).
     """
 
     members: int
