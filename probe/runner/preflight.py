@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from probe.devices import resolve_device
 from probe.errors import InputValueError
-from probe.runner.cells import CellJob
+from probe.runner.cells import CellJob, tf32_mode
 from probe.training.checkpoint import global_rng_state, set_global_rng_state
 from probe.training.memory import MemoryProjection, available_bytes, project_memory
 from probe.training.timing import TimedStart, reporting_start
@@ -103,7 +103,7 @@ def preflight(groups: list[list[CellJob]], data: Any, *, parallel: int = 1, pool
     per_member_lr = any("lr" in axis or "learning_rate" in axis for axis in first.study.member_axes)
     projections: dict[tuple, MemoryProjection] = {}
     early = None
-    with preserved_random_state():
+    with preserved_random_state(), tf32_mode(options.tf32):  # built and timed as the run will train them
         for group in groups:
             if kind(group) in projections:
                 continue
