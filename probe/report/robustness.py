@@ -56,7 +56,7 @@ def _link(target: Path | None, page: Path) -> str:
 
 
 def _row(row: Row, page: Path) -> str:
-    head = f"<td><strong>{_e(row.dataset)}</strong></td><td>{_e(row.views)}</td>"
+    head = f"<td><strong>{_e(row.dataset)}</strong></td><td class=\"nowrap\">{_e(row.views)}</td>"
     if row.verdict is None:
         return f"{head}<td>{_badge('not run')}</td><td colspan=\"2\" class=\"muted\">{_e(row.error)}</td>"
     evidence = "".join(f"<li>{_e(line)}</li>" for line in row.verdict.evidence)
@@ -95,6 +95,7 @@ is a result about that choice of data and views, not a failed run. Presets were 
 .muted { color:var(--muted); font-size:0.9em; }
 ul.evidence { margin:0; padding-left:18px; font-size:0.92em; }
 table.index td { padding:8px 12px; }
+.nowrap { white-space:nowrap; }
 .table-wrap { overflow-x:auto; }
 """
     return f"""<!DOCTYPE html>
