@@ -39,6 +39,10 @@ class JointDistribution(ABC):
     def pointwise_mutual_information(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """log p(x, y) - log p(x) - log p(y) in nats, shape (n,), for x (n, dim_x) and y (n, dim_y)."""
 
+    def mutual_information_se(self) -> float:
+        """Standard error of `mutual_information()` in nats: 0 for a closed form."""
+        return 0.0
+
     def _check_pair(self, x: np.ndarray, y: np.ndarray, caller: str) -> tuple[np.ndarray, np.ndarray]:
         x = check_array(x, name="x", caller=caller, min_samples=1)
         y = check_array(y, name="y", caller=caller, min_samples=1)
@@ -50,6 +54,37 @@ class JointDistribution(ABC):
                     f"{name} has {dim}."
                 )
         return x, y
+
+
+class MonteCarloTruth:
+    """Mixin for a distribution whose MI has no closed form: I(X; Y) = E[pmi(X, Y)], averaged over
+    `MC_SAMPLES` pairs drawn with the fixed seed `MC_SEED` (in chunks, once, then cached), with
+    its standard error std(pmi) / sqrt(MC_SAMPLES)."""
+
+    MC_SAMPLES = 400_000
+    MC_SEED = 20_231
+    _MC_CHUNK = 50_000
+
+    def _monte_carlo(self) -> tuple[float, float]:
+        cached = getattr(self, "_mc_cache", None)
+        if cached is None:
+            rng = np.random.default_rng(self.MC_SEED)
+            total, squares, count = 0.0, 0.0, 0
+            while count < self.MC_SAMPLES:
+                size = min(self._MC_CHUNK, self.MC_SAMPLES - count)
+                pmi = self.pointwise_mutual_information(*self.sample(size, rng))
+                total, squares, count = total + pmi.sum(), squares + (pmi**2).sum(), count + size
+            mean = total / count
+            cached = (float(mean), float(np.sqrt(max(squares / count - mean**2, 0.0) / (count - 1))))
+            self._mc_cache = cached
+        return cached
+
+    def mutual_information(self) -> float:
+        """I(X; Y) in nats by Monte Carlo over MC_SAMPLES seeded pairs (see the class docstring)."""
+        return self._monte_carlo()[0]
+
+    def mutual_information_se(self) -> float:
+        return self._monte_carlo()[1]
 
 
 def _cholesky(matrix: np.ndarray, *, name: str, caller: str) -> np.ndarray:

@@ -52,7 +52,8 @@ class Task:
         family: "normal-1v1", "additive-noise", "dense", "sparse", "student", "transformed" or
             "embedding" (a transformed task belongs to "transformed" whatever its base).
         dim_x, dim_y: dimensions of X and Y as sampled (after any transform).
-        mutual_information: I(X; Y) in nats, in closed form.
+        mutual_information: I(X; Y) in nats: in closed form, or by Monte Carlo for the families
+            that have none (computed on first use; `mutual_information_se` is its standard error).
         description: one line: the distribution, its parameters and the transform.
         base: name of the untransformed task (its own name when there is no transform).
         transform: name of the map applied to both sides ("identity" when none).
@@ -64,13 +65,21 @@ class Task:
     family: str
     dim_x: int
     dim_y: int
-    mutual_information: float
     description: str
     base: str
     transform: str
     distribution: JointDistribution = field(repr=False, compare=False)
     transform_x: Transform = field(repr=False, compare=False)
     transform_y: Transform = field(repr=False, compare=False)
+
+    @property
+    def mutual_information(self) -> float:
+        return self.distribution.mutual_information()
+
+    @property
+    def mutual_information_se(self) -> float:
+        """Standard error of the true MI in nats (0 for a closed form, else the Monte Carlo's)."""
+        return self.distribution.mutual_information_se()
 
     def sample_base(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """The untransformed pairs behind `sample(n, seed)`: (n, base dim_x), (n, base dim_y)."""
@@ -93,7 +102,7 @@ class Task:
         )
 
 
-def _task(name: str, family: str, description: str, distribution: JointDistribution, *,
+def make_task(name: str, family: str, description: str, distribution: JointDistribution, *,
           base: str | None = None, transform: str = "identity", transform_x: Transform | None = None,
           transform_y: Transform | None = None) -> Task:
     transform_x = transform_x or Identity()
@@ -103,7 +112,6 @@ def _task(name: str, family: str, description: str, distribution: JointDistribut
         family=family,
         dim_x=distribution.dim_x + transform_x.added_dims,
         dim_y=distribution.dim_y + transform_y.added_dims,
-        mutual_information=distribution.mutual_information(),
         description=description,
         base=base or name,
         transform=transform,
@@ -125,7 +133,7 @@ def _transformed(task: Task, prefix: str, transform_x: Transform, transform_y: T
     """Push `task` through transform_x × transform_y; bmi's id puts `prefix` in front of the task's."""
     transform_x, transform_y = _then(transform_x, task.transform_x), _then(transform_y, task.transform_y)
     family = "embedding" if transform_x.added_dims or transform_y.added_dims else "transformed"
-    return _task(
+    return make_task(
         name or f"{prefix}-{task.name}", family, description or f"{what} @ {task.description}", task.distribution,
         base=task.base, transform=prefix if task.transform == "identity" else f"{prefix}∘{task.transform}",
         transform_x=transform_x, transform_y=transform_y,
@@ -135,13 +143,13 @@ def _transformed(task: Task, prefix: str, transform_x: Transform, transform_y: T
 def bivariate_normal(correlation: float = 0.75) -> Task:
     """(X, Y) standard normal with correlation ρ; MI = -½ log(1 - ρ²)."""
     cov = np.array([[1.0, correlation], [correlation, 1.0]])
-    return _task(f"1v1-normal-{correlation}", "normal-1v1", f"Bivariate normal 1 × 1 (correlation {correlation})",
+    return make_task(f"1v1-normal-{correlation}", "normal-1v1", f"Bivariate normal 1 × 1 (correlation {correlation})",
                  GaussianPair(cov, 1))
 
 
 def additive_noise(epsilon: float) -> Task:
     """X ~ U(0, 1), Y = X + U(-ε, ε)."""
-    return _task(f"1v1-additive-{epsilon}", "additive-noise", f"Uniform 1 × 1 (additive noise ε={epsilon})",
+    return make_task(f"1v1-additive-{epsilon}", "additive-noise", f"Uniform 1 × 1 (additive noise ε={epsilon})",
                  AdditiveUniformPair(epsilon))
 
 
@@ -149,7 +157,7 @@ def multinormal_dense(dim_x: int, dim_y: int, off_diag: float = 0.5) -> Task:
     """Unit variances and correlation `off_diag` between every two of the dim_x + dim_y coordinates."""
     d = dim_x + dim_y
     cov = np.full((d, d), off_diag) + (1.0 - off_diag) * np.eye(d)
-    return _task(f"multinormal-dense-{dim_x}-{dim_y}-{off_diag}", "dense",
+    return make_task(f"multinormal-dense-{dim_x}-{dim_y}-{off_diag}", "dense",
                  f"Multinormal {dim_x} × {dim_y} (dense, correlation {off_diag})", GaussianPair(cov, dim_x))
 
 
@@ -164,14 +172,14 @@ def multinormal_sparse(dim_x: int, dim_y: int, n_interacting: int = 2, strength:
     cov = np.eye(d)
     for i in range(n_interacting):
         cov[i, dim_x + i] = cov[dim_x + i, i] = rho
-    return _task(f"multinormal-sparse-{dim_x}-{dim_y}-{n_interacting}-{strength}", "sparse",
+    return make_task(f"multinormal-sparse-{dim_x}-{dim_y}-{n_interacting}-{strength}", "sparse",
                  f"Multinormal {dim_x} × {dim_y} ({n_interacting}-pair, correlation {rho:.2f})",
                  GaussianPair(cov, dim_x))
 
 
 def student_identity(dim_x: int, dim_y: int, dof: int) -> Task:
     """Multivariate Student-t with identity dispersion: uncorrelated, yet dependent through the shared scale."""
-    return _task(f"student-identity-{dim_x}-{dim_y}-{dof}", "student", f"Student-t {dim_x} × {dim_y} (dof={dof})",
+    return make_task(f"student-identity-{dim_x}-{dim_y}-{dof}", "student", f"Student-t {dim_x} × {dim_y} (dof={dof})",
                  StudentPair(np.eye(dim_x + dim_y), dim_x, dof))
 
 
