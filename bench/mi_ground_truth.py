@@ -1,33 +1,27 @@
-"""MI estimators on the 40 ground-truth tasks of bmi v1 (probe.ground_truth), N = 5,000 seeded.
+"""mi_estimate on the extended ground-truth suite (issue 19): a table by family, per half and per n.
 
-    python bench/mi_ground_truth.py                      # every task, every estimator (about an hour on 2 cores)
-    python bench/mi_ground_truth.py --quick              # ksg_mi and mi_estimate without a critic (about a minute)
-    python bench/mi_ground_truth.py --tasks student,spiral --out runs/bench-mi
+    python bench/mi_ground_truth.py --half tuning --n 500,2000,5000 --seeds 0,1,2 --out runs/bench-gt
+    python bench/mi_ground_truth.py --half scoring --images          # the half the claims rest on
+    python bench/mi_ground_truth.py --half bmi --n 5000 --seeds 0     # bmi's 40 tasks only
+    python bench/mi_ground_truth.py --tasks x-mixture,binary --n 2000 --neural off
 
-Columns: `today_*` are mi_bounds as of commit 3ab67d7 (bilinear critic, 2,000 steps, lr 1e-3,
-the last step reported, no validation split; the module is read from git so its code is exact),
-`new_*` are mi_bounds with its current defaults (one call for both estimators), `ksg` is
-ksg_mi with its defaults (it refuses more than 20 joint dimensions), `mi_estimate` is
-probe.analyzers.mi_estimate. Each cell prints Î/I; `?` marks a result its estimator flagged
-unreliable, `x` one that raised. Solved: |ln(Î/I)| < ln 1.5; a negative or non-finite value is
-unsolved. Below the table: solved counts, how many unsolved results were flagged, how many
-flagged-reliable results were wrong, and the seconds per task: CPU seconds of this
-one-threaded process (what one dedicated core would take) and wall-clock seconds (which on a
-shared machine also count the time other jobs held the core).
+Each cell draws n pairs from one task of `probe.ground_truth.suite` with its seed, runs
+`mi_estimate` on them (one thread) and scores it with `probe.ground_truth.scoring`: solved
+within x1.5 (x1.25 for discrete, mixed and sign-mixing tasks), flagged (unsolved and marked
+unreliable), reliable and wrong, and coverage of the truth by the interval among reliable cells.
+The halves are those of `probe.ground_truth.suite.split` with SPLIT_SEED: every limit of
+mi_estimate was set on the tuning half (see probe/analyzers/_reliability.py).
 
-With --out DIR each task's results go to DIR/<task>.json as soon as they are measured, and a
-rerun skips tasks already there (so an interrupted sweep resumes).
+With --out DIR every cell goes to DIR/<task>_n<n>_s<seed>.json as soon as it is measured, and a
+rerun skips cells already there (so an interrupted sweep resumes, and --report only prints).
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,158 +29,109 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import probe  # noqa: E402,F401  (sets passive OpenMP waiting, see probe/__init__.py)
-from probe.analyzers import ksg_mi, mi_bounds  # noqa: E402
+from probe.analyzers import _reliability as limits  # noqa: E402
 from probe.analyzers.mi_estimate import mi_estimate  # noqa: E402
-from probe.ground_truth import list_tasks  # noqa: E402
-
-TODAY_COMMIT = "3ab67d7"
-SOLVED_RATIO = 1.5
-COLUMNS = ("today_infonce", "today_nwj", "new_infonce", "new_nwj", "ksg", "mi_estimate")
-QUICK_COLUMNS = ("ksg", "mi_estimate")
+from probe.ground_truth import TASKS  # noqa: E402
+from probe.ground_truth.scoring import family_table, format_table, score  # noqa: E402
+from probe.ground_truth.suite import SPLIT_SEED, split, suite  # noqa: E402
 
 
-def load_todays_mi_bounds():
-    """mi_bounds exactly as committed at TODAY_COMMIT (read with git show, imported from a temp file)."""
-    root = Path(__file__).resolve().parents[1]
-    source = subprocess.run(["git", "-C", str(root), "show", f"{TODAY_COMMIT}:probe/analyzers/bounds.py"],
-                            check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "bounds_3ab67d7.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("bounds_3ab67d7", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.mi_bounds
-
-
-def _cell(value: float, reliable: int | None, seconds: tuple[float, float], error: str = "") -> dict:
-    return {"value": float(value), "reliable": reliable, "seconds": seconds[0], "cpu_seconds": seconds[1],
-            "error": error}
-
-
-def _timed(function):
-    """(result or None, (wall seconds, CPU seconds of this process), error text)."""
+def run_cell(task, n: int, seed: int, neural: bool | None) -> dict:
+    x, y = task.sample(n, seed)
     start, cpu = time.perf_counter(), time.process_time()
     try:
-        result, error = function(), ""
-    except Exception as err:  # a refused or failed cell is recorded, not fatal (bmi's rule)
-        result, error = None, f"{type(err).__name__}: {err}"
-    return result, (time.perf_counter() - start, time.process_time() - cpu), error
+        ds, error = mi_estimate(x, y, seed=seed, neural=neural), ""
+    except Exception as err:  # a crash is recorded, not fatal: it is what the table must show
+        ds, error = None, f"{type(err).__name__}: {err}"
+    record = {"task": task.name, "family": task.family, "n": n, "seed": seed, "dims": task.dim_x + task.dim_y,
+              "truth": task.mutual_information, "truth_se": task.mutual_information_se,
+              "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu, "error": error}
+    if ds is None:
+        return {**record, "estimate": math.nan, "reliable": 0, "lower": math.nan, "upper": math.nan,
+                "kind": "error", "method": "", "reason": error}
+    lower, upper = (float(v) for v in ds.mutual_information_ci.values)
+    return {**record, "estimate": float(ds.mutual_information), "reliable": int(ds.reliable), "lower": lower,
+            "upper": upper, "kind": str(ds.kind.item()), "method": str(ds.method.item()),
+            "reason": str(ds.unreliable_reason.item()),
+            "shape": ds.scores_shape.values.tolist(),
+            "mixture_shape": ds.mixture_shape.values.tolist() if "mixture_shape" in ds else [],
+            "candidates": {str(c): {"value": float(ds.candidate_estimate.sel(candidate=c)),
+                                    "se": float(ds.candidate_se.sel(candidate=c)),
+                                    "half": float(ds.candidate_half.sel(candidate=c)),
+                                    "ci": [float(v) for v in ds.candidate_ci.sel(candidate=c).values],
+                                    "kind": str(ds.candidate_kind.sel(candidate=c).item()),
+                                    "reason": str(ds.candidate_reason.sel(candidate=c).item())[:200]}
+                           for c in ds.candidate.values}}
 
 
-def _half(seconds: tuple[float, float]) -> tuple[float, float]:
-    return seconds[0] / 2, seconds[1] / 2
-
-
-def run_task(task, columns: tuple[str, ...], n: int, seed: int, todays, quick: bool) -> dict:
-    x, y = task.sample(n, seed)
-    cells: dict[str, dict] = {}
-    if "today_infonce" in columns:
-        ds, seconds, error = _timed(lambda: todays(x, y, estimators=("infonce", "nwj"), seed=seed))
-        for name in ("infonce", "nwj"):
-            value = math.nan if ds is None else ds.bound.sel(estimator=name).item()
-            cells[f"today_{name}"] = _cell(value, None, _half(seconds), error)
-    if "new_infonce" in columns:
-        ds, seconds, error = _timed(lambda: mi_bounds(x, y, estimators=("infonce", "nwj"), seed=seed))
-        for name in ("infonce", "nwj"):
-            value, reliable = (math.nan, 0) if ds is None else (ds.bound.sel(estimator=name).item(),
-                                                                 int(ds.reliable.sel(estimator=name).item()))
-            cells[f"new_{name}"] = _cell(value, reliable, _half(seconds), error)
-    if "ksg" in columns:
-        ds, seconds, error = _timed(lambda: ksg_mi(x, y, seed=seed))
-        cells["ksg"] = _cell(math.nan if ds is None else ds.mutual_information.item(),
-                             0 if ds is None else int(ds.reliable.item()), seconds, error)
-    if "mi_estimate" in columns:
-        ds, seconds, error = _timed(lambda: mi_estimate(x, y, seed=seed, neural=False if quick else None))
-        cell = _cell(math.nan if ds is None else ds.mutual_information.item(),
-                     0 if ds is None else int(ds.reliable.item()), seconds, error)
-        if ds is not None:
-            cell.update(method=str(ds.method.item()), reason=str(ds.unreliable_reason.item()),
-                        ci=[float(v) for v in ds.mutual_information_ci.values])
-        cells["mi_estimate"] = cell
-    return {"task": task.name, "dims": task.dim_x + task.dim_y, "truth": task.mutual_information, "n": n,
-            "seed": seed, "cells": cells}
-
-
-def solved(value: float, truth: float) -> bool:
-    return math.isfinite(value) and value > 0 and abs(math.log(value / truth)) < math.log(SOLVED_RATIO)
-
-
-def _show(cell: dict, truth: float) -> str:
-    if cell["error"]:
-        return "x"
-    ratio = cell["value"] / truth
-    text = f"{ratio:.2f}" if math.isfinite(ratio) and abs(ratio) < 1e3 else f"{ratio:.0e}"
-    return text + ("?" if cell["reliable"] == 0 else "")
-
-
-def print_report(results: list[dict], columns: tuple[str, ...]) -> None:
-    width = max(len(r["task"]) for r in results)
-    print(f"{'task':{width}s} dims  I/nats " + " ".join(f"{c:>13s}" for c in columns) + " cpu s")
-    for r in results:
-        cells = r["cells"]
-        seconds = sum(cells[c]["cpu_seconds"] for c in columns if c in cells)
-        print(f"{r['task']:{width}s} {r['dims']:4d} {r['truth']:7.3f} "
-              + " ".join(f"{_show(cells[c], r['truth']) if c in cells else '-':>13s}" for c in columns)
-              + f" {seconds:7.1f}")
-    print()
-    print(f"{'':{width}s} {'':12s} " + " ".join(f"{c:>13s}" for c in columns))
-    rows = {
-        "solved": lambda c, r: solved(c["value"], r["truth"]),
-        "flagged unsolved": lambda c, r: not solved(c["value"], r["truth"]) and c["reliable"] == 0,
-        "reliable, wrong": lambda c, r: not solved(c["value"], r["truth"]) and c["reliable"] == 1,
-        "neg/non-finite reliable": lambda c, r: c["reliable"] == 1 and not (math.isfinite(c["value"])
-                                                                             and c["value"] >= 0),
-    }
-    for label, test in rows.items():
-        counts = [sum(test(r["cells"][c], r) for r in results if c in r["cells"]) for c in columns]
-        print(f"{label:{width}s} {'':12s} " + " ".join(f"{f'{k}/{len(results)}':>13s}" for k in counts))
-    for label, key, reduce in (("median CPU s/task", "cpu_seconds", np.median), ("max CPU s/task", "cpu_seconds", np.max),
-                               ("max wall s/task", "seconds", np.max)):
-        values = [reduce([r["cells"][c][key] for r in results if c in r["cells"]]) for c in columns]
-        print(f"{label:{width}s} {'':12s} " + " ".join(f"{v:13.1f}" for v in values))
-    print("\ncells: estimate / true MI; ? = flagged unreliable by the estimator; x = raised (see --out files)")
+def _line(r: dict) -> str:
+    s = score(r)
+    mark = "ok" if s["solved"] else ("flag" if s["flagged"] else "WRONG")
+    cover = "" if r["reliable"] != 1 else (" covers" if s["covered"] else " MISSES")
+    kind = "≥ " if r["kind"] == "lower_bound" else ""
+    return (f"{r['task']:42s} n={r['n']:<5d} s{r['seed']} I={r['truth']:7.3f} {kind}{r['estimate']:7.3f} "
+            f"[{r['lower']:.3f}, {r['upper']:.3f}] {r['method']:16s} {mark:5s}{cover} {r['seconds']:6.1f}s")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="", help="comma-separated substrings of task names (default: all 40)")
-    parser.add_argument("--quick", action="store_true", help="only ksg_mi and mi_estimate without a critic")
-    parser.add_argument("--n", type=int, default=5000, help="samples per task (default 5000)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="", help="folder for one JSON per task (resumable)")
-    parser.add_argument("--shard", default="1/1", help="I/M: run only every M-th task from the I-th (parallel sweeps)")
+    parser.add_argument("--half", default="all", choices=("tuning", "scoring", "all", "bmi"))
+    parser.add_argument("--tasks", default="", help="comma-separated substrings of task names")
+    parser.add_argument("--n", default="5000", help="comma-separated sample sizes (default 5000)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument("--neural", default="auto", choices=("auto", "on", "off"))
+    parser.add_argument("--images", action="store_true", help="add the image tasks (mnist-5k, Fashion-MNIST if present)")
+    parser.add_argument("--out", default="", help="folder for one JSON per cell (resumable)")
+    parser.add_argument("--shard", default="1/1", help="I/M: run only every M-th cell from the I-th")
+    parser.add_argument("--report", action="store_true", help="only print what --out holds for these cells")
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a limit of probe.analyzers._reliability (tuning sweeps on the tuning half)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    for item in args.limit:
+        name, value = item.split("=")
+        if not hasattr(limits, name):
+            parser.error(f"--limit {item}: probe.analyzers._reliability has no {name}")
+        setattr(limits, name, type(getattr(limits, name))(value))
+    tasks = suite(None if args.images else ())
+    halves = split(tasks, SPLIT_SEED)
     wanted = [w for w in args.tasks.split(",") if w]
-    tasks = [t for t in list_tasks() if not wanted or any(w in t.name for w in wanted)]
-    if not tasks:
-        print(f"mi_ground_truth: no task matches --tasks {args.tasks!r}; see probe.ground_truth.list_tasks().")
-        return 2
+    chosen = [t for t in tasks.values() if (args.half == "all" or halves[t.name] == args.half
+                                            or (args.half == "bmi" and t.name in TASKS))
+              and (not wanted or any(w in t.name for w in wanted))]
+    cells = [(t, int(n), int(s)) for n in args.n.split(",") for t in chosen for s in args.seeds.split(",")]
     shard, shards = (int(v) for v in args.shard.split("/"))
-    tasks = tasks[shard - 1::shards]
-    columns = QUICK_COLUMNS if args.quick else COLUMNS
-    todays = None if args.quick else load_todays_mi_bounds()
+    cells = cells[shard - 1::shards]
+    neural = {"auto": None, "on": True, "off": False}[args.neural]
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for task in tasks:
-        path = out / f"{task.name}{'-quick' if args.quick else ''}.json" if out else None
+    records, start = [], time.perf_counter()
+    for task, n, seed in cells:
+        path = out / f"{task.name}_n{n}_s{seed}.json" if out else None
         if path and path.exists():
-            results.append(json.loads(path.read_text()))
+            records.append(json.loads(path.read_text()))
             continue
-        result = run_task(task, columns, args.n, args.seed, todays, args.quick)
+        if args.report:
+            continue
+        record = run_cell(task, n, seed, neural)
         if path:
-            path.write_text(json.dumps(result, indent=1))
-        print(f"{task.name}: " + ", ".join(f"{c} {_show(result['cells'][c], result['truth'])}" for c in columns)
-              + f" ({sum(cell['seconds'] for cell in result['cells'].values()):.0f} s)", file=sys.stderr, flush=True)
-        results.append(result)
-    print(f"N = {args.n}, seed {args.seed}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
-    print_report(results, columns)
+            path.write_text(json.dumps(record, indent=1))
+        print(_line(record), file=sys.stderr, flush=True)
+        records.append(record)
+    print(f"{len(records)} cells, half {args.half} (split seed {SPLIT_SEED}), neural {args.neural}, "
+          f"limits {' '.join(args.limit) or 'as committed'}; "
+          f"{time.perf_counter() - start:.0f} s wall here; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores\n")
+    for r in sorted(records, key=lambda r: (r["family"], r["task"], r["n"], r["seed"])):
+        print(_line(r))
+    for n in sorted({r["n"] for r in records}):
+        print(f"\nn = {n}\n" + format_table(family_table([r for r in records if r["n"] == n])))
+    if len({r["n"] for r in records}) > 1:
+        print("\nall n\n" + format_table(family_table(records)))
     return 0
 
 

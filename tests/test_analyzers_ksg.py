@@ -95,3 +95,70 @@ def test_max_reliable_dims_grows_with_n():
 def test_same_seed_same_estimate():
     x, y, _ = gaussian_pairs(500, 2, 0.6, seed=6)
     assert ksg_mi(x, y, seed=3).identical(ksg_mi(x, y, seed=3))
+
+
+def _mixed_ksg_naive(x: np.ndarray, y: np.ndarray, k: int) -> float:
+    """Gao et al. 2017, Algorithm 1, one point at a time with explicit max-norm distances."""
+    from scipy.special import digamma
+
+    n = x.shape[0]
+    total = 0.0
+    for i in range(n):
+        dx = np.abs(x - x[i]).max(axis=1)
+        dy = np.abs(y - y[i]).max(axis=1)
+        dz = np.maximum(dx, dy)
+        rho = np.sort(np.delete(dz, i))[k - 1]
+        if rho == 0:
+            kk, nx, ny = (dz == 0).sum(), (dx == 0).sum(), (dy == 0).sum()  # itself included
+        else:
+            kk, nx, ny = k, (dx < rho).sum(), (dy < rho).sum()
+        total += digamma(kk) + math.log(n) - digamma(nx) - digamma(ny)
+    return total / n
+
+
+def test_mixed_ksg_matches_a_naive_loop_on_discrete_continuous_and_mixed_rows():
+    from probe.analyzers.ksg import mixed_ksg_terms
+
+    rng = np.random.default_rng(4)
+    discrete = rng.integers(0, 3, size=(80, 1)).astype(float)
+    continuous = discrete + rng.standard_normal((80, 1))
+    binary = (continuous > 1).astype(float)
+    for x, y in ((discrete, continuous), (discrete, binary), (continuous, continuous + rng.standard_normal((80, 1)))):
+        assert mixed_ksg_terms(x, y, 3).mean() == pytest.approx(_mixed_ksg_naive(x, y, 3), abs=1e-12)
+
+
+def test_mixed_ksg_on_discrete_pairs_is_the_plug_in_and_is_consistent_on_a_mixed_pair():
+    from probe.analyzers.ksg import mixed_ksg_terms
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 2, size=(4000, 1)).astype(float)
+    flip = rng.random((4000, 1)) < 0.1
+    y = np.where(flip, 1 - x, x)
+    truth = math.log(2) + 0.1 * math.log(0.1) + 0.9 * math.log(0.9)  # binary symmetric channel, 0.368 nats
+    assert mixed_ksg_terms(x, y, 3).mean() == pytest.approx(truth, abs=0.03)
+    y_mixed = 2.0 * x + rng.standard_normal((4000, 1))  # categorical -> Gaussian: 0.338 nats
+    assert mixed_ksg_terms(x, y_mixed, 3).mean() == pytest.approx(0.3378, abs=0.04)
+
+
+def test_plug_in_with_miller_madow_matches_the_formula_and_removes_the_bias_of_independence():
+    from probe.analyzers._mi_discrete import plug_in, state_codes
+
+    rng = np.random.default_rng(6)
+    cx, cy = rng.integers(0, 4, 500), rng.integers(0, 3, 500)
+    fit = plug_in(cx, cy)
+    joint = np.zeros((4, 3))
+    np.add.at(joint, (cx, cy), 1)
+    p = joint / 500
+    naive = sum(p[i, j] * math.log(p[i, j] / (p[i].sum() * p[:, j].sum())) for i in range(4) for j in range(3)
+                if p[i, j] > 0)
+    m_xy = int((joint > 0).sum())
+    assert fit.value == pytest.approx(naive - (m_xy - 4 - 3 + 1) / 1000)
+    assert fit.states == (4, 3, m_xy) and fit.terms.mean() == pytest.approx(fit.value)
+    plain, corrected = [], []
+    for seed in range(40):
+        r = np.random.default_rng(seed)
+        f = plug_in(r.integers(0, 4, 300), r.integers(0, 4, 300))
+        corrected.append(f.value)
+        plain.append(f.value + (f.states[2] - f.states[0] - f.states[1] + 1) / 600)
+    assert np.mean(plain) > 0.012 and abs(np.mean(corrected)) < 0.004  # (4-1)(4-1)/(2*300) = 0.015 removed
+    assert state_codes(np.array([[1.0, 2.0], [0.0, 1.0], [1.0, 2.0]])).tolist() == [1, 0, 1]

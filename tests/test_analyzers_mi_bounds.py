@@ -124,7 +124,7 @@ def _padded_with_noise(n_noise: int) -> tuple[np.ndarray, np.ndarray]:
 def test_the_reported_critic_is_the_best_on_validation_and_training_stops_early():
     kwargs = {"estimators": ["infonce"], "hidden": 64, "steps": 400, "batch_size": 32, "lr": 3e-3, "eval_every": 10,
               "patience": 5}
-    ds = mi_bounds(*_padded_with_noise(5), **kwargs)  # 360 training rows: a 64-unit critic overfits fast
+    ds = mi_bounds(*_padded_with_noise(3), **kwargs)  # 360 training rows: a 64-unit critic overfits fast
     best, done = ds.best_step.item(), ds.steps_completed.item()
     assert 0 < best < done < 400 and done - best == 50  # five checks of 10 steps without improvement
     assert ds.validation_bound.item() > 0.2 and ds.reliable.item() == 1
@@ -185,3 +185,22 @@ def test_default_settings_recover_a_gaussian_mi():
     ds = mi_bounds(x, y)
     assert ds.reliable.values.tolist() == [1, 1]
     assert np.all(np.abs(ds.bound.values - truth) < 0.12) and np.all(ds.bound.values < truth + 0.05)
+
+
+def test_batches_are_drawn_at_random_so_sorted_rows_give_the_same_bound():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2000, 2))
+    y = 0.8 * x + 0.6 * rng.standard_normal((2000, 2))
+    order = np.argsort(x[:, 0])  # sorted rows: consecutive batches would hold near neighbours only
+    kwargs = {"estimators": ["infonce"], "steps": 300, "seed": 0}
+    plain = mi_bounds(x, y, **kwargs).bound.item()
+    sorted_rows = mi_bounds(x[order], y[order], **kwargs).bound.item()
+    assert plain > 0.5 and sorted_rows == pytest.approx(plain, rel=0.2)  # before: x4 apart
+
+
+def test_the_bound_spread_is_the_sample_standard_deviation_over_batches():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((600, 1))
+    ds = mi_bounds(x, x + rng.standard_normal((600, 1)), estimators=["infonce"], steps=20, batch_size=16, seed=1)
+    assert ds.attrs["n_eval_batches"] > 2 and ds.bound_std.item() > 0
+    assert "ddof 1" in ds.bound_std.attrs["long_name"]

@@ -64,6 +64,30 @@ def ksg_terms(xs: np.ndarray, ys: np.ndarray, k: int) -> np.ndarray:
     return digamma(k) + digamma(n) - digamma(n_x + 1) - digamma(n_y + 1)
 
 
+def mixed_ksg_terms(xs: np.ndarray, ys: np.ndarray, k: int) -> np.ndarray:
+    """The n per-sample terms of Gao et al.'s mixed KSG, in nats; their mean estimates I(X; Y).
+
+    For discrete-continuous mixtures, where exact ties carry probability (Gao, Kannan, Oh &
+    Viswanath, "Estimating Mutual Information for Discrete-Continuous Mixtures", NeurIPS 2017,
+    Algorithm 1, as in the authors' code): ρ_i is the max-norm distance to the k-th joint
+    neighbour. Where ρ_i > 0 the term is KSG-1's with ln N for ψ(N): ψ(k) + ln N - ψ(n_x + 1) -
+    ψ(n_y + 1), n_x, n_y the other points strictly within ρ_i. Where ρ_i = 0 the point sits on an
+    atom: ψ(k̃) + ln N - ψ(m_x) - ψ(m_y), with k̃, m_x, m_y the points (itself included) equal to
+    it jointly, in x and in y, so that on discrete data the term is the plug-in's log ratio.
+    No jitter: the ties are the data. xs: (n, d_x), ys: (n, d_y); k < n.
+    """
+    n = xs.shape[0]
+    joint = np.hstack([xs, ys])
+    tree = cKDTree(joint)
+    radius = tree.query(joint, k=k + 1, p=np.inf)[0][:, -1]
+    atom = radius == 0
+    below = np.where(atom, 0.0, np.nextafter(radius, 0))  # strictly closer than ρ_i; exactly equal on an atom
+    n_x = cKDTree(xs).query_ball_point(xs, below, p=np.inf, return_length=True)  # itself included
+    n_y = cKDTree(ys).query_ball_point(ys, below, p=np.inf, return_length=True)
+    repeats = np.where(atom, tree.query_ball_point(joint, below, p=np.inf, return_length=True), k)
+    return digamma(repeats) + np.log(n) - digamma(n_x) - digamma(n_y)
+
+
 def ksg_mi(
     x: Any,
     y: Any,

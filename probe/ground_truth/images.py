@@ -15,7 +15,6 @@ images (an image serves many rows) that real data bring.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -69,19 +68,18 @@ class ImageClassPair(JointDistribution):
                               "that of its classes, which the pixels do not carry; use mutual_information().")
 
 
-def image_class_tasks(folder: str | os.PathLike, betas: tuple[float, ...] = (0.0, 0.2, 0.5), *,
-                      label: str | None = None) -> list[Task]:
-    """One task per β from the IDX image folder `folder` (train and test images together).
+def image_class_tasks(source, betas: tuple[float, ...] = (0.0, 0.2, 0.5), *, label: str | None = None) -> list[Task]:
+    """One task per β from an image dataset: an IDX folder, or a `probe.data.ImageDataset` (train and
+    test images together). Task names are "image-<label>-<β>", the label defaulting to the
+    folder's (or dataset's) name."""
+    from probe.data import ImageDataset, load_dataset
 
-    Task names are "image-<label>-<β>", the label defaulting to the folder's name.
-    """
-    from probe.data import load_dataset
-
-    dataset = load_dataset(data_dir=folder)
+    dataset = source if isinstance(source, ImageDataset) else load_dataset(data_dir=source)
     images = np.concatenate([dataset.train.images, dataset.test.images]).reshape(
         len(dataset.train) + len(dataset.test), -1)
     labels = np.concatenate([dataset.train.labels, dataset.test.labels])
-    label = label or Path(folder).resolve().name
+    if label is None:
+        label = dataset.name.split(":")[-1] if isinstance(source, ImageDataset) else Path(source).resolve().name
     return [make_task(f"image-{label}-{beta}", "image",
                       f"{label} image pairs, classes agree w.p. {1 - beta:g} ({images.shape[1]} pixels each)",
                       ImageClassPair(images, labels, beta)) for beta in betas]

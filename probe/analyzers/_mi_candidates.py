@@ -1,0 +1,210 @@
+"""mi_estimate's candidates: each an estimate or a lower bound of I(X; Y), with its interval and
+the first of its own assumptions that failed (see mi_estimate's module docstring for the rule).
+
+Every candidate but the neural ones is a mean of per-row terms, so its standard error is the
+terms' spread over sqrt(n) and its interval value ± z·se; an estimate whose value moves between
+n / 2 and n rows has that move added on the side it points to (`BIAS_FACTOR`). The neural
+bounds average over test batches: a t interval with (batches - 1) degrees of freedom.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy.stats import norm, t
+
+from probe.analyzers import _reliability as limits
+from probe.analyzers._mi_data import View, principal_components
+from probe.analyzers._mi_discrete import plug_in, state_codes
+from probe.analyzers._mi_gaussian import Gaussian, gaussian_fit
+from probe.analyzers._mi_mixture import mixture_fit, mixture_verdict
+from probe.analyzers._reliability import convergence_verdict, ksg_max_dims, value_verdict
+from probe.analyzers.bounds import mi_bounds, three_way_split
+from probe.analyzers.ksg import _prepare, ksg_terms, mixed_ksg_terms
+
+ESTIMATE, LOWER_BOUND = "estimate", "lower_bound"
+TERMS_CI = "normal interval from the standard error of the per-row terms"
+
+
+@dataclass
+class Candidate:
+    """One estimate or lower bound of I(X; Y) in nats, its standard error and interval, and its verdict."""
+
+    name: str
+    kind: str                 # ESTIMATE or LOWER_BOUND
+    value: float
+    se: float
+    lower: float
+    upper: float
+    reason: str               # the first failed check, "" when it passed them all
+    ci_method: str
+    half: float = math.nan    # the value on n / 2 rows (NaN where not measured)
+    dof: float = math.inf     # degrees of freedom of its standard error (test batches - 1 for a critic)
+    shapes: list = field(default_factory=list)  # a mixture's per-component Mardia statistics
+    # A lower bound whose value is a valid bound even where its reason says it is not tight (a critic
+    # that overfits, InfoNCE at its cap): it can still refute an estimate below it.
+    valid_bound: bool = False
+
+    def one_sided_lower(self, level: float) -> float:
+        """value - t_(level, dof) se: the lower end of a one-sided interval of coverage `level`."""
+        if not math.isfinite(self.se):
+            return self.value
+        return self.value - float(t.ppf(level, self.dof) if math.isfinite(self.dof) else norm.ppf(level)) * self.se
+
+
+def z_value(level: float) -> float:
+    return float(norm.ppf(0.5 + level / 2))
+
+
+def from_terms(name: str, kind: str, terms: np.ndarray, level: float, *, value: float | None = None,
+               half: float = math.nan, reason: str = "", method: str = TERMS_CI) -> Candidate:
+    """A candidate whose value is the mean of `terms` (or `value`), its interval widened by the move from `half`."""
+    value = float(terms.mean()) if value is None else value
+    se = float(terms.std(ddof=1) / math.sqrt(terms.size))
+    move = value - half if math.isfinite(half) else 0.0
+    lower = value - z_value(level) * se - limits.BIAS_FACTOR * max(-move, 0.0)
+    upper = value + z_value(level) * se + limits.BIAS_FACTOR * max(move, 0.0)
+    if math.isfinite(half):
+        method += f", widened by {limits.BIAS_FACTOR:g} x its move between n / 2 and n rows"
+    return Candidate(name, kind, value, se, lower, upper, reason, method, half)
+
+
+def half_value(statistic: Callable[[np.ndarray], float], n: int, seed: int) -> float:
+    """The mean of `statistic` over two disjoint random halves of the n rows (seeded)."""
+    order = np.random.default_rng([seed, 0x4A1F]).permutation(n)
+    return float(np.mean([statistic(np.sort(part)) for part in (order[: n // 2], order[n // 2: 2 * (n // 2)])]))
+
+
+def _estimate_reason(value: float, se: float, half: float) -> str:
+    return value_verdict(value, se) or convergence_verdict(value, half)
+
+
+
+
+def gaussian_candidate(vx: View, vy: View, level: float) -> tuple[Candidate, Gaussian]:
+    """The Gaussian copula: an estimate when the scores look jointly Gaussian, a lower bound when only
+    each view's do, and an estimate marked unreliable when a view's do not (it can then overshoot)."""
+    fit = gaussian_fit(vx.scores, vy.scores)
+    n, dims = vx.scores.shape[0], sum(fit.ranks)
+    views_bad = [f"{name} ({fit.shapes[name].describe()})" for name in ("x", "y") if not fit.shapes[name].gaussian]
+    kind, reason = ESTIMATE, ""
+    if vx.tied or vy.tied:
+        reason = ("discrete or mixed columns (ties that carry probability): the Gaussian copula needs continuous "
+                  "marginals")
+    elif n < limits.ROWS_PER_DIM * dims:
+        reason = f"n = {n} rows for {dims} dimensions: fewer than {limits.ROWS_PER_DIM} per dimension"
+    elif views_bad:
+        reason = ("the normal scores of " + " and ".join(views_bad) + " are not jointly Gaussian: the copula can "
+                  "overestimate as well as underestimate")
+    elif not fit.shapes["joint"].gaussian:
+        kind = LOWER_BOUND  # each view Gaussian: I = I_G + D(X̃, Ỹ) >= I_G
+        reason = "" if math.isfinite(fit.value) else "non-finite"
+    candidate = from_terms("gaussian_copula", kind, fit.terms, level, value=fit.value, reason=reason,
+                           method=TERMS_CI + " (delta method)")
+    candidate.valid_bound = kind == LOWER_BOUND and math.isfinite(fit.value)
+    if kind == ESTIMATE and not candidate.reason:
+        candidate.reason = value_verdict(candidate.value, candidate.se)
+    return candidate, fit
+
+
+def mixture_candidate(vx: View, vy: View, *, seed: int, level: float) -> Candidate | None:
+    """The cross-fitted MI of a Gaussian mixture of the scores, or None when one Gaussian fits best."""
+    fit = mixture_fit(vx.scores, vy.scores, seed)
+    if fit is None:
+        return None
+    candidate = from_terms("gaussian_mixture", ESTIMATE, fit.terms, level, half=fit.half,
+                           method=TERMS_CI + f" ({fit.components} components, cross-fitted)")
+    candidate.shapes = fit.shapes
+    candidate.reason = mixture_verdict(fit) or _estimate_reason(candidate.value, candidate.se, fit.half)
+    return candidate
+
+
+def ksg_candidate(vx: View, vy: View, *, k: int, seed: int, level: float) -> Candidate:
+    """KSG-1 on the scores, or Gao et al.'s mixed KSG when columns are discrete or mixed."""
+    n, dims = vx.scores.shape[0], vx.scores.shape[1] + vy.scores.shape[1]
+    tied = vx.tied or vy.tied
+    if tied:
+        def terms_of(rows):
+            return mixed_ksg_terms(vx.scores[rows], vy.scores[rows], k)
+    else:
+        rng = np.random.default_rng(seed)
+        xs, ys = _prepare(vx.scores, rng, True), _prepare(vy.scores, rng, True)
+
+        def terms_of(rows):
+            return ksg_terms(xs[rows], ys[rows], k)
+    terms = terms_of(np.arange(n))
+    half = half_value(lambda rows: float(terms_of(rows).mean()), n, seed)
+    value, se = float(terms.mean()), float(terms.std(ddof=1) / math.sqrt(n))
+    limit = ksg_max_dims(n)
+    reason = (f"d_x + d_y = {dims} dimensions at n = {n}: KSG underestimates above {limit}" if dims > limit
+              else _estimate_reason(value, se, half))
+    method = TERMS_CI + (" (mixed KSG, Gao et al. 2017)" if tied else " (KSG-1)")
+    return from_terms("ksg", ESTIMATE, terms, level, half=half, reason=reason, method=method)
+
+
+def radial_candidate(fit: Gaussian, *, k: int, seed: int, level: float) -> Candidate:
+    """KSG on the whitened views' lengths: I(‖X̃‖; ‖Ỹ‖) <= I(X; Y) by data processing."""
+    rng = np.random.default_rng(seed)
+    norms = [_prepare(r[:, None], rng, True) for r in fit.whitened_norms]
+    terms = ksg_terms(*norms, k)
+    value = float(terms.mean())
+    reason = "non-finite" if not math.isfinite(value) else (
+        f"negative ({value:.3g} nats): no dependence in the lengths" if value < 0 else "")
+    candidate = from_terms("ksg_radial", LOWER_BOUND, terms, level, reason=reason, method=TERMS_CI + " (KSG-1)")
+    candidate.valid_bound = math.isfinite(value)
+    return candidate
+
+
+def plug_in_candidate(vx: View, vy: View, *, seed: int, level: float) -> Candidate:
+    """Miller-Madow plug-in MI of all-discrete x and y, with at least limits.PLUGIN_ROWS_PER_STATE rows per state."""
+    cx, cy = state_codes(vx.values), state_codes(vy.values)
+    fit = plug_in(cx, cy)
+    n = cx.size
+    half = half_value(lambda rows: plug_in(state_codes(cx[rows, None]), state_codes(cy[rows, None])).value, n, seed)
+    se = float(fit.terms.std(ddof=1) / math.sqrt(n))
+    m_xy = fit.states[2]
+    reason = (f"{m_xy} joint states seen in n = {n} rows: fewer than {limits.PLUGIN_ROWS_PER_STATE} rows per state"
+              if m_xy * limits.PLUGIN_ROWS_PER_STATE > n else _estimate_reason(fit.value, se, half))
+    return from_terms("plug_in", ESTIMATE, fit.terms, level, half=half, reason=reason,
+                      method=TERMS_CI + " (Miller-Madow plug-in)")
+
+
+def _critic_inputs(xs: np.ndarray, ys: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Each view on at most limits.CRITIC_MAX_DIMS principal components fitted on the critic's training rows
+    (mi_bounds' own split for this seed), and a note of what was reduced."""
+    train = three_way_split(xs.shape[0], 0.2, 0.2, seed)[0]
+    out, notes = [], []
+    for name, a in (("x", xs), ("y", ys)):
+        if a.shape[1] <= limits.CRITIC_MAX_DIMS:
+            out.append(a)
+            continue
+        mean, basis = principal_components(a[train], max_components=limits.CRITIC_MAX_DIMS)
+        out.append((a - mean) @ basis)
+        notes.append(f"{name} {a.shape[1]} -> {basis.shape[1]}")
+    note = "" if not notes else ("; principal components fitted on the critic's training rows: " + ", ".join(notes))
+    return out[0], out[1], note
+
+
+def neural_candidates(xs: np.ndarray, ys: np.ndarray, *, seed: int, level: float,
+                      steps: int | None) -> list[Candidate]:
+    """The held-out InfoNCE bound, and NWJ's when InfoNCE meets its cap log K (both lower bounds)."""
+    cx, cy, note = _critic_inputs(xs, ys, seed)
+    out: list[Candidate] = []
+    names = ["infonce"]
+    while names:
+        name = names.pop(0)
+        ds = mi_bounds(cx, cy, estimators=[name], steps=steps, seed=seed)
+        value, reason, batches = ds.bound.item(), str(ds.unreliable_reason.item()), int(ds.attrs["n_eval_batches"])
+        se = ds.bound_std.item() / math.sqrt(batches) if batches > 1 else math.inf
+        half_width = float(t.ppf(0.5 + level / 2, batches - 1)) * se if batches > 1 else math.inf
+        if not math.isfinite(value):
+            half_width = 0.0
+        valid = math.isfinite(value) and math.isfinite(se) and not int(ds.diverged.item())
+        out.append(Candidate(name, LOWER_BOUND, value, se, value - half_width, value + half_width, reason,
+                             f"t interval over {batches} test batches of the held-out bound{note}",
+                             dof=max(batches - 1, 1), valid_bound=valid))
+        if name == "infonce" and reason.startswith("InfoNCE within"):
+            names.append("nwj")
+    return out

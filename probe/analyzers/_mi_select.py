@@ -1,0 +1,91 @@
+"""mi_estimate's rule: which candidate is reported, with what interval, and whether it is reliable.
+
+1. A valid lower bound refutes every estimate whose interval ends below the bound's interval:
+   that estimate missed dependence the bound found. Valid, not necessarily tight: a critic
+   that overfits its training pairs still gives a lower bound on held-out pairs, only a loose one.
+2. Of the estimates that passed their checks, the first in PREFERENCE is reported: the one
+   whose assumption is the most specific of those verified (discrete plug-in, then a Gaussian
+   copula whose scores passed the Gaussian check, then a Gaussian mixture whose components did,
+   then KSG, which assumes only smoothness).
+   Its interval is widened to hold every other passing estimate's interval and the value of
+   every lower bound that passed its own checks (a tight bound above it). If two passing estimates' intervals do not overlap, no check has
+   decided between them: the result is unreliable, the disagreement its reason.
+3. With no passing estimate, the largest valid lower bound is reported as such: kind
+   "lower_bound", the one-sided interval [value - t_(1-α)·se, inf), reliable = False and the
+   reason "lower bound only" with why each estimate failed.
+4. With neither, the first finite estimate (else bound) in that order is reported, unreliable,
+   with every candidate's reason.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from probe.analyzers._mi_candidates import ESTIMATE, LOWER_BOUND, Candidate
+
+PREFERENCE = ("plug_in", "gaussian_copula", "gaussian_mixture", "ksg")
+
+
+@dataclass
+class Result:
+    chosen: Candidate
+    kind: str
+    lower: float
+    upper: float
+    reason: str
+    ci_method: str
+
+
+def _rank(candidate: Candidate) -> int:
+    return PREFERENCE.index(candidate.name) if candidate.name in PREFERENCE else len(PREFERENCE)
+
+
+def refute(candidates: list[Candidate]) -> None:
+    """Mark an estimate unreliable when a passing lower bound's interval lies above its interval."""
+    bounds = [c for c in candidates if c.kind == LOWER_BOUND and c.valid_bound and math.isfinite(c.lower)]
+    for c in candidates:
+        if c.kind != ESTIMATE or c.reason:
+            continue
+        above = [b for b in bounds if b.lower > c.upper]
+        if above:
+            top = max(above, key=lambda b: b.value)
+            c.reason = (f"below the lower bound {top.name} = {top.value:.3g} nats [{top.lower:.3g}, {top.upper:.3g}]: "
+                        "it misses dependence the bound found")
+
+
+def _summary(candidates: list[Candidate]) -> str:
+    return "; ".join(f"{c.name}: {c.reason}" for c in candidates if c.reason)
+
+
+def select(candidates: list[Candidate], level: float) -> Result:
+    """Apply the module's rule to candidates already checked one by one (see the module docstring)."""
+    refute(candidates)
+    estimates = sorted((c for c in candidates if c.kind == ESTIMATE and not c.reason), key=_rank)
+    bounds = [c for c in candidates if c.kind == LOWER_BOUND and c.valid_bound and c.value > 0]
+    if estimates:
+        chosen, others = estimates[0], estimates[1:]
+        tight = [b for b in bounds if not b.reason and b.value > chosen.upper]
+        clash = [c for c in others if c.lower > chosen.upper or c.upper < chosen.lower]
+        lower = min(c.lower for c in estimates)
+        upper = max([*(c.upper for c in estimates), *(b.value for b in tight)])
+        widened = [c.name for c in others] + [b.name for b in tight]
+        method = chosen.ci_method + (f"; widened to hold {', '.join(widened)}" if widened else "")
+        reason = ""
+        if clash:
+            reason = ("estimates disagree beyond their intervals and no check decides between them: "
+                      + "; ".join(f"{c.name} = {c.value:.3g} [{c.lower:.3g}, {c.upper:.3g}]" for c in [chosen, *clash]))
+        elif lower <= 0:
+            reason = f"the {level:.0%} interval reaches {lower:.3g} nats: no dependence is established"
+        return Result(chosen, ESTIMATE, lower, upper, reason, method)
+    if bounds:
+        chosen = max(bounds, key=lambda b: b.value)
+        failed = _summary([c for c in candidates if c.kind == ESTIMATE])
+        reason = ("lower bound only" + (f" (no estimate passed its checks: {failed})" if failed else
+                                        " (no estimate applies to these inputs)")
+                  + (f"; it may be loose: {chosen.reason}" if chosen.reason else ""))
+        return Result(chosen, LOWER_BOUND, min(chosen.one_sided_lower(level), chosen.value), math.inf, reason,
+                      f"one-sided: {chosen.ci_method}")
+    finite = sorted((c for c in candidates if math.isfinite(c.value)), key=lambda c: (c.kind != ESTIMATE, _rank(c)))
+    chosen = finite[0] if finite else candidates[0]
+    return Result(chosen, chosen.kind, min(chosen.lower, chosen.value), max(chosen.upper, chosen.value),
+                  f"no candidate is reliable, {chosen.name} is reported; " + _summary(candidates), chosen.ci_method)
