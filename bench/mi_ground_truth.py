@@ -60,7 +60,6 @@ def run_cell(task, n: int, seed: int, neural: bool | None) -> dict:
             "mixture_shape": ds.mixture_shape.values.tolist() if "mixture_shape" in ds else [],
             "candidates": {str(c): {"value": float(ds.candidate_estimate.sel(candidate=c)),
                                     "se": float(ds.candidate_se.sel(candidate=c)),
-                                    "half": float(ds.candidate_half.sel(candidate=c)),
                                     "ci": [float(v) for v in ds.candidate_ci.sel(candidate=c).values],
                                     "kind": str(ds.candidate_kind.sel(candidate=c).item()),
                                     "reason": str(ds.candidate_reason.sel(candidate=c).item())[:200]}

@@ -30,10 +30,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import probe  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import probe  # noqa: E402,F401
 import probe.analyzers.mi_estimate as module  # noqa: E402
 
 PARTS = ("plug_in_candidate", "gaussian_candidate", "mixture_candidate", "ksg_candidate", "radial_candidate",

@@ -9,6 +9,7 @@ their value came out large)."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -255,3 +256,19 @@ def test_errors_name_the_input_the_problem_and_the_fix():
         mi_estimate(x, y[:99])
     with pytest.raises(InputValueError, match="NaN"):
         mi_estimate(np.where(x > 2, np.nan, x), y)
+
+
+def test_probe_analyze_prints_a_lower_bound_as_one_with_its_interval_and_reason(tmp_path):
+    from click.testing import CliRunner
+
+    from probe.cli import main
+
+    x, y = student_pairs(450, 3, 2, seed=12)  # below 500 rows: no critic, the radial bound is what is left
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    result = CliRunner().invoke(main, ["analyze", str(tmp_path / "x.npy"), "--paired", str(tmp_path / "y.npy"),
+                                       "--analyzers", "mi_estimate", "--threads", "1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.output.splitlines() if line.startswith("mi_estimate_mutual_information ")]
+    assert re.search(r"≥ \d+\.\d+\s+\[\d+\.?\d*, inf\]\s+nats\s+\(lower bound\) UNRELIABLE: lower bound only", row), row
+    assert any(line.startswith("mi_estimate_kind") and "lower_bound" in line for line in result.output.splitlines())

@@ -10,11 +10,13 @@
    Its interval is widened to hold every other passing estimate's interval and the value of
    every lower bound that passed its own checks (a tight bound above it). If two passing estimates' intervals do not overlap, no check has
    decided between them: the result is unreliable, the disagreement its reason.
-3. With no passing estimate, the largest valid lower bound is reported as such: kind
-   "lower_bound", the one-sided interval [value - t_(1-α)·se, inf), reliable = False and the
-   reason "lower bound only" with why each estimate failed.
-4. With neither, the first finite estimate (else bound) in that order is reported, unreliable,
-   with every candidate's reason.
+3. With no passing estimate, the largest valid lower bound above 0 is reported as such: kind
+   "lower_bound", the one-sided interval [value - t_(1-α)·se, inf) (never below 0),
+   reliable = False and the reason "lower bound only" with why each estimate failed.
+4. With neither, the first estimate whose assumptions held but whose precision did not (a
+   standard error too large, a negative value: independence looks like this) is reported,
+   unreliable, with every candidate's reason; failing that, when bounds exist but none is above
+   0, the value 0 as a lower bound (all that is known); failing that, the first finite candidate.
 """
 from __future__ import annotations
 
@@ -34,6 +36,11 @@ class Result:
     upper: float
     reason: str
     ci_method: str
+    value: float = math.nan   # the value reported: the chosen candidate's, or 0 for a vacuous bound
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.value):
+            self.value = self.chosen.value
 
 
 def _rank(candidate: Candidate) -> int:
@@ -61,10 +68,10 @@ def select(candidates: list[Candidate], level: float) -> Result:
     """Apply the module's rule to candidates already checked one by one (see the module docstring)."""
     refute(candidates)
     estimates = sorted((c for c in candidates if c.kind == ESTIMATE and not c.reason), key=_rank)
-    bounds = [c for c in candidates if c.kind == LOWER_BOUND and c.valid_bound and c.value > 0]
+    bounds = [c for c in candidates if c.kind == LOWER_BOUND and c.valid_bound]
     if estimates:
         chosen, others = estimates[0], estimates[1:]
-        tight = [b for b in bounds if not b.reason and b.value > chosen.upper]
+        tight = [b for b in bounds if not b.reason and b.value > chosen.upper]  # a passing bound above it
         clash = [c for c in others if c.lower > chosen.upper or c.upper < chosen.lower]
         lower = min(c.lower for c in estimates)
         upper = max([*(c.upper for c in estimates), *(b.value for b in tight)])
@@ -77,15 +84,29 @@ def select(candidates: list[Candidate], level: float) -> Result:
         elif lower <= 0:
             reason = f"the {level:.0%} interval reaches {lower:.3g} nats: no dependence is established"
         return Result(chosen, ESTIMATE, lower, upper, reason, method)
-    if bounds:
-        chosen = max(bounds, key=lambda b: b.value)
+    informative = [b for b in bounds if b.value > 0]
+    if informative:
+        chosen = max(informative, key=lambda b: b.value)
         failed = _summary([c for c in candidates if c.kind == ESTIMATE])
         reason = ("lower bound only" + (f" (no estimate passed its checks: {failed})" if failed else
                                         " (no estimate applies to these inputs)")
                   + (f"; it may be loose: {chosen.reason}" if chosen.reason else ""))
-        return Result(chosen, LOWER_BOUND, min(chosen.one_sided_lower(level), chosen.value), math.inf, reason,
-                      f"one-sided: {chosen.ci_method}")
+        return Result(chosen, LOWER_BOUND, max(min(chosen.one_sided_lower(level), chosen.value), 0.0), math.inf,
+                      reason, f"one-sided: {chosen.ci_method}")
+    summary = "no candidate is reliable, {} is reported; " + _summary(candidates)
+    applying = sorted((c for c in candidates if c.kind == ESTIMATE and c.applies and math.isfinite(c.value)),
+                      key=_rank)
+    if applying:  # its assumptions held, its precision did not: the best description there is
+        chosen = applying[0]
+        return Result(chosen, ESTIMATE, min(chosen.lower, chosen.value), max(chosen.upper, chosen.value),
+                      summary.format(chosen.name), chosen.ci_method)
+    if bounds:  # every estimate's assumptions failed and every bound is <= 0: only I >= 0 is known
+        chosen = max(bounds, key=lambda b: b.value)
+        return Result(chosen, LOWER_BOUND, 0.0, math.inf,
+                      "lower bound only: no estimate applies to these inputs and every bound is <= 0 "
+                      f"({chosen.name} = {chosen.value:.3g}), so only I(X; Y) >= 0 is known; " + _summary(candidates),
+                      "one-sided: I(X; Y) >= 0", value=0.0)
     finite = sorted((c for c in candidates if math.isfinite(c.value)), key=lambda c: (c.kind != ESTIMATE, _rank(c)))
     chosen = finite[0] if finite else candidates[0]
     return Result(chosen, chosen.kind, min(chosen.lower, chosen.value), max(chosen.upper, chosen.value),
-                  f"no candidate is reliable, {chosen.name} is reported; " + _summary(candidates), chosen.ci_method)
+                  summary.format(chosen.name), chosen.ci_method)

@@ -24,10 +24,12 @@ DISCRETE_ROWS_PER_LEVEL = 10
 ATOM_SHARE = 0.01
 
 # ---- every estimate ------------------------------------------------------------------------------
-# An estimate is measured only if its standard error is at most SE_MAX_NATS (absolute, so that a
-# small sample is not passed because its value came out large) and at most SE_SHARE of the value.
+# An estimate is measured only if its standard error is at most SE_SHARE of the value and, above
+# SE_MAX_NATS (absolute), at most SE_SHARE_ABOVE_MAX of it: a small sample (1 + 1 dims, n = 25:
+# se ~ 0.15 nats) is not passed because its value came out large unless it is large indeed.
 SE_MAX_NATS = 0.05
 SE_SHARE = 0.25
+SE_SHARE_ABOVE_MAX = 0.1
 # An estimate that moves by more than CONVERGENCE_SHARE of itself between n / 2 and n rows has not
 # converged; the interval is widened by BIAS_FACTOR times that move, in its direction (a bias
 # that falls like 1 / n leaves about one such move to go).
@@ -87,9 +89,9 @@ def value_verdict(value: float, se: float) -> str:
         return "non-finite estimate"
     if value < 0:
         return f"negative estimate ({value:.3g} nats): X and Y look independent"
-    if not math.isfinite(se) or se > SE_MAX_NATS:
-        return (f"standard error {se:.3g} nats over {SE_MAX_NATS} nats: not measured precisely enough; "
-                "pass more rows")
+    if not math.isfinite(se) or (se > SE_MAX_NATS and se > SE_SHARE_ABOVE_MAX * value):
+        return (f"standard error {se:.3g} nats, over {SE_MAX_NATS} nats and over {SE_SHARE_ABOVE_MAX:.0%} of the "
+                f"estimate ({value:.3g} nats): not measured precisely enough; pass more rows")
     if se > SE_SHARE * value:
         return f"standard error {se:.3g} nats over {SE_SHARE:.0%} of the estimate ({value:.3g} nats)"
     return ""

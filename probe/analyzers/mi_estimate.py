@@ -174,7 +174,7 @@ def mi_estimate(
 
     names = [c.name for c in candidates]
     data_vars = {
-        "mutual_information": var((), result.chosen.value, "probe's best estimate of I(X; Y)", "nats"),
+        "mutual_information": var((), result.value, "probe's best estimate of I(X; Y)", "nats"),
         "kind": var((), result.kind, "estimate, or lower_bound: I(X; Y) is at least mutual_information", "1"),
         "mutual_information_ci": ci_variable(result.lower, result.upper, "estimate of I(X; Y)", "nats", level=level,
                                              n_bootstrap=0, resampled="no resamples (see ci_method)"),
@@ -194,8 +194,6 @@ def mi_estimate(
                                     resampled="no resamples (normal or t interval, see each candidate)"),
         "candidate_reason": var("candidate", np.array([c.reason for c in candidates], dtype=str),
                                 "the candidate's first failed check (empty when it passed)", "1"),
-        "candidate_half": var("candidate", [c.half for c in candidates],
-                              "the candidate's value from half the rows (NaN where not measured)", "nats"),
         "scores_shape": var(("block", "statistic"), np.array([fit.shapes[b].as_tuple() for b in BLOCKS]),
                             "Mardia's statistics of the normal scores: relative excess kurtosis, its z-score, "
                             "skewness b1, its z-score", "1"),

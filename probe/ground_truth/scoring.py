@@ -11,7 +11,8 @@ One rule for the mi-ground-truth study, its report page and bench/mi_ground_trut
   Carlo truth; coverage is counted among the reliable results only.
 
 `family_table` takes one record per (task, n, seed) cell as dicts with the keys `task`,
-`family`, `estimate`, `truth`, `truth_se`, `reliable` (1/0), `lower`, `upper` and optionally `n`.
+`family`, `estimate`, `truth`, `truth_se`, `reliable` (1/0), `lower`, `upper` and optionally `n`;
+`dataset_records` reads them from a mi-ground-truth results Dataset.
 """
 from __future__ import annotations
 
@@ -74,6 +75,64 @@ def family_table(records: list[dict]) -> list[dict]:
             "coverage": (sum(c["covered"] for c in reliable) / len(reliable)) if reliable else math.nan,
         })
     return rows
+
+
+def cells_by_task(ds):
+    """A mi-ground-truth Dataset with dims (task, estimator, n_pairs, seed): the last `step` taken, and a
+    result from before `n_pairs` existed (n = its step) given that dimension; `family` and `half`
+    filled from the suite where the result lacks them."""
+    from probe.ground_truth.suite import suite
+
+    if "step" in ds.dims:
+        n = ds["step"].values[-1]
+        ds = ds.isel(step=-1, drop=True)
+        if "n_pairs" not in ds.dims:
+            ds = ds.expand_dims(n_pairs=[int(n)])
+    known = suite()
+    for name, default in (("family", lambda t: known[t].family if t in known else "other"), ("half", lambda t: "—")):
+        if name not in ds:
+            ds[name] = ("task", np.array([default(str(t)) for t in ds["task"].values], dtype=object))
+    return ds
+
+
+def task_halves(ds) -> dict[str, str]:
+    """{task: its half} of a mi-ground-truth Dataset, read from any of its cells that has one."""
+    ds = cells_by_task(ds)
+    out = {}
+    for task in ds["task"].values:
+        values = [str(v) for v in np.asarray(ds["half"].sel(task=task).values, dtype=object).ravel()
+                  if isinstance(v, str) and v]
+        out[str(task)] = values[0] if values else "—"
+    return out
+
+
+def dataset_records(ds, estimator: str = "mi_estimate", half: str | None = None) -> list[dict]:
+    """One record (see the module docstring) per finished (task, n, seed) cell of `estimator` in `half`
+    (None: both) of a mi-ground-truth results Dataset."""
+    halves = task_halves(ds)
+    ds = cells_by_task(ds).sel(estimator=estimator).transpose("task", "n_pairs", "seed", ...)
+    arrays = {name: np.asarray(ds[name].values, dtype=float) for name in ("estimate", "true_mi", "reliable")}
+    arrays["true_mi_se"] = np.asarray(ds["true_mi_se"].values, dtype=float) if "true_mi_se" in ds \
+        else np.zeros_like(arrays["estimate"])
+    ci = np.asarray(ds["estimate_ci"].transpose("task", "n_pairs", "seed", "interval").values, dtype=float) \
+        if "estimate_ci" in ds else np.full((*arrays["estimate"].shape, 2), np.nan)
+    ok = (np.asarray(ds["status"].values, dtype=object) == "ok") if "status" in ds else np.ones(ci.shape[:3], bool)
+    family = np.asarray(ds["family"].values, dtype=object)
+    out = []
+    for i, task in enumerate(str(t) for t in ds["task"].values):
+        if half is not None and halves[task] != half:
+            continue
+        names = [f for f in family[i].ravel() if isinstance(f, str) and f]
+        for j, n in enumerate(int(v) for v in ds["n_pairs"].values):
+            for k, seed in enumerate(int(v) for v in ds["seed"].values):
+                if not ok[i, j, k] or not np.isfinite(arrays["true_mi"][i, j, k]):
+                    continue
+                out.append({"task": task, "family": names[0] if names else "other", "half": halves[task], "n": n,
+                            "seed": seed, "estimate": float(arrays["estimate"][i, j, k]),
+                            "truth": float(arrays["true_mi"][i, j, k]), "truth_se": float(arrays["true_mi_se"][i, j, k]),
+                            "reliable": int(arrays["reliable"][i, j, k] == 1), "lower": float(ci[i, j, k, 0]),
+                            "upper": float(ci[i, j, k, 1])})
+    return out
 
 
 def format_table(rows: list[dict]) -> str:
