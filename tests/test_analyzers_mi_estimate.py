@@ -269,6 +269,9 @@ def test_probe_analyze_prints_a_lower_bound_as_one_with_its_interval_and_reason(
     result = CliRunner().invoke(main, ["analyze", str(tmp_path / "x.npy"), "--paired", str(tmp_path / "y.npy"),
                                        "--analyzers", "mi_estimate", "--threads", "1", "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
-    [row] = [line for line in result.output.splitlines() if line.startswith("mi_estimate_mutual_information ")]
-    assert re.search(r"≥ \d+\.\d+\s+\[\d+\.?\d*, inf\]\s+nats\s+\(lower bound\) UNRELIABLE: lower bound only", row), row
-    assert any(line.startswith("mi_estimate_kind") and "lower_bound" in line for line in result.output.splitlines())
+    lines = result.output.splitlines()
+    [summary] = [line for line in lines if line.startswith("mi_estimate_summary ")]
+    assert re.search(r"≥ \d+\.\d+ nats \(lower bound\), 95% interval \[\d+\.?\d*, inf\)", summary), summary
+    [row] = [line for line in lines if line.startswith("mi_estimate_mutual_information ")]
+    assert re.search(r"\[\d+\.?\d*, inf\]\s+nats\s+UNRELIABLE: lower bound only", row), row
+    assert any(line.startswith("mi_estimate_kind") and "lower_bound" in line for line in lines)

@@ -97,6 +97,13 @@ def _kinds_text(kinds: tuple[str, ...]) -> str:
     return ", ".join(f"{kind} {count}" for kind, count in sorted(Counter(kinds).items()))
 
 
+def _summary(result, level: float) -> str:
+    """'1.23 nats (estimate), 95% interval [1.20, 1.26]' or '≥ 2.70 nats (lower bound), 95% interval [2.53, inf)'."""
+    if result.kind == LOWER_BOUND:
+        return f"≥ {result.value:.3g} nats (lower bound), {level:.0%} interval [{result.lower:.3g}, inf)"
+    return f"{result.value:.3g} nats (estimate), {level:.0%} interval [{result.lower:.3g}, {result.upper:.3g}]"
+
+
 def mi_estimate(
     x: Any,
     y: Any,
@@ -120,7 +127,8 @@ def mi_estimate(
         ci_level: the interval's coverage.
 
     Returns:
-        Dataset with `mutual_information` (nats), `kind` ("estimate" or "lower_bound"),
+        Dataset with `mutual_information` (nats), `kind` ("estimate" or "lower_bound"), `summary`
+        (in words, "≥ 2.70 nats (lower bound), 95% interval [2.53, inf)", as `probe analyze` prints it),
         `mutual_information_ci` over `interval` ("lower", "upper"; upper = inf for a lower
         bound), `method` (the candidate reported), `reliable` (1/0), `unreliable_reason` (""
         when reliable), `constant_columns` over `view` (x, y: how many were dropped) and, over
@@ -176,6 +184,7 @@ def mi_estimate(
     data_vars = {
         "mutual_information": var((), result.value, "probe's best estimate of I(X; Y)", "nats"),
         "kind": var((), result.kind, "estimate, or lower_bound: I(X; Y) is at least mutual_information", "1"),
+        "summary": var((), _summary(result, level), "the result in words: value, kind, interval", "1"),
         "mutual_information_ci": ci_variable(result.lower, result.upper, "estimate of I(X; Y)", "nats", level=level,
                                              n_bootstrap=0, resampled="no resamples (see ci_method)"),
         "method": var((), result.chosen.name, "the candidate reported (see the rule in mi_estimate's docstring)", "1"),
