@@ -21,6 +21,7 @@ machine's load average, and what mi_estimate returned.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import resource
 import sys
@@ -34,8 +35,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import probe  # noqa: E402,F401
-import probe.analyzers.mi_estimate as module  # noqa: E402
 
+# The module, not the function of the same name that probe.analyzers exports.
+module = importlib.import_module("probe.analyzers.mi_estimate")
 PARTS = ("plug_in_candidate", "gaussian_candidate", "mixture_candidate", "ksg_candidate", "radial_candidate",
          "neural_candidates", "prepare_view", "select")
 TIMES: dict[str, float] = {}
