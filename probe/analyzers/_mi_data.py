@@ -7,9 +7,10 @@ A continuous variable has no ties, so ties say how a column was made (the limits
     constant    one value: carries no information; dropped, and the count reported.
     discrete    at most n / DISCRETE_ROWS_PER_LEVEL distinct values (each seen about 10 times or
                 more): categories or counts. Estimated as such (plug-in), never jittered.
-    mixed       more values, but one of them holds ATOM_SHARE of the rows or more (an atom,
-                e.g. a pixel that is 0 in most images, a ReLU unit): part discrete, part
-                continuous. Mixed-KSG (Gao et al. 2017) counts its ties as they are.
+    mixed       more values, but one of them holds ATOM_SHARE of the rows or more, and ATOM_RATIO
+                times as many as the other values on average (an atom, e.g. a pixel that is 0
+                in most images, a ReLU unit): part discrete, part continuous. Mixed-KSG (Gao et
+                al. 2017) counts its ties as they are.
     rounded     ties, but no atom and many values: a continuous variable stored at finite
                 precision. Ties are broken at random, which is what a jitter below the
                 rounding step does, and the column is treated as continuous.
@@ -41,7 +42,9 @@ def column_kind(column: np.ndarray) -> str:
         return "continuous"
     if counts.size * limits.DISCRETE_ROWS_PER_LEVEL <= n:
         return "discrete"
-    return "mixed" if counts.max() >= limits.ATOM_SHARE * n else "rounded"
+    top = counts.max()
+    atom = top >= limits.ATOM_SHARE * n and top >= limits.ATOM_RATIO * (n - top) / (counts.size - 1)
+    return "mixed" if atom else "rounded"
 
 
 @dataclass

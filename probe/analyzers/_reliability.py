@@ -19,9 +19,11 @@ import math
 
 # ---- what a column is (probe.analyzers._mi_data) ------------------------------------------------
 # Judgement: a column with at most n / 10 distinct values (each seen about 10 times) is discrete;
-# a value held by 1 % of the rows or more is an atom (a continuous variable has none).
+# a value held by 1 % of the rows or more, and by 10 times as many rows as the other values on
+# average, is an atom (a continuous variable has none; rounding makes ties of similar sizes).
 DISCRETE_ROWS_PER_LEVEL = 10
 ATOM_SHARE = 0.01
+ATOM_RATIO = 10.0
 
 # ---- every estimate ------------------------------------------------------------------------------
 # Judgement: an estimate is measured only if its standard error is at most SE_SHARE of the value
