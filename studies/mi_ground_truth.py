@@ -179,7 +179,7 @@ ESTIMATORS: dict[str, Callable[[Settings, np.ndarray, np.ndarray, int], Estimate
 
 def run_cell(settings: Settings, ids: dict, seed: int, data: dict, device: Any, on_step=None) -> CellResult:
     """Draw n pairs from the cell's task with its seed, run its estimator once, score it against the truth."""
-    task, n = data["tasks"][ids["task"]], int(ids["n_pairs"])
+    task, n = data["tasks"][ids["task"]], int(ids.get("n_pairs", settings.sample_sizes[0]))
     start = time.perf_counter()
     x, y = task.sample(n, note_seed("task_sample", seed))
     note_seed("estimator", seed)

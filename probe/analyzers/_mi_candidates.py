@@ -84,8 +84,6 @@ def _estimate_reason(value: float, se: float, half: float) -> str:
     return value_verdict(value, se) or convergence_verdict(value, half)
 
 
-
-
 def gaussian_candidate(vx: View, vy: View, level: float) -> tuple[Candidate, Gaussian]:
     """The Gaussian copula: an estimate when the scores look jointly Gaussian, a lower bound when only
     each view's do, and an estimate marked unreliable when a view's do not (it can then overshoot)."""

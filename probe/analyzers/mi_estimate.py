@@ -133,8 +133,10 @@ def mi_estimate(
         bound), `method` (the candidate reported), `reliable` (1/0), `unreliable_reason` (""
         when reliable), `constant_columns` over `view` (x, y: how many were dropped) and, over
         `candidate`, `candidate_estimate` (nats), `candidate_kind`, `candidate_se`,
-        `candidate_ci`, `candidate_reliable` and `candidate_reason`. The attrs say what the
-        interval is (`ci_method`), the column kinds and the score transform.
+        `candidate_ci` (what each is: `candidate_ci_method`), `candidate_reliable` and
+        `candidate_reason`; `scores_shape` (Mardia's statistics of the scores per block) and,
+        when a mixture was fitted, `mixture_shape`. The attrs say what the interval is
+        (`ci_method`), the column kinds and the score transform.
 
     Reference: see the module docstring.
     """
@@ -203,11 +205,14 @@ def mi_estimate(
                                     resampled="no resamples (normal or t interval, see each candidate)"),
         "candidate_reason": var("candidate", np.array([c.reason for c in candidates], dtype=str),
                                 "the candidate's first failed check (empty when it passed)", "1"),
+        "candidate_ci_method": var("candidate", np.array([c.ci_method for c in candidates], dtype=str),
+                                   "what each candidate's interval is", "1"),
         "scores_shape": var(("block", "statistic"), np.array([fit.shapes[b].as_tuple() for b in BLOCKS]),
                             "Mardia's statistics of the normal scores: relative excess kurtosis, its z-score, "
                             "skewness b1, its z-score", "1"),
     }
     data_vars["mutual_information_ci"].attrs["method"] = result.ci_method
+    data_vars["candidate_ci"].attrs["method"] = "see candidate_ci_method"
     mixture = next((c for c in candidates if c.shapes), None)
     if mixture is not None:
         data_vars["mixture_shape"] = var(("component", "statistic"), np.array([s.as_tuple() for s in mixture.shapes]),

@@ -122,7 +122,7 @@ def dataset_records(ds, estimator: str = "mi_estimate", half: str | None = None)
     for i, task in enumerate(str(t) for t in ds["task"].values):
         if half is not None and halves[task] != half:
             continue
-        names = [f for f in family[i].ravel() if isinstance(f, str) and f]
+        names = [f for f in np.atleast_1d(np.asarray(family[i], dtype=object)).ravel() if isinstance(f, str) and f]
         for j, n in enumerate(int(v) for v in ds["n_pairs"].values):
             for k, seed in enumerate(int(v) for v in ds["seed"].values):
                 if not ok[i, j, k] or not np.isfinite(arrays["true_mi"][i, j, k]):
