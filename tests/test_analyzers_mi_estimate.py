@@ -199,6 +199,10 @@ def test_estimates_that_disagree_beyond_their_intervals_make_the_result_unreliab
     refuted = select([make("gaussian_copula", ESTIMATE, 1.0, 0.05), make("infonce", LOWER_BOUND, 1.4, 0.1)], 0.95)
     assert refuted.kind == LOWER_BOUND and refuted.chosen.name == "infonce" and refuted.upper == math.inf
     assert refuted.reason.startswith("lower bound only") and "below the lower bound infonce" in refuted.reason
+    imprecise = make("ksg", ESTIMATE, 0.5, 0.15, "moves with n")
+    imprecise.applies = True  # its assumptions held, its precision did not: its interval still counts
+    clash = select([make("gaussian_copula", ESTIMATE, 0.2, 0.03), imprecise], 0.95)
+    assert clash.chosen.name == "gaussian_copula" and clash.reason.startswith("estimates disagree")
     nothing = select([make("ksg", ESTIMATE, 0.3, 0.1, "too noisy")], 0.95)
     assert nothing.reason.startswith("no candidate is reliable") and "too noisy" in nothing.reason
 

@@ -8,8 +8,10 @@
    copula whose scores passed the Gaussian check, then a Gaussian mixture whose components did,
    then KSG, which assumes only smoothness).
    Its interval is widened to hold every other passing estimate's interval and the value of
-   every lower bound that passed its own checks (a tight bound above it). If two passing estimates' intervals do not overlap, no check has
-   decided between them: the result is unreliable, the disagreement its reason.
+   every lower bound that passed its own checks (a tight bound above it). If another estimate's
+   interval does not overlap it, no check has decided between them: the result is unreliable,
+   the disagreement its reason. "Another estimate" is any whose assumptions held, also one that
+   failed only on precision (a standard error, a move with n): its interval is wide, not wrong.
 3. With no passing estimate, the largest valid lower bound above 0 is reported as such: kind
    "lower_bound", the one-sided interval [value - t_(1-α)·se, inf) (never below 0),
    reliable = False and the reason "lower bound only" with why each estimate failed.
@@ -72,7 +74,10 @@ def select(candidates: list[Candidate], level: float) -> Result:
     if estimates:
         chosen, others = estimates[0], estimates[1:]
         tight = [b for b in bounds if not b.reason and b.value > chosen.upper]  # a passing bound above it
-        clash = [c for c in others if c.lower > chosen.upper or c.upper < chosen.lower]
+        # Estimates whose assumptions held but not their precision have honest, wide intervals: if even
+        # those exclude the chosen estimate, the candidates disagree too.
+        imprecise = [c for c in candidates if c.kind == ESTIMATE and c.reason and c.applies and math.isfinite(c.value)]
+        clash = [c for c in others + imprecise if c.lower > chosen.upper or c.upper < chosen.lower]
         lower = min(c.lower for c in estimates)
         upper = max([*(c.upper for c in estimates), *(b.value for b in tight)])
         widened = [c.name for c in others] + [b.name for b in tight]
