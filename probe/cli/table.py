@@ -112,7 +112,10 @@ def _rows(analyzer: str, ds: xr.Dataset, names: dict[tuple[str, str], str]) -> l
                     interval = f"[{lo:.4g}, {hi:.4g}]"
                 note = _note(ds, verdicts.get(str(var_name)), index, value, mi_value)
                 label = f"{name}[{next(iter(index.values()))}]" if index else name
-                rows.append((label, _cell(value), interval, units, note))
+                shown = _cell(value)
+                if str(var_name) == "mutual_information" and "kind" in ds and str(ds["kind"].values) == "lower_bound":
+                    shown = f"≥ {shown}"  # a bound only: never read as the estimate
+                rows.append((label, shown, interval, units, note))
         else:
             values = np.asarray(var.values)
             finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
