@@ -4,6 +4,7 @@
     python bench/mi_ground_truth.py --half scoring --images          # the half the claims rest on
     python bench/mi_ground_truth.py --half bmi --n 5000 --seeds 0     # bmi's 40 tasks only
     python bench/mi_ground_truth.py --tasks x-mixture,binary --n 2000 --neural off
+    python bench/mi_ground_truth.py --half fresh --n 500,2000,5000 --seeds 0,1   # never seen in development
 
 Each cell draws n pairs from one task of `probe.ground_truth.suite` with its seed, runs
 `mi_estimate` on them (one thread) and scores it with `probe.ground_truth.scoring`: solved
@@ -11,6 +12,10 @@ within x1.5 (x1.25 for discrete, mixed and sign-mixing tasks), flagged (unsolved
 unreliable), reliable and wrong, and coverage of the truth by the interval among reliable cells.
 The halves are those of `probe.ground_truth.suite.split` with SPLIT_SEED: every limit of
 mi_estimate was set on the tuning half (see probe/analyzers/_reliability.py).
+
+`--half fresh` scores a third set, written after every limit was set and run once: tasks of the
+same families with parameters that appear in neither half (other dimensions, correlations,
+crossovers, separations), so nothing about them informed mi_estimate.
 
 With --out DIR every cell goes to DIR/<task>_n<n>_s<seed>.json as soon as it is measured, and a
 rerun skips cells already there (so an interrupted sweep resumes, and --report only prints).
@@ -66,6 +71,22 @@ def run_cell(task, n: int, seed: int, neural: bool | None) -> dict:
                            for c in ds.candidate.values}}
 
 
+def fresh_tasks() -> list:
+    """The fresh set (see the module docstring): every name differs from the suite's."""
+    from probe.ground_truth import tasks as t
+    from probe.ground_truth.discrete import binary_symmetric, categorical_gaussian, random_channel, symmetric_channel
+    from probe.ground_truth.mixtures import sign_mixing, x_mixture
+
+    return [t.bivariate_normal(0.5), t.bivariate_normal(0.9), t.additive_noise(0.3),
+            t.multinormal_dense(4, 4, 0.3), t.multinormal_dense(6, 2, 0.5), t.multinormal_sparse(4, 4, 2, 1.5),
+            t.student_identity(4, 2, 4), t.student_identity(2, 4, 5),
+            t.asinh(t.multinormal_dense(3, 3, 0.5)), t.half_cube(t.multinormal_sparse(4, 4, 2, 2.0)),
+            t.normal_cdf(t.bivariate_normal(0.6)), t.wiggly(t.multinormal_dense(2, 2, 0.4)),
+            x_mixture(4, 0.7), x_mixture(8, 0.85), sign_mixing(2, 0.7, 0.2), sign_mixing(4, 0.85, 0.15),
+            binary_symmetric(0.15), symmetric_channel(6, 0.25), random_channel(4, 6, seed=7),
+            categorical_gaussian(5, 3, 2.5), categorical_gaussian(6, 2, 1.0)]
+
+
 def _line(r: dict) -> str:
     s = score(r)
     mark = "ok" if s["solved"] else ("flag" if s["flagged"] else "WRONG")
@@ -77,7 +98,7 @@ def _line(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--half", default="all", choices=("tuning", "scoring", "all", "bmi"))
+    parser.add_argument("--half", default="all", choices=("tuning", "scoring", "all", "bmi", "fresh"))
     parser.add_argument("--tasks", default="", help="comma-separated substrings of task names")
     parser.add_argument("--n", default="5000", help="comma-separated sample sizes (default 5000)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
@@ -97,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         setattr(limits, name, type(getattr(limits, name))(value))
     tasks = suite(None if args.images else ())
     halves = split(tasks, SPLIT_SEED)
+    if args.half == "fresh":
+        fresh = {task.name: task for task in fresh_tasks()}
+        assert not set(fresh) & set(tasks), f"fresh tasks also in the suite: {set(fresh) & set(tasks)}"
+        tasks, halves = fresh, dict.fromkeys(fresh, "fresh")
     wanted = [w for w in args.tasks.split(",") if w]
     chosen = [t for t in tasks.values() if (args.half == "all" or halves[t.name] == args.half
                                             or (args.half == "bmi" and t.name in TASKS))

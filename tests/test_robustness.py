@@ -44,3 +44,12 @@ def test_robustness_runs_every_condition_reuses_finished_runs_and_writes_one_pag
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
     assert again.output.count("2 already done") == 3  # nothing trained twice
+
+
+def test_a_run_page_outside_the_pages_folder_is_named_not_linked(tmp_path):
+    from probe.report.robustness import _link
+
+    run_page = tmp_path / "runs" / "quick-digits-1a2b" / "report.html"
+    assert _link(run_page, tmp_path / "page.html") == '<a href="runs/quick-digits-1a2b/report.html">report page</a>'
+    named = _link(run_page, tmp_path / "reports" / "gallery" / "page.html")
+    assert "href" not in named and "quick-digits-1a2b" in named

@@ -49,9 +49,13 @@ def rows_from(outcomes, judge, write_report) -> list[Row]:
 
 
 def _link(target: Path | None, page: Path) -> str:
+    """A relative link to the run's page when it lies under the page's folder (so the two travel
+    together); otherwise the run's folder as text, which a copied page cannot follow."""
     if target is None:
         return ""
     href = os.path.relpath(target.resolve(), page.resolve().parent)
+    if href.startswith(".."):
+        return f'<span class="muted">run: <code>{_e(target.parent.name)}</code></span>'
     return f'<a href="{_e(href)}">report page</a>'
 
 
