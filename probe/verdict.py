@@ -147,12 +147,18 @@ def mean(values: np.ndarray) -> float:
     return mean_sd(values)[0]
 
 
+def number(x: float, digits: int = 3, sign: str = "") -> str:
+    """`x` with `digits` decimals, or in powers of ten past 10⁴ (a diverged NWJ's 2.83e+08, not
+    282683206.644), so an exploded value reads as one."""
+    return f"{x:{sign}.{digits - 1}e}" if np.isfinite(x) and abs(x) >= 1e4 else f"{x:{sign}.{digits}f}"
+
+
 def fmt(values: np.ndarray, digits: int = 3) -> str:
     """'0.812 ± 0.004' over the finite seeds; '0.812' for one seed; 'n/a' for none."""
     m, sd, n = mean_sd(np.asarray(values, dtype=float))
     if n == 0:
         return "n/a"
-    return f"{m:.{digits}f}" if n == 1 else f"{m:.{digits}f} ± {sd:.{digits}f}"
+    return number(m, digits) if n == 1 else f"{number(m, digits)} ± {number(sd, digits)}"
 
 
 def undecided(claim: str, reason: str, decided_by: str, paper: str = "") -> Verdict:
@@ -184,9 +190,10 @@ class Interval:
     def text(self, digits: int = 3) -> str:
         if self.n == 0:
             return "no seed with finite values"
+        m, lo, hi = (number(v, digits, "+") for v in (self.mean, self.low, self.high))
         if not np.isfinite(self.low):
-            return f"{self.mean:+.{digits}f} ({self.how}, n = {self.n}: no interval)"
-        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}] ({self.how}, n = {self.n})"
+            return f"{m} ({self.how}, n = {self.n}: no interval)"
+        return f"{m} [{lo}, {hi}] ({self.how}, n = {self.n})"
 
 
 def t_interval(values: np.ndarray, how: str = "t") -> Interval:

@@ -241,3 +241,12 @@ def test_report_all_keeps_two_runs_of_one_study_apart(tmp_path):
     assert pages == ["invertible-encoders-quick-1.html", "invertible-encoders.html"]
     index = (tmp_path / "site" / "index.html").read_text()
     assert ">held<" in index and ">did not hold<" in index
+
+
+def test_an_exploded_value_reads_in_powers_of_ten_and_an_ordinary_one_in_decimals():
+    from probe.verdict import Interval, fmt
+
+    assert fmt(np.array([1e8, 5e8, 2e8])) == "2.67e+08 ± 2.08e+08"  # a diverged NWJ's sd, not 266666666.667
+    assert fmt(np.array([0.81, 0.82])) == "0.815 ± 0.007"
+    assert Interval(2.8e8, -9e8, 1.5e9, 3).text() == "+2.80e+08 [-9.00e+08, +1.50e+09] (paired t, n = 3)"
+    assert Interval(0.023, 0.014, 0.031, 3).text() == "+0.023 [+0.014, +0.031] (paired t, n = 3)"
