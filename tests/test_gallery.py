@@ -42,3 +42,26 @@ def test_every_study_has_a_gallery_page(study):
     if not (GALLERY / f"{study.name}.html").is_file():
         pytest.skip(f"{study.name} has no gallery page yet: run it (reports/README.md), then "
                     "`probe report --gallery RUNS` lists it; until then the index says it is missing")
+
+
+def test_a_gallery_index_links_the_pages_beside_it_that_are_no_runs(tmp_path):
+    from probe.report import write_index
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    import numpy as np
+    import xarray as xr
+
+    xr.Dataset({"bound_test": (("seed", "step"), np.zeros((1, 2)))}, coords={"seed": [0], "step": [0, 10]},
+               attrs={"study": "invertible-encoders", "preset": "quick", "views": "top-bottom",
+                      "dataset": "folder:fmnist", "dataset_source": "/data/fmnist"}).to_netcdf(runs / "results.nc")
+    out = tmp_path / "gallery"
+    (out / "fashion-mnist").mkdir(parents=True)
+    (out / "robustness-x.html").write_text("<html><title>probe: x &amp; y</title></html>")
+    (out / "fashion-mnist" / "index.html").write_text("<html><title>other data</title></html>")
+    index = write_index(runs, list_studies(), out, gallery=True).read_text()
+    assert 'href="robustness-x.html">probe: x &amp; y</a>' in index and 'href="fashion-mnist/index.html"' in index
+    assert ">missing<" in index  # the studies without a run
+    # an empty image study's row runs on the folder the other image runs used; a synthetic one says so
+    assert f"probe run-study hard-to-invert --preset quick --data-dir /data/fmnist --out {runs}" in index
+    assert "Its data are synthetic" in index

@@ -77,6 +77,12 @@ footer { color:var(--muted); font-size:0.85em; margin-top:40px; }
   th, td { padding:4px 8px; }
   .meta-table th, .meta-table td { white-space:normal; overflow-wrap:anywhere; }
   figure { padding:10px 8px 6px; }
+  /* A table of a few wide text columns (the index, the robustness table) becomes one card per row. */
+  table.stack thead { display:none; }
+  table.stack, table.stack tbody, table.stack tr, table.stack td { display:block; }
+  table.stack tr { border-bottom:1px solid var(--border); padding:6px 0; }
+  table.stack td { border:none; padding:3px 10px; }
+  table.stack td[data-label]::before { content:attr(data-label) " "; color:var(--muted); font-size:0.85em; }
 }
 """
 

@@ -94,7 +94,9 @@ def write_index(runs_dir: str | os.PathLike, studies: list[Study], out_dir: str 
         if written is not None:
             written.append(page)
     index = out / "index.html"
-    write_page(index, _render(list(by_name.values()), entries, unreadable, Path(runs_dir), gallery))
+    written_here = {e.page.name for found in entries.values() for e in found}
+    others = _other_pages(out, written_here) if gallery else []
+    write_page(index, _render(list(by_name.values()), entries, unreadable, Path(runs_dir), gallery, others))
     return index
 
 
@@ -104,14 +106,35 @@ def _run_size(ds: xr.Dataset) -> int:
     return ds.sizes.get("seed", 1) * max(steps, 1)
 
 
-def _row(study: Study, entry: Entry | None, runs_dir: Path, gallery: bool) -> str:
+def _make_command(study: Study, runs_dir: Path, images: str | None) -> tuple[str, str]:
+    """The run-study line that fills a study's empty row, and a note: an image study runs on the
+    folder the other runs used; a study on synthetic data is the same whatever the images."""
+    if "quick" in study.presets and not hasattr(study.settings("quick"), "views"):
+        note = " Its data are synthetic, so its page does not depend on this gallery's images." if images else ""
+        return f"probe run-study {study.name} --preset quick --out {runs_dir}", note
+    return f"probe run-study {study.name} --preset quick{' ' + images if images else ''} --out {runs_dir}", ""
+
+
+def _images(entries: dict[str, list[Entry]]) -> str | None:
+    """`--data-dir DIR` (or `--dataset NAME`) when every image run in the folder used that one dataset."""
+    used = set()
+    for found in entries.values():
+        for entry in found:
+            attrs = entry.ds.attrs
+            if attrs.get("views"):  # only image studies record their views
+                folder = str(attrs.get("dataset", "")).startswith("folder:") and attrs.get("dataset_source")
+                used.add(f"--data-dir {attrs['dataset_source']}" if folder else f"--dataset {attrs.get('dataset', '')}")
+    return used.pop() if len(used) == 1 else None
+
+
+def _row(study: Study, entry: Entry | None, runs_dir: Path, gallery: bool, images: str | None = None) -> str:
     head = (f'<td><strong>{_e(study.name)}</strong><br><span class="muted">{_e(study.figure)}</span></td>')
     if entry is None:
-        command = f"probe run-study {study.name} --preset quick --out {runs_dir}"
+        command, note = _make_command(study, runs_dir, images)
         state, then = ("missing", f", then <code>{_e(f'probe report --gallery {runs_dir}')}</code>") if gallery \
             else ("not run", "")
         return (f"<tr>{head}<td>{_badge(state)}</td><td colspan=\"3\" class=\"muted\">{_e(study.description)} "
-                f"Make it with <code>{_e(command)}</code>{then}.</td></tr>")
+                f"Make it with <code>{_e(command)}</code>{then}.{_e(note)}</td></tr>")
     ds, v = entry.ds, entry.verdict
     views = f" · {ds.attrs['views']} views" if ds.attrs.get("views") else ""
     made = (f"preset <code>{_e(ds.attrs.get('preset', '?'))}</code> · {_e(ds.attrs.get('dataset', '?'))}{_e(views)} · seeds "
@@ -122,16 +145,34 @@ def _row(study: Study, entry: Entry | None, runs_dir: Path, gallery: bool) -> st
     reason = f'<br><span class="muted">{_e(v.reason)}</span>' if v.reason else ""
     return (f"<tr>{head}<td>{_badge(v.outcome)}{reason}</td>"
             f"<td>{_e(v.claim)}<ul class=\"evidence\">{evidence}</ul>{paper}</td>"
-            f"<td class=\"muted\">{_e(v.decided_by)}</td>"
+            f"<td class=\"muted\" data-label=\"decided by:\">{_e(v.decided_by)}</td>"
             f"<td><a href=\"{_e(entry.page.name)}\">report page</a><br><span class=\"muted\">{made}</span></td></tr>")
 
 
+def _other_pages(out: Path, written: set[str]) -> list[tuple[str, str]]:
+    """(link, title) of the gallery's pages that are no study run's: robustness tables beside the
+    index and the indexes of sub-galleries (another dataset's), so the index reaches every page."""
+    import html
+    import re
+
+    found = [p for p in sorted(out.glob("*.html")) if p.name not in written and p.name != "index.html"]
+    found += sorted(out.glob("*/index.html"))
+    pages = []
+    for path in found:
+        title = re.search(r"<title>(.*?)</title>", path.read_text(encoding="utf-8"), re.S)
+        text = html.unescape(title.group(1).strip()) if title else path.stem  # escaped again when written
+        if path.parent != out:  # another gallery's index: its folder tells it apart from this one
+            text = f"{path.parent.name}/ — {text}"
+        pages.append((path.relative_to(out).as_posix(), text))
+    return pages
+
+
 def _render(studies: list[Study], entries: dict[str, list[Entry]], unreadable: list[str], runs_dir: Path,
-            gallery: bool) -> str:
-    rows = []
+            gallery: bool, others: list[tuple[str, str]] = ()) -> str:
+    rows, images = [], _images(entries)
     for study in studies:
         found = entries.get(study.name) or [None]
-        rows += [_row(study, entry, runs_dir, gallery) for entry in found]
+        rows += [_row(study, entry, runs_dir, gallery, images) for entry in found]
     counts = {}
     for found in entries.values():
         for entry in found:
@@ -149,9 +190,12 @@ showed it, the numbers that decide it (mean ± sd over seeds at the last evaluat
 on the study's page that shows it. A reduced preset can miss an effect the paper's protocol shows: the verdict
 is about this run, not about the paper.</p>
 <p>{summary}</p>{skipped}</header>
-<section><div class="table-wrap"><table class="data index">
+<section><div class="table-wrap"><table class="data index stack">
 <thead><tr><th>study</th><th>verdict</th><th>claim and evidence</th><th>decided by</th><th>run</th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table></div></section>"""
+    if others:
+        body += ('<section><h2>More in this gallery</h2><ul>'
+                 + "".join(f'<li><a href="{_e(link)}">{_e(title)}</a></li>' for link, title in others) + "</ul></section>")
     css = CSS + """
 .badge { display:inline-block; padding:1px 8px; border:1px solid; border-radius:12px; font-size:0.85em;
   font-weight:600; white-space:nowrap; }

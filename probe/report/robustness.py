@@ -60,7 +60,7 @@ def _link(target: Path | None, page: Path) -> str:
 
 
 def _row(row: Row, page: Path) -> str:
-    head = f"<td><strong>{_e(row.dataset)}</strong></td><td class=\"nowrap\">{_e(row.views)}</td>"
+    head = f"<td><strong>{_e(row.dataset)}</strong></td><td class=\"nowrap\" data-label=\"views:\">{_e(row.views)}</td>"
     if row.verdict is None:
         return f"{head}<td>{_badge('not run')}</td><td colspan=\"2\" class=\"muted\">{_e(row.error)}</td>"
     evidence = "".join(f"<li>{_e(line)}</li>" for line in row.verdict.evidence)
@@ -90,7 +90,7 @@ written {_e(written)} · <code>{_e(command)}</code></p>
 numbers that decide it as the verdict states them (with their intervals). {_e(where)}; a row that does not hold
 is a result about that choice of data and views, not a failed run. Presets were not tuned per row.</p>
 <p>{summary}</p></header>
-<section><div class="table-wrap"><table class="data index">
+<section><div class="table-wrap"><table class="data index stack">
 <thead><tr><th>dataset</th><th>views</th><th>verdict</th><th>deciding numbers</th><th>run</th></tr></thead>
 <tbody>{body}</tbody></table></div></section>"""
     css = CSS + """
