@@ -279,3 +279,22 @@ def test_probe_analyze_prints_a_lower_bound_as_one_with_its_interval_and_reason(
     [row] = [line for line in lines if line.startswith("mi_estimate_mutual_information ")]
     assert re.search(r"≥ \d+\.?\d*\s+\[\d+\.?\d*, inf\]\s+nats\s+UNRELIABLE: lower bound only", row), row
     assert any(line.startswith("mi_estimate_kind") and "lower_bound" in line for line in lines)
+
+
+def test_probe_analyze_marks_every_candidate_that_is_a_lower_bound_with_its_sign(tmp_path):
+    from click.testing import CliRunner
+
+    from probe.cli import main
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1200, 2))
+    y = x + 0.5 * rng.normal(size=(1200, 2))  # Gaussian: the copula is the estimate, ksg_radial a bound beside it
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    result = CliRunner().invoke(main, ["analyze", str(tmp_path / "x.npy"), "--paired", str(tmp_path / "y.npy"),
+                                       "--analyzers", "mi_estimate", "--threads", "1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1] for line in result.output.splitlines()
+            if line.startswith("mi_estimate_candidate_estimate[")}
+    assert rows["mi_estimate_candidate_estimate[ksg_radial]"] == "≥", rows
+    assert rows["mi_estimate_candidate_estimate[gaussian_copula]"] != "≥", rows

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import xarray as xr
 
 MI_ANALYZERS = ("mi_estimate", "mi_bounds", "ksg_mi")  # their values in nats always carry a reliability note
+# a value beside which a `kind` variable says "estimate" or "lower_bound" (mi_estimate's result and candidates)
+KIND_OF = {"mutual_information": "kind", "candidate_estimate": "candidate_kind"}
 
 
 def _part_of(variable: str, analyzer: str) -> bool:
@@ -113,8 +115,9 @@ def _rows(analyzer: str, ds: xr.Dataset, names: dict[tuple[str, str], str]) -> l
                 note = _note(ds, verdicts.get(str(var_name)), index, value, mi_value)
                 label = f"{name}[{next(iter(index.values()))}]" if index else name
                 shown = _cell(value)
-                if str(var_name) == "mutual_information" and "kind" in ds and str(ds["kind"].values) == "lower_bound":
-                    shown = f"≥ {shown}"  # a bound only: never read as the estimate
+                kind = ds.get(KIND_OF.get(str(var_name), ""))
+                if kind is not None and str(kind.sel(index).values if index else kind.values) == "lower_bound":
+                    shown = f"≥ {shown}"  # a bound only: never read as an estimate
                 rows.append((label, shown, interval, units, note))
         else:
             values = np.asarray(var.values)
