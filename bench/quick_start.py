@@ -57,7 +57,7 @@ def one_round(command: str, keep_pip_config: bool) -> dict:
                               capture_output=True, text=True)
         ended = time.perf_counter()
         projected = re.search(r"projected wall time: about ([^(]+?) for", done.stderr)
-        accuracies = re.findall(r"^\s+(\w+): accuracy ([\d.]+) → ([\d.]+)", done.stdout, re.M)
+        accuracies = re.findall(r"^\s+(\w+): accuracy ([\d.]+)(?: ± [\d.]+)? → ([\d.]+)", done.stdout, re.M)
         venv_mb = sum(f.stat().st_size for f in (work / "probe" / ".venv").rglob("*") if f.is_file()) / 2**20
         return {"install_s": installed - started, "run_s": ended - installed, "rc": done.returncode,
                 "projected": projected.group(1).strip() if projected else "none printed",
