@@ -36,7 +36,7 @@ def main() -> None:
     Results (paths, verdicts, tables) go to stdout; progress and logs to stderr.
 
     \b
-    Quick start (offline, about 4 minutes on 2 CPU cores after the install):
+    Quick start (offline, about 2-3 min on 2 CPU cores after the install):
       probe run-study invertible-encoders --dataset digits
       probe report runs/invertible-encoders/<run>/results.nc
     """
