@@ -392,3 +392,16 @@ def test_inputs_are_checked_before_an_output_folder_is_named_and_paired_files_na
     bad = CliRunner().invoke(analyze, ["view1.npy", "--paired", "bad.npy", "--analyzers", "geometry"])
     assert bad.exit_code != 0 and "bad.npy must be 2-D" in bad.output
     assert "writing to" not in bad.output and not (tmp_path / "runs/analyze" / tmp_path.name / "view1+bad").exists()
+
+
+def test_a_long_text_value_goes_below_the_table_instead_of_widening_every_row():
+    import xarray as xr
+
+    from probe.cli.table import WIDEST_VALUE, table
+
+    method = "normal interval from the standard error of the per-row terms (delta method), widened"
+    ds = xr.Dataset({"accuracy": ((), 0.8), "ci_method": ((), method)})
+    lines = table({"linear_probe": ds}, {}).splitlines()
+    assert max(len(line) for line in lines[:3]) < 40 + WIDEST_VALUE  # the rows stay narrow
+    [row] = [line for line in lines if line.startswith("linear_probe_ci_method")]
+    assert "[1] below" in row and lines[3] == f"[1] linear_probe_ci_method: {method}"

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 MI_ANALYZERS = ("mi_estimate", "mi_bounds", "ksg_mi")  # their values in nats always carry a reliability note
 # a value beside which a `kind` variable says "estimate" or "lower_bound" (mi_estimate's result and candidates)
 KIND_OF = {"mutual_information": "kind", "candidate_estimate": "candidate_kind"}
+WIDEST_VALUE = 48  # characters; a longer value (a method's description) is printed in full below the table
 
 
 def _part_of(variable: str, analyzer: str) -> bool:
@@ -133,7 +134,13 @@ def table(results: dict[str, xr.Dataset], skipped: dict[str, str]) -> str:
     rows = [("variable", "value", "interval", "units", "note")]
     for analyzer, ds in results.items():
         rows += _rows(analyzer, ds, names)
+    notes = []
+    for i, row in enumerate(rows[1:], 1):  # a sentence as a value would widen every row: it goes below the table
+        if len(row[1]) > WIDEST_VALUE:
+            notes.append(f"[{len(notes) + 1}] {row[0]}: {row[1]}")
+            rows[i] = (row[0], f"[{len(notes)}] below", *row[2:])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines += notes
     lines += [f"skipped {name}: {reason}" for name, reason in skipped.items()]
     return "\n".join(lines)
