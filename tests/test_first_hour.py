@@ -268,3 +268,21 @@ def test_the_quick_start_time_is_one_number_in_the_readme_and_in_help():
     help_text = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
     assert said and f"about {said[0]} on 2 CPU cores" in help_text, (said, help_text)
     assert len(set(re.findall(r"quick start[^.]*?about ([\w .,-]+?) on 2 CPU cores", readme, re.I))) <= 1
+
+
+def test_a_progress_bar_written_to_a_file_redraws_seldom(monkeypatch, tmp_path):
+    """Under nohup or CI the bar is a log: a line every LOG_BAR_INTERVAL_S, not a redraw per step."""
+    import sys
+
+    from probe.runner.progress import LOG_BAR_INTERVAL_S, bar_options
+
+    with open(tmp_path / "log", "w") as log:
+        monkeypatch.setattr(sys, "stderr", log)
+        assert bar_options()["mininterval"] == LOG_BAR_INTERVAL_S and bar_options()["file"] is log
+
+    class Terminal:
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert bar_options()["mininterval"] < 1

@@ -42,7 +42,7 @@ from probe.runner.cells import CellJob, run_cell_job
 from probe.runner.groups import group_attempts, group_jobs, group_name, run_group_job, spread_groups
 from probe.runner.options import EXECUTORS
 from probe.runner.preflight import Preflight, preflight, split_to_fit
-from probe.runner.progress import Projection, StepClock, clock_text, eval_schedule
+from probe.runner.progress import Projection, StepClock, bar_options, clock_text, eval_schedule
 from probe.training.parent_watch import exit_with_parent
 from probe.training.probe_pool import AUTO_MIN_ROWS, auto_probe_workers, background_probes
 
@@ -150,8 +150,8 @@ def run_local(groups: list[list[CellJob]], data: Any, *, steps_per_cell: int, pr
     if not groups:
         return
     jobs = [job for group in groups for job in group]
-    bar = tqdm(total=len(jobs) * steps_per_cell, unit="step", disable=not progress, dynamic_ncols=True,
-               desc="cells", file=sys.stderr, bar_format=BAR_FORMAT)
+    bar = tqdm(total=len(jobs) * steps_per_cell, unit="step", disable=not progress, bar_format=BAR_FORMAT,
+               **bar_options())
     say = (lambda message: tqdm.write(message, file=sys.stderr)) if progress else log  # noqa: E731
     clock = StepClock(steps_per_cell, eval_schedule(jobs[0].settings))
     projection = jobs[0].projection
@@ -255,8 +255,7 @@ def run_processes(groups: list[list[CellJob]], *, workers: int, threads: int | N
         group_attempts(group).unlink(missing_ok=True)
     threads = threads or max(1, cores() // workers)
     failed: dict[str, str] = {}
-    bar = tqdm(total=sum(len(group) for group in groups), unit="cell", disable=not progress, dynamic_ncols=True,
-               desc="cells", file=sys.stderr)
+    bar = tqdm(total=sum(len(group) for group in groups), unit="cell", disable=not progress, **bar_options())
     while remaining:
         pool = ProcessPoolExecutor(max_workers=min(workers, len(remaining)), mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker, initargs=(threads, os.getpid()))
@@ -363,8 +362,7 @@ def run_dask(groups: list[list[CellJob]], *, scheduler: str | None, workers: int
         futures = {client.submit(_run_on_dask, group, threads_by_host, threads, key=f"{group[0].run_key}-{name}",
                                  retries=retries, pure=False): group
                    for name, group in ((group_name(group), group) for group in groups)}
-        bar = tqdm(total=sum(len(group) for group in groups), unit="cell", disable=not progress, dynamic_ncols=True,
-                   desc="cells", file=sys.stderr)
+        bar = tqdm(total=sum(len(group) for group in groups), unit="cell", disable=not progress, **bar_options())
         for future in dask_completed(futures):
             group = futures[future]
             bar.update(len(group))

@@ -339,6 +339,18 @@ def run_started_at(young_s: float = 300.0) -> float:
     return born if 0 <= now - born < young_s else now
 
 
+LOG_BAR_INTERVAL_S = 30.0  # a bar written to a file (nohup, CI) redraws this seldom: a log line, not a flood
+
+
+def bar_options() -> dict:
+    """tqdm's settings for a run's bar on stderr: redrawn as it goes on a terminal, every
+    `LOG_BAR_INTERVAL_S` seconds into a file or pipe (a quick start under nohup wrote 800
+    redraws into its log)."""
+    tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    return {"desc": "cells", "file": sys.stderr, "dynamic_ncols": True,
+            "mininterval": 0.1 if tty else LOG_BAR_INTERVAL_S}
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
