@@ -82,7 +82,7 @@ def run_script(args: list[str], tmp: Path, hide: bool = True, timeout: float = 3
 
 
 def data_args() -> list[str]:
-    return ["--data", str(MNIST_5K)] if MNIST_5K.is_dir() else ["--data", "digits"]
+    return ["--data", str(MNIST_5K)] if MNIST_5K.is_dir() else ["--data", "digits", "--tiny"]  # digits needs --tiny
 
 
 @pytest.fixture(scope="module")
