@@ -136,7 +136,7 @@ def table(results: dict[str, xr.Dataset], skipped: dict[str, str]) -> str:
         rows += _rows(analyzer, ds, names)
     notes = []
     for i, row in enumerate(rows[1:], 1):  # a sentence as a value would widen every row: it goes below the table
-        if len(row[1]) > WIDEST_VALUE:
+        if len(row[1]) > WIDEST_VALUE and not row[0].endswith("_summary"):  # the result in words stays in place
             notes.append(f"[{len(notes) + 1}] {row[0]}: {row[1]}")
             rows[i] = (row[0], f"[{len(notes)}] below", *row[2:])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
