@@ -286,3 +286,20 @@ def test_a_progress_bar_written_to_a_file_redraws_seldom(monkeypatch, tmp_path):
 
     monkeypatch.setattr(sys, "stderr", Terminal())
     assert bar_options()["mininterval"] < 1
+
+
+def test_one_step_cells_project_again_after_a_tenth_of_them():
+    """The first projection of a grid of one-step cells rests on one cell; a tenth later (at
+    least 10 cells, if that is at most half the run) the mean cell gives a second one."""
+    import time
+
+    from probe.runner.progress import Projection, StepClock, refine_at, refined_text
+
+    assert refine_at(12) is None and refine_at(20) == 10 and refine_at(630) == 63
+    clock = StepClock(1, frozenset({0}))
+    for cost in (1.0, 3.0):  # two cells timed: 2 s a cell on average
+        clock.start_cell(now=0.0)
+        clock.tick(1, now=cost)
+    projection = Projection(cells=10, started_at=time.time() - 4.0)
+    text = refined_text(clock, projection, 2, 10, end_s=0.0)
+    assert text.startswith("projected wall time after 2 of 10 cells: about 20 s") and "2.0 s a cell" in text

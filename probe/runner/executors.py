@@ -42,7 +42,7 @@ from probe.runner.cells import CellJob, run_cell_job
 from probe.runner.groups import group_attempts, group_jobs, group_name, run_group_job, spread_groups
 from probe.runner.options import EXECUTORS
 from probe.runner.preflight import Preflight, preflight, split_to_fit
-from probe.runner.progress import Projection, StepClock, bar_options, clock_text, eval_schedule
+from probe.runner.progress import Projection, StepClock, bar_options, clock_text, eval_schedule, refine_at, refined_text
 from probe.training.parent_watch import exit_with_parent
 from probe.training.probe_pool import AUTO_MIN_ROWS, auto_probe_workers, background_probes
 
@@ -184,6 +184,8 @@ def run_local(groups: list[list[CellJob]], data: Any, *, steps_per_cell: int, pr
             bar.close()  # before the caller's message (Ctrl-C, a too-long run), not after it
             raise
         bar.update(done_before + steps_per_cell * size - bar.n)
+        if projection is not None and clock.one_step_cells and index + 1 == refine_at(len(groups)):
+            say(refined_text(clock, projection, index + 1, len(groups), end_s()))
         for job, (_, status) in zip(group, written):
             if status != "ok":
                 say(f"  {job.cell.label}: {status}; the other cells go on.")

@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import platform
+import random
 from pathlib import Path
 from typing import Any, Callable
 
@@ -100,6 +101,8 @@ def run(study: Study, options: RunOptions, *, log: Callable[[str], None] = print
     jobs = [CellJob(study, settings, options, info.get("dataset_sha256", ""), str(cells_dir.resolve()), key, cell,
                     embeddings) for cell in cells]
     pending = [job for job in jobs if not job.result_path.exists()]
+    if settings.steps <= 1:  # one-step cells differ in cost by task: a seeded order makes the first ones a fair sample
+        pending = [pending[i] for i in random.Random(key).sample(range(len(pending)), len(pending))]
     for job in jobs:
         if job.result_path.exists():  # killed between writing the result and removing the checkpoint
             job.checkpoint_path.unlink(missing_ok=True)
