@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from pair_data import latent_pairs
 
 from probe.critics import make_critic
-from probe.data import PairData
 from probe.encoders import MLPEncoder, RealNVP
 from probe.errors import InputValueError
 from probe.results import CellResult
@@ -30,14 +30,6 @@ def max_abs_difference(a: CellResult, b: CellResult, skip: tuple[str, ...] = ())
     return worst
 
 
-def _data(n=192, d=12, seed=0):
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n + 128, 4)).astype(np.float32)
-    a = (z @ rng.standard_normal((4, d)) + 0.3 * rng.standard_normal((n + 128, d))).astype(np.float32)
-    b = (z @ rng.standard_normal((4, d)) + 0.3 * rng.standard_normal((n + 128, d))).astype(np.float32)
-    y = (z[:, 0] > 0).astype(np.int64) + 2 * (z[:, 1] > 0)
-    a, b = 0.2 * a, 0.2 * b  # keeps NWJ's exp(scores) of a 12-dim bilinear critic finite at init
-    return PairData(a[:n], b[:n], a[n:], b[n:], y[:n], y[n:], (1, d))
 
 
 def _close(grouped, alone, n_test=128):
@@ -66,7 +58,7 @@ CONFIG = TrainConfig(estimator="infonce", steps=12, batch_size=32, learning_rate
 
 @pytest.mark.parametrize("build", [_flows, _mlps], ids=["realnvp", "mlp"])
 def test_each_member_matches_train_pair(build):
-    data = _data()
+    data = latent_pairs()
     configs = [CONFIG, dataclasses.replace(CONFIG, estimator="nwj", grad_clip=1.0),
                dataclasses.replace(CONFIG, learning_rate=1e-3, target=1.0)]
     seeds = [0, 1, 2]
@@ -79,7 +71,7 @@ def test_each_member_matches_train_pair(build):
 
 
 def test_a_diverging_member_is_frozen_and_the_others_go_on():
-    data = _data()
+    data = latent_pairs()
     configs = [CONFIG, dataclasses.replace(CONFIG, estimator="nwj", learning_rate=1e6)]
     grouped = train_members([_mlps(s, data.dim) for s in (0, 1)], data, configs, [0, 1])
     alone = train_pair(*_mlps(0, data.dim), data, CONFIG, seed=0)
@@ -90,7 +82,7 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on():
 
 
 def test_members_of_one_group_share_the_step_loop():
-    data = _data()
+    data = latent_pairs()
     with pytest.raises(InputValueError, match="differs from member 0 in steps"):
         train_members([_mlps(s, data.dim) for s in (0, 1)], data,
                       [CONFIG, dataclasses.replace(CONFIG, steps=6)], [0, 1])
@@ -99,7 +91,7 @@ def test_members_of_one_group_share_the_step_loop():
 def test_group_checkpoint_resumes_with_the_same_numbers(tmp_path):
     from probe.training.checkpoint import checkpointing
 
-    data = _data()
+    data = latent_pairs()
     config = dataclasses.replace(CONFIG, checkpoint_every=4)
     build = lambda: [_mlps(s, data.dim) for s in (0, 1)]  # noqa: E731
     whole = train_members(build(), data, [config] * 2, [0, 1])

@@ -17,11 +17,11 @@ import pytest
 import torch
 import xarray as xr
 from interrupting import Killed, killed_at
+from pair_data import latent_pairs
 
 import studies.adversarial_encoder as adversarial
 import studies.invertible_encoders as invertible
 from probe.critics import make_critic
-from probe.data import PairData
 from probe.devices import cores
 from probe.encoders import MLPEncoder
 from probe.errors import InputValueError
@@ -38,15 +38,6 @@ from probe.training.probe_pool import (
     background_probes,
     fit_probe,
 )
-
-
-def _data(n=256, d=12, seed=0):
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n + 128, 4)).astype(np.float32)
-    a = 0.2 * (z @ rng.standard_normal((4, d)) + 0.3 * rng.standard_normal((n + 128, d))).astype(np.float32)
-    b = 0.2 * (z @ rng.standard_normal((4, d)) + 0.3 * rng.standard_normal((n + 128, d))).astype(np.float32)
-    y = (z[:, 0] > 0).astype(np.int64) + 2 * (z[:, 1] > 0)
-    return PairData(a[:n], b[:n], a[n:], b[n:], y[:n], y[n:], (1, d))
 
 
 def _mlps(seed, d):
@@ -67,7 +58,7 @@ def _same(a, b):
 
 
 def test_training_with_the_pool_gives_the_inline_numbers():
-    data = _data()
+    data = latent_pairs(n=256)
     configs = [CONFIG, dataclasses.replace(CONFIG, estimator="nwj", grad_clip=1.0)]
     inline = train_pair(*_mlps(0, data.dim), data, CONFIG, seed=0)
     inline_group = train_members([_mlps(s, data.dim) for s in (0, 1)], data, configs, [0, 1])
@@ -83,7 +74,7 @@ def test_training_with_the_pool_gives_the_inline_numbers():
 
 
 def test_a_record_is_complete_once_the_next_fit_is_handed_over_or_settle_is_called():
-    data = _data()
+    data = latent_pairs(n=256)
     z, z_test = data.train1[:, :6], data.test1[:, :6]
     with background_probes(1):
         fits = ProbeFits(len(data.train1), "paper")
@@ -106,7 +97,7 @@ def test_fits_below_min_rows_and_the_converged_probe_stay_inline():
 
 
 def test_a_fit_whose_worker_died_is_redone_inline():
-    data = _data()
+    data = latent_pairs(n=256)
     broken: Future = Future()
     broken.set_exception(BrokenProcessPool("a worker died"))
     args = (data.train1, data.train_labels, data.test1, data.test_labels, "paper", 0)

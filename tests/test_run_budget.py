@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from pair_data import latent_pairs
 
 import probe.runner.executors as executors
 import probe.runner.preflight as preflight
@@ -16,7 +17,6 @@ import probe.runner.progress as progress
 import studies.invertible_encoders as invertible
 from probe.cli import main
 from probe.critics import make_critic
-from probe.data import PairData
 from probe.encoders import MLPEncoder
 from probe.errors import InputValueError
 from probe.results import load_dataset
@@ -30,15 +30,6 @@ from probe.training.evaluation import Evaluator
 from probe.training.members import train_members
 from probe.training.memory import PARAMETER_COPIES, MemoryProjection, evaluator_bytes, project_memory
 from probe.training.timing import TimedStart, reporting_start, wants_start
-
-
-def _data(n=192, d=12, seed=0):
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n + 128, 4)).astype(np.float32)
-    a = 0.2 * (z @ rng.standard_normal((4, d)) + 0.3 * rng.standard_normal((n + 128, d))).astype(np.float32)
-    b = 0.2 * (z @ rng.standard_normal((4, d)) + 0.3 * rng.standard_normal((n + 128, d))).astype(np.float32)
-    y = (z[:, 0] > 0).astype(np.int64) + 2 * (z[:, 1] > 0)
-    return PairData(a[:n], b[:n], a[n:], b[n:], y[:n], y[n:], (1, d))
 
 
 def _mlps(seed, d=12):
@@ -68,7 +59,7 @@ def test_a_bad_size_names_the_option_and_an_example(bad):
 # ------------------------------------------------------------------------ timing changes nothing
 
 def _trainer(members=2, data=None):
-    data = data or _data()
+    data = data or latent_pairs()
     ensemble = Ensemble.from_modules([_mlps(s) for s in range(members)])
     return EnsembleTrainer(ensemble, "infonce", [3e-3] * members, grad_clips=[1.0] * members), \
         MemberBatches(data.train1, data.train2, list(range(members)), 32)
@@ -108,7 +99,7 @@ def test_a_step_that_would_freeze_a_member_in_a_dry_run_freezes_nothing():
 
 
 def test_a_group_timed_at_its_start_trains_to_the_same_numbers_and_reports_before_its_other_evaluations(monkeypatch):
-    data = _data()
+    data = latent_pairs()
     plain = train_members([_mlps(s) for s in range(3)], data, [CONFIG] * 3, [0, 1, 2])
     calls, heard = [], []
     real = Evaluator.__call__
@@ -129,7 +120,7 @@ def test_a_group_timed_at_its_start_trains_to_the_same_numbers_and_reports_befor
 # ------------------------------------------------------------------------ the memory projection
 
 def test_the_projection_counts_every_copy_of_the_parameters_and_grows_by_one_member_at_a_time():
-    data = _data()
+    data = latent_pairs()
     triple = _mlps(0)
     projection = project_memory(triple, data, CONFIG, "cpu")
     params = sum(p.numel() for m in triple for p in m.parameters())
