@@ -63,14 +63,17 @@ def spread_groups(groups: list[list[CellJob]], slots: int) -> list[list[CellJob]
             break
         i = max(spare, key=lambda i: (-(-len(groups[i]) // parts[i]), -i))
         parts[i] += 1
-    out = []
-    for group, n in zip(groups, parts):
-        size, extra = divmod(len(group), n)
-        start = 0
-        for k in range(n):
-            end = start + size + (k < extra)
-            out.append(group[start:end])
-            start = end
+    return [part for group, n in zip(groups, parts) for part in even_parts(group, n)]
+
+
+def even_parts(group: list, n: int) -> list[list]:
+    """`group` cut into `n` consecutive parts whose sizes differ by at most one, the larger first."""
+    size, extra = divmod(len(group), n)
+    out, start = [], 0
+    for k in range(n):
+        end = start + size + (k < extra)
+        out.append(group[start:end])
+        start = end
     return out
 
 

@@ -29,6 +29,7 @@ from typing import Any, Iterator
 from probe.devices import resolve_device
 from probe.errors import InputValueError
 from probe.runner.cells import CellJob, tf32_mode
+from probe.runner.groups import even_parts
 from probe.training.checkpoint import global_rng_state, set_global_rng_state
 from probe.training.memory import MemoryProjection, available_bytes, project_memory
 from probe.training.timing import TimedStart, reporting_start
@@ -139,13 +140,7 @@ def split_to_fit(groups: list[list[CellJob]], flight: Preflight) -> list[list[Ce
                 f"{human_bytes(flight.budget)} ({flight.budget_source}); it cannot fit. Give it more with --max-memory "
                 "SIZE if the machine has it, run a smaller preset (--preset quick), or use a machine (or GPU) with "
                 "more memory.")
-        parts = math.ceil(len(group) / most)
-        size, extra = divmod(len(group), parts)
-        start = 0
-        for k in range(parts):
-            end = start + size + (k < extra)
-            out.append(group[start:end])
-            start = end
+        out += even_parts(group, math.ceil(len(group) / most))
     return out
 
 
