@@ -9,7 +9,9 @@ dataset and seeds made it. Studies with no result get a row with the command tha
 from __future__ import annotations
 
 import datetime as dt
+import html
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,9 +154,6 @@ def _row(study: Study, entry: Entry | None, runs_dir: Path, gallery: bool, image
 def _other_pages(out: Path, written: set[str]) -> list[tuple[str, str]]:
     """(link, title) of the gallery's pages that are no study run's: robustness tables beside the
     index and the indexes of sub-galleries (another dataset's), so the index reaches every page."""
-    import html
-    import re
-
     found = [p for p in sorted(out.glob("*.html")) if p.name not in written and p.name != "index.html"]
     found += sorted(out.glob("*/index.html"))
     pages = []
