@@ -188,6 +188,25 @@ def test_reliable_intervals_cover_the_truth_on_a_small_grid_and_tiny_samples_are
     assert reliable >= 8 and covered >= 0.9 * reliable
 
 
+@pytest.mark.parametrize("relation", ["copy", "monotone", "one column copied"])
+def test_a_copy_of_x_is_not_given_the_copulas_rounding_cap_as_an_estimate(relation):
+    # y = x (or exp(x), or one column of x beside noise): I(X; Y) is infinite. The copula's canonical
+    # correlation is 1 to rounding, so its value was its clip, 26.9 nats for 2 columns, reported reliable.
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((500, 2))
+    y = {"copy": x.copy(), "monotone": np.exp(x),
+         "one column copied": np.hstack([x[:, :1], rng.standard_normal((500, 1))])}[relation]
+    ds = mi_estimate(x, y, seed=0)
+    copula = ds.sel(candidate="gaussian_copula")
+    assert ds.reliable.item() == 0 and copula.candidate_reliable.item() == 0
+    assert "agree exactly" in str(copula.candidate_reason.values)
+    assert str(ds.kind.values) == "lower_bound" and ds.mutual_information_ci.sel(interval="upper").item() == math.inf
+    # Noise well above rounding keeps the copula an estimate: the check is for exact agreement only.
+    x, y, truth = gaussian_pairs(2000, 2, 0.999, seed=22)
+    near = mi_estimate(x, y, seed=0).sel(candidate="gaussian_copula")
+    assert near.candidate_reliable.item() == 1 and abs(near.candidate_estimate.item() / truth - 1) < 0.1
+
+
 def test_estimates_that_disagree_beyond_their_intervals_make_the_result_unreliable():
     def make(name, kind, value, half_width, reason=""):
         return Candidate(name, kind, value, half_width / 2, value - half_width, value + half_width, reason, "m",

@@ -94,6 +94,12 @@ def gaussian_candidate(vx: View, vy: View, level: float) -> tuple[Candidate, Gau
     if vx.tied or vy.tied:
         reason = ("discrete or mixed columns (ties that carry probability): the Gaussian copula needs continuous "
                   "marginals")
+    elif fit.saturated:
+        # Ranks in perfect agreement (y a copy or a noiseless monotone map of x along a direction) set
+        # no finite value: the copula's is then its rounding cap, neither an estimate nor a bound.
+        reason = (f"the normal scores of x and y agree exactly along {fit.saturated} direction(s) (a copied "
+                  "column or a noiseless monotone map, in these n rows): the copula's value is its rounding cap, "
+                  "not a measurement; I(X; Y) is beyond what it resolves (infinite if the map is exact)")
     elif n < limits.ROWS_PER_DIM * dims:
         reason = f"n = {n} rows for {dims} dimensions: fewer than {limits.ROWS_PER_DIM} per dimension"
     elif views_bad:

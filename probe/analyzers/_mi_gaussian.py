@@ -74,6 +74,10 @@ class Gaussian:
     ranks: tuple[int, int]         # dimensions kept in x and y (rank of each view's covariance)
     shapes: dict[str, Shape]       # block -> Mardia's statistics: "x", "y", "joint"
     whitened_norms: tuple[np.ndarray, np.ndarray]  # (n,) lengths of the whitened views
+    saturated: int = 0             # canonical correlations equal to 1 to rounding (clipped at RHO_MAX)
+
+
+RHO_MAX = 1.0 - 1e-12  # the largest canonical correlation kept finite: -½ ln(1 - ρ²) = 13.5 nats at most
 
 
 def wishart_bias(d: int, n: int) -> float:
@@ -128,7 +132,8 @@ def gaussian_fit(xs: np.ndarray, ys: np.ndarray) -> Gaussian:
     kx, ky = wx.shape[1], wy.shape[1]
     cross = wx.T @ wy / (n - 1)
     u_basis, rho, v_basis_t = np.linalg.svd(cross, full_matrices=False)
-    rho = np.clip(rho, 0.0, 1.0 - 1e-12)
+    saturated = int((rho >= RHO_MAX).sum())
+    rho = np.clip(rho, 0.0, RHO_MAX)
     u, v = wx @ u_basis, wy @ v_basis_t.T
     one = 1.0 - rho**2
     raw = float(-0.5 * np.log(one).sum())
@@ -139,4 +144,4 @@ def gaussian_fit(xs: np.ndarray, ys: np.ndarray) -> Gaussian:
     joint = _whiten(np.hstack([wx[:, -half:], wy[:, -half:]]))
     shapes = {"x": shape(wx), "y": shape(wy), "joint": shape(joint)}
     norms = (np.sqrt((wx**2).sum(axis=1)), np.sqrt((wy**2).sum(axis=1)))
-    return Gaussian(raw - correction, terms - correction, (kx, ky), shapes, norms)
+    return Gaussian(raw - correction, terms - correction, (kx, ky), shapes, norms, saturated)

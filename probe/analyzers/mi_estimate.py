@@ -12,7 +12,9 @@ expectation whatever the data), each with its own checks (`_mi_candidates`):
     gaussian_copula  ½ ln(det Σ_x det Σ_y / det Σ) of the scores, Wishart-corrected. An estimate
                      when Mardia's kurtosis and skewness find the scores jointly Gaussian; a lower bound when
                      only each view's are (then I = I_G + a non-negative term); unreliable when a
-                     view's are not (it can then overshoot, e.g. sign-mixed pairs), or with ties.
+                     view's are not (it can then overshoot, e.g. sign-mixed pairs), or with ties;
+                     neither when a canonical correlation is 1 to rounding (y a copy or a noiseless
+                     monotone map of x along a direction: its value is then its clip, not a measurement).
     gaussian_mixture estimate, when the scores are continuous but not Gaussian and d_x + d_y <= 50:
                      the cross-fitted MI of a Gaussian mixture, its number of components chosen
                      on held-out rows; checked by Mardia's statistics within each component.
