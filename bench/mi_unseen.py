@@ -28,7 +28,7 @@ from scipy import integrate, special, stats  # noqa: E402
 
 import probe  # noqa: E402,F401
 from probe.analyzers import mi_estimate  # noqa: E402
-from probe.ground_truth.scoring import format_table, family_table, score  # noqa: E402
+from probe.ground_truth.scoring import family_table, format_table, score  # noqa: E402
 
 
 def gauss_mi(rho: float, d: int = 1) -> float:
