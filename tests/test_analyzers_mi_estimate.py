@@ -152,14 +152,52 @@ def test_a_784_dimensional_input_with_constant_columns_gives_a_finite_flagged_an
 
 
 def test_a_lower_bound_is_reported_as_one_when_no_estimate_passes():
+    from probe.ground_truth.tasks import TASKS
+
+    x, y = TASKS["spiral-multinormal-sparse-3-3-2-2.0"].sample(3000, 8)  # 1.022 nats; no estimate's checks pass
+    ds = mi_estimate(x, y, neural=False)
+    assert ds.kind.item() == "lower_bound"
+    assert ds.reliable.item() == 0 and ds.unreliable_reason.item().startswith("lower bound only")
+    assert 0 < ds.mutual_information.item() < 1.022
+    assert _ci(ds)[1] == math.inf
+    assert ds.candidate_kind.sel(candidate="ksg_radial").item() == "lower_bound"  # the spiral turns the directions
+    assert ds.candidate_kind.sel(candidate=ds.method.item()).item() == "lower_bound"
+
+
+def test_a_student_t_pair_is_estimated_by_the_radial_ksg_where_rotations_change_nothing():
     x, y = student_pairs(4000, 3, 2, seed=8)  # 0.291 nats, all of it in the shared scale
     ds = mi_estimate(x, y, neural=False)
-    assert ds.kind.item() == "lower_bound" and ds.method.item() == "ksg_radial"
-    assert ds.reliable.item() == 0 and ds.unreliable_reason.item().startswith("lower bound only")
-    assert ds.mutual_information.item() == pytest.approx(0.291, rel=0.2)
-    assert _ci(ds)[1] == math.inf
-    assert ds.candidate_kind.sel(candidate="ksg_radial").item() == "lower_bound"
+    assert ds.kind.item() == "estimate" and ds.method.item() == "ksg_radial", ds.unreliable_reason.item()
+    assert ds.reliable.item() == 1
+    assert ds.mutual_information.item() == pytest.approx(0.291, rel=0.15)
+    lower, upper = _ci(ds)
+    assert lower < 0.291 < upper
     assert ds.candidate_reliable.sel(candidate="gaussian_copula").item() == 0
+    assert "separate rotations of x and y change nothing" in ds.attrs["ci_method"]
+
+
+def test_a_correlated_student_t_pair_keeps_the_radial_ksg_a_lower_bound():
+    x, y = student_pairs(4000, 3, 2, seed=8)
+    ds = mi_estimate(x, y + 0.5 * x, neural=False)  # cross-scatter: the directions of x now tell about y
+    assert ds.candidate_kind.sel(candidate="ksg_radial").item() == "lower_bound"
+    assert ds.method.item() != "ksg_radial" or ds.kind.item() == "lower_bound"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rotation_z_is_a_null_z_score_for_an_invariant_pair_and_large_for_a_correlated_one(seed):
+    from probe.analyzers._mi_data import prepare_view
+    from probe.analyzers._mi_gaussian import _whiten, rotation_z
+
+    def z_of(x, y):  # as mi_estimate computes it: on the whitened normal scores
+        rng = np.random.default_rng(seed)
+        return rotation_z(_whiten(prepare_view(x, rng).scores), _whiten(prepare_view(y, rng).scores))
+
+    x, y = student_pairs(2000, 2, 1, seed=seed)
+    assert abs(z_of(x, y)) < 3.0
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((2000, 2))
+    assert z_of(a, 0.6 * a + 0.8 * rng.standard_normal((2000, 2))) > 10.0  # rho 0.6: I(X; Y) > I(|X|; |Y|)
+    assert np.isnan(z_of(rng.standard_normal((2000, 9)), y))  # a view over 8 dimensions: not tested
 
 
 def test_a_zero_correlation_mixture_is_solved_by_the_mixture_candidate():
@@ -288,7 +326,7 @@ def test_probe_analyze_prints_a_lower_bound_as_one_with_its_interval_and_reason(
 
     x, y = student_pairs(450, 3, 2, seed=12)  # below 500 rows: no critic, the radial bound is what is left
     np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "y.npy", y + 0.5 * x)  # cross-scatter: the radial KSG is only a bound
     result = CliRunner().invoke(main, ["analyze", str(tmp_path / "x.npy"), "--paired", str(tmp_path / "y.npy"),
                                        "--analyzers", "mi_estimate", "--threads", "1", "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output

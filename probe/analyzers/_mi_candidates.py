@@ -49,6 +49,12 @@ class Candidate:
     # An estimate whose assumptions held and which failed only on precision (its standard error, a
     # negative value, a move with n): still the best description of the data when nothing passes.
     applies: bool = False
+    # An estimate that is also a valid bound (the radial KSG where it is exact): the lower end of its
+    # interval as a bound, without the widening for its move (NaN: `lower` is that end).
+    bound_lower: float = math.nan
+
+    def lower_as_bound(self) -> float:
+        return self.bound_lower if math.isfinite(self.bound_lower) else self.lower
 
     def one_sided_lower(self, level: float) -> float:
         """value - t_(level, dof) se: the lower end of a one-sided interval of coverage `level`."""
@@ -156,14 +162,25 @@ def ksg_candidate(vx: View, vy: View, *, k: int, seed: int, level: float) -> Can
 
 
 def radial_candidate(fit: Gaussian, *, k: int, seed: int, level: float) -> Candidate:
-    """KSG on the whitened views' lengths: I(‖X̃‖; ‖Ỹ‖) <= I(X; Y) by data processing."""
+    """KSG on the whitened views' lengths: I(‖X̃‖; ‖Ỹ‖) <= I(X; Y) by data processing, with equality
+    when the views are invariant under separate rotations (`rotation_z` within its limit): then an
+    estimate, with the checks every estimate has, and still a valid lower bound."""
     rng = np.random.default_rng(seed)
     norms = [_prepare(r[:, None], rng, True) for r in fit.whitened_norms]
     terms = ksg_terms(*norms, k)
     value = float(terms.mean())
-    reason = "non-finite" if not math.isfinite(value) else (
-        f"negative ({value:.3g} nats): no dependence in the lengths" if value < 0 else "")
-    candidate = from_terms("ksg_radial", LOWER_BOUND, terms, level, reason=reason, method=TERMS_CI + " (KSG-1)")
+    invariant = math.isfinite(fit.rotation_z) and fit.rotation_z <= limits.RADIAL_ROTATION_Z
+    if invariant:
+        n = terms.size
+        half = half_value(lambda rows: float(ksg_terms(norms[0][rows], norms[1][rows], k).mean()), n, seed)
+        method = TERMS_CI + f" (KSG-1; separate rotations of x and y change nothing: z = {fit.rotation_z:.2f})"
+        candidate = from_terms("ksg_radial", ESTIMATE, terms, level, half=half, method=method,
+                               reason=_estimate_reason(value, float(terms.std(ddof=1) / math.sqrt(n)), half))
+        candidate.applies, candidate.bound_lower = True, value - z_value(level) * candidate.se
+    else:
+        reason = "non-finite" if not math.isfinite(value) else (
+            f"negative ({value:.3g} nats): no dependence in the lengths" if value < 0 else "")
+        candidate = from_terms("ksg_radial", LOWER_BOUND, terms, level, reason=reason, method=TERMS_CI + " (KSG-1)")
     candidate.valid_bound = math.isfinite(value)
     return candidate
 

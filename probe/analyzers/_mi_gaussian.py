@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import digamma
+from scipy.stats import norm, rankdata
 
 from probe.analyzers import _reliability as limits
 
@@ -75,6 +76,7 @@ class Gaussian:
     shapes: dict[str, Shape]       # block -> Mardia's statistics: "x", "y", "joint"
     whitened_norms: tuple[np.ndarray, np.ndarray]  # (n,) lengths of the whitened views
     saturated: int = 0             # canonical correlations equal to 1 to rounding (clipped at RHO_MAX)
+    rotation_z: float = math.nan   # rotation_z of the whitened views (nan where not measured)
 
 
 RHO_MAX = 1.0 - 1e-12  # the largest canonical correlation kept finite: -½ ln(1 - ρ²) = 13.5 nats at most
@@ -144,4 +146,51 @@ def gaussian_fit(xs: np.ndarray, ys: np.ndarray) -> Gaussian:
     joint = _whiten(np.hstack([wx[:, -half:], wy[:, -half:]]))
     shapes = {"x": shape(wx), "y": shape(wy), "joint": shape(joint)}
     norms = (np.sqrt((wx**2).sum(axis=1)), np.sqrt((wy**2).sum(axis=1)))
-    return Gaussian(raw - correction, terms - correction, (kx, ky), shapes, norms, saturated)
+    return Gaussian(raw - correction, terms - correction, (kx, ky), shapes, norms, saturated, rotation_z(wx, wy))
+
+
+def _direction_features(w: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """u = w / |w| and, for d >= 2, the entries of u u^T - I / d (all but one diagonal): (n, p)."""
+    u = w / np.maximum(length, 1e-300)[:, None]
+    d = u.shape[1]
+    if d == 1:
+        return u
+    upper = np.triu_indices(d, 1)
+    return np.hstack([u, (u[:, :, None] * u[:, None, :])[:, upper[0], upper[1]], u[:, :-1] ** 2 - 1.0 / d])
+
+
+def _normal_scores(a: np.ndarray) -> np.ndarray:
+    return norm.ppf((rankdata(a) - 0.5) / a.shape[0])
+
+
+def _uncorrelated_z(a: np.ndarray, b: np.ndarray) -> float:
+    """Bartlett's test that every canonical correlation of feature blocks a and b is 0, as a z-score:
+    (chi^2 - dof) / sqrt(2 dof), with chi^2 = -(n - 1 - (p + q + 1) / 2) sum ln(1 - rho^2) on p q dof."""
+    wa, wb = _whiten(a), _whiten(b)
+    p, q = wa.shape[1], wb.shape[1]
+    rho = np.clip(np.linalg.svd(wa.T @ wb / (a.shape[0] - 1), compute_uv=False), 0.0, RHO_MAX)
+    chi2 = -(a.shape[0] - 1 - (p + q + 1) / 2) * np.log(1.0 - rho**2).sum()
+    return float((chi2 - p * q) / math.sqrt(2 * p * q))
+
+
+def rotation_z(wx: np.ndarray, wy: np.ndarray) -> float:
+    """How far the whitened views are from invariance under separate rotations of x and of y, as the
+    larger z of two Bartlett tests: x's direction against (its length, y), and y's against (its length, x).
+
+    Under that invariance each direction is uniform and independent of everything else, so
+    I(X; Y) = I(|X|; |Y|) and the radial KSG is an estimate, not only a lower bound (an elliptical
+    pair with zero cross-scatter, such as a multivariate t with block-diagonal scatter). The test
+    sees moments up to the second of the directions; nan where a view has more than
+    RADIAL_MAX_VIEW_DIMS dimensions or there are fewer than RADIAL_ROWS_PER_FEATURE rows per feature.
+    """
+    n = wx.shape[0]
+    if max(wx.shape[1], wy.shape[1]) > limits.RADIAL_MAX_VIEW_DIMS:
+        return math.nan
+    lx, ly = np.sqrt((wx**2).sum(axis=1)), np.sqrt((wy**2).sum(axis=1))
+    fx, fy = _direction_features(wx, lx), _direction_features(wy, ly)
+    sx, sy = _normal_scores(lx)[:, None], _normal_scores(ly)[:, None]
+    rest_x = np.hstack([sx, sx**2, wy, fy, sy])
+    rest_y = np.hstack([sy, sy**2, wx, fx, sx])
+    if n < limits.RADIAL_ROWS_PER_FEATURE * (fx.shape[1] + rest_x.shape[1]):
+        return math.nan
+    return max(_uncorrelated_z(fx, rest_x), _uncorrelated_z(fy, rest_y))

@@ -6,7 +6,8 @@
 2. Of the estimates that passed their checks, the first in PREFERENCE is reported: the one
    whose assumption is the most specific of those verified (discrete plug-in, then a Gaussian
    copula whose scores passed the Gaussian check, then a Gaussian mixture whose components did,
-   then KSG, which assumes only smoothness).
+   then the radial KSG where separate rotations of the views change nothing, then KSG, which
+   assumes only smoothness).
    Its interval is widened to hold every other passing estimate's interval and the value of
    every lower bound that passed its own checks (a tight bound above it). If another estimate's
    interval does not overlap it, no check has decided between them: the result is unreliable,
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 from probe.analyzers._mi_candidates import ESTIMATE, LOWER_BOUND, Candidate
 
-PREFERENCE = ("plug_in", "gaussian_copula", "gaussian_mixture", "ksg")
+PREFERENCE = ("plug_in", "gaussian_copula", "gaussian_mixture", "ksg_radial", "ksg")
 
 
 @dataclass
@@ -51,14 +52,15 @@ def _rank(candidate: Candidate) -> int:
 
 def refute(candidates: list[Candidate]) -> None:
     """Mark an estimate unreliable when a passing lower bound's interval lies above its interval."""
-    bounds = [c for c in candidates if c.kind == LOWER_BOUND and c.valid_bound and math.isfinite(c.lower)]
+    # Any valid bound, also one that is an estimate too (the radial KSG where it is exact).
+    bounds = [c for c in candidates if c.valid_bound and math.isfinite(c.lower_as_bound())]
     for c in candidates:
         if c.kind != ESTIMATE or c.reason:
             continue
-        above = [b for b in bounds if b.lower > c.upper]
+        above = [b for b in bounds if b is not c and b.lower_as_bound() > c.upper]
         if above:
             top = max(above, key=lambda b: b.value)
-            c.reason = (f"below the lower bound {top.name} = {top.value:.3g} nats [{top.lower:.3g}, {top.upper:.3g}]: "
+            c.reason = (f"below the lower bound {top.name} = {top.value:.3g} nats [{top.lower_as_bound():.3g}, {top.upper:.3g}]: "
                         "it misses dependence the bound found")
 
 
@@ -70,7 +72,8 @@ def select(candidates: list[Candidate], level: float) -> Result:
     """Apply the module's rule to candidates already checked one by one (see the module docstring)."""
     refute(candidates)
     estimates = sorted((c for c in candidates if c.kind == ESTIMATE and not c.reason), key=_rank)
-    bounds = [c for c in candidates if c.kind == LOWER_BOUND and c.valid_bound]
+    # An estimate that is also a valid bound and failed its checks as an estimate is still a bound.
+    bounds = [c for c in candidates if c.valid_bound and (c.kind == LOWER_BOUND or c.reason)]
     if estimates:
         chosen, others = estimates[0], estimates[1:]
         tight = [b for b in bounds if not b.reason and b.value > chosen.upper]  # a passing bound above it

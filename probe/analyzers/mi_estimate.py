@@ -22,9 +22,12 @@ expectation whatever the data), each with its own checks (`_mi_candidates`):
                      `ksg_max_dims(n)` joint dimensions; checked for precision and for a move
                      between n / 2 and n rows, which also widens its interval.
     ksg_radial       lower bound: KSG on the whitened views' lengths, I(‖X̃‖; ‖Ỹ‖) <= I(X; Y)
-                     (data processing). It equals I only for radially symmetric dependence with
-                     zero cross-scatter (a Student-t with block-diagonal dispersion); with
-                     correlation between X and Y it falls below.
+                     (data processing). It equals I when separate rotations of the whitened
+                     views change nothing (each direction uniform and independent of the rest,
+                     as in a Student-t with block-diagonal dispersion); where a test of that
+                     (`rotation_z`: second moments of the directions against everything else,
+                     views of up to 8 dimensions) passes, it is an estimate, checked like the
+                     others. With correlation between X and Y it falls below.
     infonce, nwj     lower bounds: held-out variational bounds of `mi_bounds` (critic selected
                      on validation rows, each wide view first reduced to at most 64 principal
                      components fitted on the critic's training rows), run above
@@ -32,7 +35,7 @@ expectation whatever the data), each with its own checks (`_mi_candidates`):
 
 The rule (`_mi_select`): a passing lower bound above an estimate's interval refutes it; the
 estimate reported is the first passing one in the order plug_in, gaussian_copula,
-gaussian_mixture, ksg (the most specific assumption that was checked), its interval widened to hold the other passing
+gaussian_mixture, ksg_radial, ksg (the most specific assumption that was checked), its interval widened to hold the other passing
 estimates and bounds; passing estimates whose intervals do not overlap make the result
 unreliable with the disagreement as reason, since no check decides between them. A lower
 bound is reported only when no estimate passed: kind "lower_bound", a one-sided interval,
