@@ -174,8 +174,8 @@ def radial_candidate(fit: Gaussian, *, k: int, seed: int, level: float) -> Candi
         n = terms.size
         half = half_value(lambda rows: float(ksg_terms(norms[0][rows], norms[1][rows], k).mean()), n, seed)
         method = TERMS_CI + f" (KSG-1; separate rotations of x and y change nothing: z = {fit.rotation_z:.2f})"
-        candidate = from_terms("ksg_radial", ESTIMATE, terms, level, half=half, method=method,
-                               reason=_estimate_reason(value, float(terms.std(ddof=1) / math.sqrt(n)), half))
+        candidate = from_terms("ksg_radial", ESTIMATE, terms, level, half=half, method=method)
+        candidate.reason = _estimate_reason(value, candidate.se, half)
         candidate.applies, candidate.bound_lower = True, value - z_value(level) * candidate.se
     else:
         reason = "non-finite" if not math.isfinite(value) else (

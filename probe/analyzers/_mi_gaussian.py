@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import digamma
-from scipy.stats import norm, rankdata
 
 from probe.analyzers import _reliability as limits
+from probe.analyzers._mi_data import normal_scores
 
 
 @dataclass
@@ -146,7 +146,8 @@ def gaussian_fit(xs: np.ndarray, ys: np.ndarray) -> Gaussian:
     joint = _whiten(np.hstack([wx[:, -half:], wy[:, -half:]]))
     shapes = {"x": shape(wx), "y": shape(wy), "joint": shape(joint)}
     norms = (np.sqrt((wx**2).sum(axis=1)), np.sqrt((wy**2).sum(axis=1)))
-    return Gaussian(raw - correction, terms - correction, (kx, ky), shapes, norms, saturated, rotation_z(wx, wy))
+    return Gaussian(raw - correction, terms - correction, (kx, ky), shapes, norms, saturated,
+                    rotation_z(wx, wy, norms))
 
 
 def _direction_features(w: np.ndarray, length: np.ndarray) -> np.ndarray:
@@ -159,8 +160,9 @@ def _direction_features(w: np.ndarray, length: np.ndarray) -> np.ndarray:
     return np.hstack([u, (u[:, :, None] * u[:, None, :])[:, upper[0], upper[1]], u[:, :-1] ** 2 - 1.0 / d])
 
 
-def _normal_scores(a: np.ndarray) -> np.ndarray:
-    return norm.ppf((rankdata(a) - 0.5) / a.shape[0])
+def _direction_count(d: int) -> int:
+    """Columns of `_direction_features` for d dimensions."""
+    return 1 if d == 1 else d + d * (d - 1) // 2 + d - 1
 
 
 def _uncorrelated_z(a: np.ndarray, b: np.ndarray) -> float:
@@ -173,7 +175,7 @@ def _uncorrelated_z(a: np.ndarray, b: np.ndarray) -> float:
     return float((chi2 - p * q) / math.sqrt(2 * p * q))
 
 
-def rotation_z(wx: np.ndarray, wy: np.ndarray) -> float:
+def rotation_z(wx: np.ndarray, wy: np.ndarray, lengths: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """How far the whitened views are from invariance under separate rotations of x and of y, as the
     larger z of two Bartlett tests: x's direction against (its length, y), and y's against (its length, x).
 
@@ -182,15 +184,15 @@ def rotation_z(wx: np.ndarray, wy: np.ndarray) -> float:
     pair with zero cross-scatter, such as a multivariate t with block-diagonal scatter). The test
     sees moments up to the second of the directions; nan where a view has more than
     RADIAL_MAX_VIEW_DIMS dimensions or there are fewer than RADIAL_ROWS_PER_FEATURE rows per feature.
+    `lengths`: the views' row lengths, if already computed.
     """
-    n = wx.shape[0]
-    if max(wx.shape[1], wy.shape[1]) > limits.RADIAL_MAX_VIEW_DIMS:
+    n, dx, dy = wx.shape[0], wx.shape[1], wy.shape[1]
+    features = _direction_count(dx) + 3 + dy + _direction_count(dy)  # x's direction against (its length, y)
+    if max(dx, dy) > limits.RADIAL_MAX_VIEW_DIMS or n < limits.RADIAL_ROWS_PER_FEATURE * features:
         return math.nan
-    lx, ly = np.sqrt((wx**2).sum(axis=1)), np.sqrt((wy**2).sum(axis=1))
+    lx, ly = lengths if lengths is not None else (np.sqrt((wx**2).sum(axis=1)), np.sqrt((wy**2).sum(axis=1)))
     fx, fy = _direction_features(wx, lx), _direction_features(wy, ly)
-    sx, sy = _normal_scores(lx)[:, None], _normal_scores(ly)[:, None]
+    sx, sy = normal_scores(lx[:, None]), normal_scores(ly[:, None])
     rest_x = np.hstack([sx, sx**2, wy, fy, sy])
     rest_y = np.hstack([sy, sy**2, wx, fx, sx])
-    if n < limits.RADIAL_ROWS_PER_FEATURE * (fx.shape[1] + rest_x.shape[1]):
-        return math.nan
     return max(_uncorrelated_z(fx, rest_x), _uncorrelated_z(fy, rest_y))
