@@ -61,7 +61,7 @@ def run_cell(task, n: int, seed: int, neural: bool | None) -> dict:
     return {**record, "estimate": float(ds.mutual_information), "reliable": int(ds.reliable), "lower": lower,
             "upper": upper, "kind": str(ds.kind.item()), "method": str(ds.method.item()),
             "reason": str(ds.unreliable_reason.item()),
-            "shape": ds.scores_shape.values.tolist(),
+            "shape": ds.scores_shape.values.tolist(), "conditional_z": float(ds.copula_conditional_z),
             "mixture_shape": ds.mixture_shape.values.tolist() if "mixture_shape" in ds else [],
             "candidates": {str(c): {"value": float(ds.candidate_estimate.sel(candidate=c)),
                                     "se": float(ds.candidate_se.sel(candidate=c)),

@@ -200,6 +200,39 @@ def test_rotation_z_is_a_null_z_score_for_an_invariant_pair_and_large_for_a_corr
     assert np.isnan(z_of(rng.standard_normal((2000, 9)), y))  # a view over 8 dimensions: not tested
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_conditional_z_is_small_for_gaussian_pairs_and_large_for_uniform_noise_on_a_uniform_signal(seed):
+    from probe.analyzers._mi_data import prepare_view
+    from probe.analyzers._mi_gaussian import gaussian_fit
+
+    def z_of(x, y):
+        rng = np.random.default_rng(seed)
+        return gaussian_fit(prepare_view(x, rng).scores, prepare_view(y, rng).scores).conditional_z
+
+    rng = np.random.default_rng([seed, 5])
+    for d in (1, 5):  # rho 0.6 in every coordinate: jointly Gaussian, any monotone map of the columns too
+        a = rng.standard_normal((2000, d))
+        assert z_of(np.exp(a), 0.6 * a + 0.8 * rng.standard_normal((2000, d))) < 3.0
+    u = rng.random((2000, 1))
+    assert z_of(u, u + rng.uniform(-0.5, 0.5, (2000, 1))) > 10.0  # the spread of y given x depends on x
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_uniform_noise_on_a_uniform_signal_does_not_get_the_copula_as_a_reliable_estimate(seed):
+    # I(X; X + N) for X ~ U(0, 1), N ~ U(-1/2, 1/2): h(X + N) - h(N) = 1/2 nat. At n = 500 Mardia's
+    # statistics pass and the copula says 0.32; the canonical pair's conditional test does not pass.
+    rng = np.random.default_rng(seed)
+    x = rng.random((500, 1))
+    y = x + rng.uniform(-0.5, 0.5, (500, 1))
+    ds = mi_estimate(x, y, seed=seed, neural=False)
+    assert ds.copula_conditional_z.item() > 3.0
+    assert ds.candidate_kind.sel(candidate="gaussian_copula").item() == "lower_bound"
+    assert ds.candidate_estimate.sel(candidate="gaussian_copula").item() < 0.4
+    if ds.reliable.item():
+        assert ds.method.item() != "gaussian_copula"
+        assert 0.5 / 1.5 <= ds.mutual_information.item() <= 0.5 * 1.5
+
+
 def test_a_zero_correlation_mixture_is_solved_by_the_mixture_candidate():
     task = x_mixture(2, 0.8)  # 0.538 nats, no correlation between X and Y
     x, y = task.sample(3000, seed=9)

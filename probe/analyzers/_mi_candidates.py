@@ -111,7 +111,7 @@ def gaussian_candidate(vx: View, vy: View, level: float) -> tuple[Candidate, Gau
     elif views_bad:
         reason = ("the normal scores of " + " and ".join(views_bad) + " are not jointly Gaussian: the copula can "
                   "overestimate as well as underestimate")
-    elif not fit.shapes["joint"].gaussian:
+    elif not fit.jointly_gaussian:
         kind = LOWER_BOUND  # each view Gaussian: I = I_G + D(X̃, Ỹ) >= I_G
         reason = "" if math.isfinite(fit.value) else "non-finite"
     candidate = from_terms("gaussian_copula", kind, fit.terms, level, value=fit.value, reason=reason,

@@ -10,7 +10,9 @@ expectation whatever the data), each with its own checks (`_mi_candidates`):
     plug_in          estimate, x and y all discrete: Miller-Madow plug-in; needs 5 rows per
                      joint state, a small standard error, and no move between n / 2 and n.
     gaussian_copula  ½ ln(det Σ_x det Σ_y / det Σ) of the scores, Wishart-corrected. An estimate
-                     when Mardia's kurtosis and skewness find the scores jointly Gaussian; a lower bound when
+                     when Mardia's kurtosis and skewness find the scores jointly Gaussian, and so does a
+                     test of the leading canonical pairs (`conditional_z`: each variate's residual
+                     given its partner, and its square, against the partner); a lower bound when
                      only each view's are (then I = I_G + a non-negative term); unreliable when a
                      view's are not (it can then overshoot, e.g. sign-mixed pairs), or with ties;
                      neither when a canonical correlation is 1 to rounding (y a copy or a noiseless
@@ -139,7 +141,8 @@ def mi_estimate(
         when reliable), `constant_columns` over `view` (x, y: how many were dropped) and, over
         `candidate`, `candidate_estimate` (nats), `candidate_kind`, `candidate_se`,
         `candidate_ci` (what each is: `candidate_ci_method`), `candidate_reliable` and
-        `candidate_reason`; `scores_shape` (Mardia's statistics of the scores per block) and,
+        `candidate_reason`; `scores_shape` (Mardia's statistics of the scores per block),
+        `copula_conditional_z` (the canonical pairs' test) and,
         when a mixture was fitted, `mixture_shape`. The attrs say what the interval is
         (`ci_method`), the column kinds and the score transform.
 
@@ -175,7 +178,7 @@ def mi_estimate(
     gaussian, fit = gaussian_candidate(vx, vy, level)
     candidates.append(gaussian)
     tied = vx.tied or vy.tied
-    scores_gaussian = all(fit.shapes[block].gaussian for block in BLOCKS)
+    scores_gaussian = fit.shapes["x"].gaussian and fit.shapes["y"].gaussian and fit.jointly_gaussian
     if not tied and not scores_gaussian and dims <= limits.MIXTURE_MAX_DIMS and n >= limits.MIXTURE_MIN_ROWS:
         mixture = mixture_candidate(vx, vy, seed=seed, level=level)
         candidates += [mixture] if mixture is not None else []
@@ -215,6 +218,8 @@ def mi_estimate(
         "scores_shape": var(("block", "statistic"), np.array([fit.shapes[b].as_tuple() for b in BLOCKS]),
                             "Mardia's statistics of the normal scores: relative excess kurtosis, its z-score, "
                             "skewness b1, its z-score", "1"),
+        "copula_conditional_z": var((), fit.conditional_z, "the canonical pairs' conditional test of the normal "
+                                    "scores' joint Gaussianity, a z-score (see conditional_z; nan: not measured)", "1"),
     }
     data_vars["mutual_information_ci"].attrs["method"] = result.ci_method
     data_vars["candidate_ci"].attrs["method"] = "see candidate_ci_method"
