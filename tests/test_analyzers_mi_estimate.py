@@ -297,6 +297,24 @@ def test_estimates_that_disagree_beyond_their_intervals_make_the_result_unreliab
     assert nothing.reason.startswith("no candidate is reliable") and "too noisy" in nothing.reason
 
 
+def test_an_estimate_still_settling_above_every_bound_is_reported_over_the_bound_and_one_below_is_not():
+    def make(name, kind, value, half_width, reason=""):
+        return Candidate(name, kind, value, half_width / 2, value - half_width, value + half_width, reason, "m",
+                         valid_bound=kind == LOWER_BOUND)
+
+    def settling(value):  # its assumptions held; it moved with n, so its precision did not
+        c = make("gaussian_mixture", ESTIMATE, value, 0.6, "moves by +0.48 nats between n / 2 and n rows")
+        c.applies = True
+        return c
+
+    above = select([make("gaussian_copula", LOWER_BOUND, 0.0, 0.01), settling(4.45),
+                    make("infonce", LOWER_BOUND, 0.08, 0.02, "train/test gap 0.46 nats")], 0.95)
+    assert above.chosen.name == "gaussian_mixture" and above.kind == ESTIMATE and above.value == pytest.approx(4.45)
+    assert above.reason.startswith("no candidate is reliable") and "moves by" in above.reason
+    below = select([settling(1.0), make("infonce", LOWER_BOUND, 1.5, 0.1)], 0.95)  # a bound says more
+    assert below.chosen.name == "infonce" and below.kind == LOWER_BOUND and below.reason.startswith("lower bound only")
+
+
 def test_no_negative_or_non_finite_value_is_marked_reliable():
     for seed in range(4):
         rng = np.random.default_rng(seed)

@@ -13,13 +13,18 @@
    interval does not overlap it, no check has decided between them: the result is unreliable,
    the disagreement its reason. "Another estimate" is any whose assumptions held, also one that
    failed only on precision (a standard error, a move with n): its interval is wide, not wrong.
-3. With no passing estimate, the largest valid lower bound above 0 is reported as such: kind
-   "lower_bound", the one-sided interval [value - t_(1-α)·se, inf) (never below 0),
-   reliable = False and the reason "lower bound only" with why each estimate failed.
-4. With neither, the first estimate whose assumptions held but whose precision did not (a
-   standard error too large, a negative value: independence looks like this) is reported,
-   unreliable, with every candidate's reason; failing that, when bounds exist but none is above
-   0, the value 0 as a lower bound (all that is known); failing that, the first finite candidate.
+3. With no passing estimate, the first estimate whose assumptions held but whose precision did
+   not (a standard error too large, a move between n / 2 and n) is reported, unreliable, with
+   every candidate's reason, if its value is at least the largest valid lower bound's: an
+   estimate that is still settling says more than a bound below it (a 25 + 25 mixture's 4.45
+   nats, still rising with n, against a critic's 0.08).
+4. Failing that, the largest valid lower bound above 0 is reported as such: kind "lower_bound",
+   the one-sided interval [value - t_(1-α)·se, inf) (never below 0), reliable = False and the
+   reason "lower bound only" with why each estimate failed.
+5. With neither, the first estimate whose assumptions held (also a negative value: independence
+   looks like this) is reported, unreliable, with every candidate's reason; failing that, when
+   bounds exist but none is above 0, the value 0 as a lower bound (all that is known); failing
+   that, the first finite candidate.
 """
 from __future__ import annotations
 
@@ -93,6 +98,15 @@ def select(candidates: list[Candidate], level: float) -> Result:
             reason = f"the {level:.0%} interval reaches {lower:.3g} nats: no dependence is established"
         return Result(chosen, ESTIMATE, lower, upper, reason, method)
     informative = [b for b in bounds if b.value > 0]
+    summary = "no candidate is reliable, {} is reported; " + _summary(candidates)
+    applying = sorted((c for c in candidates if c.kind == ESTIMATE and c.applies and math.isfinite(c.value)),
+                      key=_rank)
+    top = max((b.value for b in informative), default=-math.inf)
+    settling = [c for c in applying if c.value >= top]  # (a bound above it would refute it)
+    if settling:  # rule 3: an estimate whose assumptions held, above every bound
+        chosen = settling[0]
+        return Result(chosen, ESTIMATE, min(chosen.lower, chosen.value), max(chosen.upper, chosen.value),
+                      summary.format(chosen.name), chosen.ci_method)
     if informative:
         chosen = max(informative, key=lambda b: b.value)
         failed = _summary([c for c in candidates if c.kind == ESTIMATE])
@@ -101,9 +115,6 @@ def select(candidates: list[Candidate], level: float) -> Result:
                   + (f"; it may be loose: {chosen.reason}" if chosen.reason else ""))
         return Result(chosen, LOWER_BOUND, max(min(chosen.one_sided_lower(level), chosen.value), 0.0), math.inf,
                       reason, f"one-sided: {chosen.ci_method}")
-    summary = "no candidate is reliable, {} is reported; " + _summary(candidates)
-    applying = sorted((c for c in candidates if c.kind == ESTIMATE and c.applies and math.isfinite(c.value)),
-                      key=_rank)
     if applying:  # its assumptions held, its precision did not: the best description there is
         chosen = applying[0]
         return Result(chosen, ESTIMATE, min(chosen.lower, chosen.value), max(chosen.upper, chosen.value),

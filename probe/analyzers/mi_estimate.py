@@ -40,8 +40,10 @@ estimate reported is the first passing one in the order plug_in, gaussian_copula
 gaussian_mixture, ksg_radial, ksg (the most specific assumption that was checked), its interval widened to hold the other passing
 estimates and bounds; passing estimates whose intervals do not overlap make the result
 unreliable with the disagreement as reason, since no check decides between them. A lower
-bound is reported only when no estimate passed: kind "lower_bound", a one-sided interval,
-reliable = False, reason "lower bound only". Why not the largest candidate: an estimate whose
+bound is reported only when no estimate passed and none whose assumptions held (only its
+precision failed) lies above it: kind "lower_bound", a one-sided interval, reliable = False,
+reason "lower bound only"; such an estimate above every bound is reported instead, unreliable,
+with its reason. Why not the largest candidate: an estimate whose
 assumption fails can be too high (the copula on sign-mixed pairs), and a bound is not an
 estimate however large it is.
 
