@@ -315,6 +315,19 @@ def test_an_estimate_still_settling_above_every_bound_is_reported_over_the_bound
     assert below.chosen.name == "infonce" and below.kind == LOWER_BOUND and below.reason.startswith("lower bound only")
 
 
+def test_an_estimate_refuted_by_a_bound_is_no_rival_of_the_estimate_that_refuted_it():
+    radial = Candidate("ksg_radial", ESTIMATE, 0.304, 0.014, 0.272, 0.329, "", "m", valid_bound=True, applies=True,
+                       bound_lower=0.278)  # exact here (rotations change nothing), and a bound everywhere
+    ksg = Candidate("ksg", ESTIMATE, 0.2, 0.015, 0.18, 0.238, "", "m", applies=True)
+    result = select([ksg, radial], 0.95)
+    assert result.chosen.name == "ksg_radial" and result.reason == ""
+    assert ksg.reason.startswith("below the lower bound ksg_radial") and not ksg.applies
+    imprecise = Candidate("ksg", ESTIMATE, 0.2, 0.03, 0.15, 0.25, "moves with n", "m", applies=True)
+    fallback = select([imprecise, Candidate("infonce", LOWER_BOUND, 0.3, 0.01, 0.28, 0.32, "", "m", valid_bound=True)],
+                      0.95)
+    assert fallback.chosen.name == "infonce" and "moves with n; also below the lower bound infonce" in fallback.reason
+
+
 def test_no_negative_or_non_finite_value_is_marked_reliable():
     for seed in range(4):
         rng = np.random.default_rng(seed)

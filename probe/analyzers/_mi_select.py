@@ -1,8 +1,10 @@
 """mi_estimate's rule: which candidate is reported, with what interval, and whether it is reliable.
 
 1. A valid lower bound refutes every estimate whose interval ends below the bound's interval:
-   that estimate missed dependence the bound found. Valid, not necessarily tight: a critic
-   that overfits its training pairs still gives a lower bound on held-out pairs, only a loose one.
+   that estimate missed dependence the bound found, so it counts from then on neither as a
+   rival of the estimate reported nor as a fallback (also one that had failed only on
+   precision). Valid, not necessarily tight: a critic that overfits its training pairs still
+   gives a lower bound on held-out pairs, only a loose one.
 2. Of the estimates that passed their checks, the first in PREFERENCE is reported: the one
    whose assumption is the most specific of those verified (discrete plug-in, then a Gaussian
    copula whose scores passed the Gaussian check, then a Gaussian mixture whose components did,
@@ -56,17 +58,22 @@ def _rank(candidate: Candidate) -> int:
 
 
 def refute(candidates: list[Candidate]) -> None:
-    """Mark an estimate unreliable when a passing lower bound's interval lies above its interval."""
+    """Mark an estimate unreliable when a passing lower bound's interval lies above its interval.
+
+    A refuted estimate no longer `applies`: the bound shows its assumption failed here, so it is
+    neither a rival that makes the result unreliable nor a description reported in its place.
+    """
     # Any valid bound, also one that is an estimate too (the radial KSG where it is exact).
     bounds = [c for c in candidates if c.valid_bound and math.isfinite(c.lower_as_bound())]
     for c in candidates:
-        if c.kind != ESTIMATE or c.reason:
+        if c.kind != ESTIMATE or not (c.applies or not c.reason):
             continue
         above = [b for b in bounds if b is not c and b.lower_as_bound() > c.upper]
         if above:
             top = max(above, key=lambda b: b.value)
-            c.reason = (f"below the lower bound {top.name} = {top.value:.3g} nats [{top.lower_as_bound():.3g}, {top.upper:.3g}]: "
-                        "it misses dependence the bound found")
+            found = (f"below the lower bound {top.name} = {top.value:.3g} nats [{top.lower_as_bound():.3g}, "
+                     f"{top.upper:.3g}]: it misses dependence the bound found")
+            c.reason, c.applies = (f"{c.reason}; also {found}" if c.reason else found), False
 
 
 def _summary(candidates: list[Candidate]) -> str:
