@@ -272,6 +272,12 @@ def test_a_copy_of_x_is_not_given_the_copulas_rounding_cap_as_an_estimate(relati
     assert ds.reliable.item() == 0 and copula.candidate_reliable.item() == 0
     assert "agree exactly" in str(copula.candidate_reason.values)
     assert str(ds.kind.values) == "lower_bound" and ds.mutual_information_ci.sel(interval="upper").item() == math.inf
+    # With more rows KSG, still climbing by ln 2 per doubling, is no estimate either: a lower bound at most.
+    for columns in (1, 2):
+        big = rng.standard_normal((5000, columns))
+        many = mi_estimate(big, big.copy(), seed=0, neural=False)
+        assert str(many.kind.values) == "lower_bound" and many.reliable.item() == 0
+        assert many.mutual_information_ci.sel(interval="upper").item() == math.inf
     # Noise well above rounding keeps the copula an estimate: the check is for exact agreement only.
     x, y, truth = gaussian_pairs(2000, 2, 0.999, seed=22)
     near = mi_estimate(x, y, seed=0).sel(candidate="gaussian_copula")
