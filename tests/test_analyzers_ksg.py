@@ -8,6 +8,7 @@ import pytest
 
 from probe.analyzers import ksg_mi
 from probe.analyzers._reliability import ksg_max_dims, ksg_verdict
+from probe.analyzers.ksg import SE_BLOCKS, _prepare, block_standard_error, ksg_terms
 from probe.errors import InputValueError
 
 
@@ -162,3 +163,28 @@ def test_plug_in_with_miller_madow_matches_the_formula_and_removes_the_bias_of_i
         plain.append(f.value + (f.states[2] - f.states[0] - f.states[1] + 1) / 600)
     assert np.mean(plain) > 0.012 and abs(np.mean(corrected)) < 0.004  # (4-1)(4-1)/(2*300) = 0.015 removed
     assert state_codes(np.array([[1.0, 2.0], [0.0, 1.0], [1.0, 2.0]])).tolist() == [1, 0, 1]
+
+
+def test_the_block_standard_error_matches_independent_terms_and_holds_ksg_across_seeds():
+    # Independent terms: the blocks estimate what std / sqrt(n) already says.
+    terms = np.random.default_rng(3).standard_normal(4000)
+    se, dof = block_standard_error(terms, lambda rows: terms[rows], 3, seed=0)
+    assert dof == SE_BLOCKS - 1 and 1 / math.sqrt(4000) * 0.95 < se < 1.6 / math.sqrt(4000)
+    # Too few rows a block: the terms' alone, with a normal quantile.
+    few = terms[:200]
+    assert block_standard_error(few, lambda rows: few[rows], 3, seed=0) == (few.std(ddof=1) / math.sqrt(200), math.inf)
+    # KSG's terms share neighbours: over 24 seeds of a Gaussian pair its spread exceeds the terms' standard
+    # error, and the block one comes closer to it.
+    values, term_se, block_se = [], [], []
+    for seed in range(24):
+        rng = np.random.default_rng(100 + seed)
+        x = rng.standard_normal((1000, 1))
+        y = 0.7 * x + math.sqrt(0.51) * rng.standard_normal((1000, 1))
+        xs, ys = _prepare(x, rng, True), _prepare(y, rng, True)
+        t = ksg_terms(xs, ys, 3)
+        values.append(t.mean())
+        term_se.append(t.std(ddof=1) / math.sqrt(1000))
+        block_se.append(block_standard_error(t, lambda rows, xs=xs, ys=ys: ksg_terms(xs[rows], ys[rows], 3), 3, seed)[0])
+    spread = np.std(values, ddof=1)
+    assert spread > 1.1 * np.mean(term_se)
+    assert abs(np.log(spread / np.mean(block_se))) < abs(np.log(spread / np.mean(term_se)))

@@ -2,9 +2,11 @@
 the first of its own assumptions that failed (see mi_estimate's module docstring for the rule).
 
 Every candidate but the neural ones is a mean of per-row terms, so its standard error is the
-terms' spread over sqrt(n) and its interval value ± z·se; an estimate whose value moves between
-n / 2 and n rows has that move added on the side it points to (`BIAS_FACTOR`). The neural
-bounds average over test batches: a t interval with (batches - 1) degrees of freedom.
+terms' spread over sqrt(n) and its interval value ± z·se; KSG's terms share neighbours, so its
+standard error is the larger of that and the spread over disjoint blocks of rows, with a t
+quantile (`ksg.block_standard_error`). An estimate whose value moves between n / 2 and n rows has
+that move added on the side it points to (`BIAS_FACTOR`). The neural bounds average over test
+batches: a t interval with (batches - 1) degrees of freedom.
 """
 from __future__ import annotations
 
@@ -22,10 +24,12 @@ from probe.analyzers._mi_gaussian import Gaussian, gaussian_fit
 from probe.analyzers._mi_mixture import mixture_fit, mixture_verdict
 from probe.analyzers._reliability import convergence_verdict, ksg_max_dims, value_verdict
 from probe.analyzers.bounds import mi_bounds, three_way_split
-from probe.analyzers.ksg import _prepare, ksg_terms, mixed_ksg_terms
+from probe.analyzers.ksg import SE_BLOCKS, _prepare, block_standard_error, ksg_terms, mixed_ksg_terms
 
 ESTIMATE, LOWER_BOUND = "estimate", "lower_bound"
 TERMS_CI = "normal interval from the standard error of the per-row terms"
+BLOCKS_CI = ("t interval from the larger of the per-row terms' standard error and that of {blocks} disjoint "
+             "blocks of rows ({dof:g} dof)")
 
 
 @dataclass
@@ -63,21 +67,28 @@ class Candidate:
         return self.value - float(t.ppf(level, self.dof) if math.isfinite(self.dof) else norm.ppf(level)) * self.se
 
 
-def z_value(level: float) -> float:
-    return float(norm.ppf(0.5 + level / 2))
+def z_value(level: float, dof: float = math.inf) -> float:
+    """The two-sided quantile of a `level` interval: normal, or t with `dof` degrees of freedom."""
+    return float(norm.ppf(0.5 + level / 2) if math.isinf(dof) else t.ppf(0.5 + level / 2, dof))
 
 
 def from_terms(name: str, kind: str, terms: np.ndarray, level: float, *, value: float | None = None,
-               half: float = math.nan, reason: str = "", method: str = TERMS_CI) -> Candidate:
-    """A candidate whose value is the mean of `terms` (or `value`), its interval widened by the move from `half`."""
+               half: float = math.nan, reason: str = "", method: str = TERMS_CI,
+               se: tuple[float, float] | None = None) -> Candidate:
+    """A candidate whose value is the mean of `terms` (or `value`), its interval widened by the move from
+    `half`; `se` (standard error, dof) where the terms' own does not hold (`ksg.block_standard_error`)."""
     value = float(terms.mean()) if value is None else value
-    se = float(terms.std(ddof=1) / math.sqrt(terms.size))
+    error, dof = se if se is not None else (float(terms.std(ddof=1) / math.sqrt(terms.size)), math.inf)
     move = value - half if math.isfinite(half) else 0.0
-    lower = value - z_value(level) * se - limits.BIAS_FACTOR * max(-move, 0.0)
-    upper = value + z_value(level) * se + limits.BIAS_FACTOR * max(move, 0.0)
+    lower = value - z_value(level, dof) * error - limits.BIAS_FACTOR * max(-move, 0.0)
+    upper = value + z_value(level, dof) * error + limits.BIAS_FACTOR * max(move, 0.0)
     if math.isfinite(half):
         method += f", widened by {limits.BIAS_FACTOR:g} x its move between n / 2 and n rows"
-    return Candidate(name, kind, value, se, lower, upper, reason, method, half)
+    return Candidate(name, kind, value, error, lower, upper, reason, method, half, dof=dof)
+
+
+def _ksg_method(dof: float) -> str:
+    return TERMS_CI if math.isinf(dof) else BLOCKS_CI.format(blocks=SE_BLOCKS, dof=dof)
 
 
 def half_value(statistic: Callable[[np.ndarray], float], n: int, seed: int) -> float:
@@ -151,12 +162,13 @@ def ksg_candidate(vx: View, vy: View, *, k: int, seed: int, level: float) -> Can
             return ksg_terms(xs[rows], ys[rows], k)
     terms = terms_of(np.arange(n))
     half = half_value(lambda rows: float(terms_of(rows).mean()), n, seed)
-    value, se = float(terms.mean()), float(terms.std(ddof=1) / math.sqrt(n))
+    se = block_standard_error(terms, terms_of, k, seed)
+    value = float(terms.mean())
     limit = ksg_max_dims(n)
     reason = (f"d_x + d_y = {dims} dimensions at n = {n}: KSG underestimates above {limit}" if dims > limit
-              else _estimate_reason(value, se, half))
-    method = TERMS_CI + (" (mixed KSG, Gao et al. 2017)" if tied else " (KSG-1)")
-    candidate = from_terms("ksg", ESTIMATE, terms, level, half=half, reason=reason, method=method)
+              else _estimate_reason(value, se[0], half))
+    method = _ksg_method(se[1]) + (" (mixed KSG, Gao et al. 2017)" if tied else " (KSG-1)")
+    candidate = from_terms("ksg", ESTIMATE, terms, level, half=half, reason=reason, method=method, se=se)
     candidate.applies = dims <= limit
     return candidate
 
@@ -167,20 +179,24 @@ def radial_candidate(fit: Gaussian, *, k: int, seed: int, level: float) -> Candi
     estimate, with the checks every estimate has, and still a valid lower bound."""
     rng = np.random.default_rng(seed)
     norms = [_prepare(r[:, None], rng, True) for r in fit.whitened_norms]
-    terms = ksg_terms(*norms, k)
+
+    def terms_of(rows):
+        return ksg_terms(norms[0][rows], norms[1][rows], k)
+    terms = terms_of(np.arange(norms[0].shape[0]))
     value = float(terms.mean())
+    se = block_standard_error(terms, terms_of, k, seed)
     invariant = math.isfinite(fit.rotation_z) and fit.rotation_z <= limits.RADIAL_ROTATION_Z
     if invariant:
-        n = terms.size
-        half = half_value(lambda rows: float(ksg_terms(norms[0][rows], norms[1][rows], k).mean()), n, seed)
-        method = TERMS_CI + f" (KSG-1; separate rotations of x and y change nothing: z = {fit.rotation_z:.2f})"
-        candidate = from_terms("ksg_radial", ESTIMATE, terms, level, half=half, method=method)
+        half = half_value(lambda rows: float(terms_of(rows).mean()), terms.size, seed)
+        method = _ksg_method(se[1]) + f" (KSG-1; separate rotations of x and y change nothing: z = {fit.rotation_z:.2f})"
+        candidate = from_terms("ksg_radial", ESTIMATE, terms, level, half=half, method=method, se=se)
         candidate.reason = _estimate_reason(value, candidate.se, half)
-        candidate.applies, candidate.bound_lower = True, value - z_value(level) * candidate.se
+        candidate.applies, candidate.bound_lower = True, value - z_value(level, se[1]) * candidate.se
     else:
         reason = "non-finite" if not math.isfinite(value) else (
             f"negative ({value:.3g} nats): no dependence in the lengths" if value < 0 else "")
-        candidate = from_terms("ksg_radial", LOWER_BOUND, terms, level, reason=reason, method=TERMS_CI + " (KSG-1)")
+        candidate = from_terms("ksg_radial", LOWER_BOUND, terms, level, reason=reason,
+                               method=_ksg_method(se[1]) + " (KSG-1)", se=se)
     candidate.valid_bound = math.isfinite(value)
     return candidate
 
