@@ -334,6 +334,18 @@ def test_an_estimate_refuted_by_a_bound_is_no_rival_of_the_estimate_that_refuted
     assert fallback.chosen.name == "infonce" and "moves with n; also below the lower bound infonce" in fallback.reason
 
 
+def test_a_bound_refutes_an_estimate_beyond_their_margins_in_quadrature_not_only_beyond_their_sum():
+    def pair(bound_value):
+        ksg = Candidate("ksg", ESTIMATE, 0.104, 0.018, 0.063, 0.154, "", "m", applies=True)  # margin above 0.050
+        radial = Candidate("ksg_radial", LOWER_BOUND, bound_value, 0.014, bound_value - 0.033, bound_value + 0.033, "",
+                           "m", valid_bound=True)  # margin below 0.033: quadrature 0.060, sum 0.083
+        return ksg, radial
+    for value, refuted in ((0.104 + 0.065, True), (0.104 + 0.055, False)):
+        ksg, radial = pair(value)
+        select([ksg, radial], 0.95)
+        assert (not ksg.applies) is refuted and ksg.reason.startswith("below the lower bound") is refuted
+
+
 def test_no_negative_or_non_finite_value_is_marked_reliable():
     for seed in range(4):
         rng = np.random.default_rng(seed)

@@ -1,7 +1,11 @@
 """mi_estimate's rule: which candidate is reported, with what interval, and whether it is reliable.
 
-1. A valid lower bound refutes every estimate whose interval ends below the bound's interval:
-   that estimate missed dependence the bound found, so it counts from then on neither as a
+1. A valid lower bound refutes every estimate it exceeds by more than their two margins (the
+   bound's below its value, the estimate's above) combined in quadrature, as independent errors
+   combine: with margins of z standard errors, a one-sided test of the difference at the
+   interval's upper tail (97.5% for a 95% interval; the sum of the margins, non-overlapping
+   intervals, asked for 2.8 combined standard errors instead of 2). Then the estimate missed
+   dependence the bound found, so it counts from then on neither as a
    rival of the estimate reported nor as a fallback (also one that had failed only on
    precision). Valid, not necessarily tight: a critic that overfits its training pairs still
    gives a lower bound on held-out pairs, only a loose one.
@@ -58,7 +62,8 @@ def _rank(candidate: Candidate) -> int:
 
 
 def refute(candidates: list[Candidate]) -> None:
-    """Mark an estimate unreliable when a passing lower bound's interval lies above its interval.
+    """Mark an estimate unreliable when a valid lower bound lies above it beyond both their margins
+    combined in quadrature (see the module docstring).
 
     A refuted estimate no longer `applies`: the bound shows its assumption failed here, so it is
     neither a rival that makes the result unreliable nor a description reported in its place.
@@ -68,7 +73,8 @@ def refute(candidates: list[Candidate]) -> None:
     for c in candidates:
         if c.kind != ESTIMATE or (c.reason and not c.applies):  # passing, or failed only on precision
             continue
-        above = [b for b in bounds if b is not c and b.lower_as_bound() > c.upper]
+        above = [b for b in bounds if b is not c and b.value - c.value > math.hypot(
+            b.value - b.lower_as_bound(), c.upper - c.value)]
         if above:
             top = max(above, key=lambda b: b.value)
             found = (f"below the lower bound {top.name} = {top.value:.3g} nats [{top.lower_as_bound():.3g}, "
