@@ -32,6 +32,7 @@ from probe.errors import InputValueError
 from probe.validation import check_array, check_positive_int, check_same_length
 
 CALLER = "ksg_mi"
+REFERENCE = "Kraskov, Stögbauer & Grassberger, Estimating mutual information, Phys. Rev. E 69, 066138 (2004), Eq. 8"
 # The standard error of a KSG estimate comes from SE_BLOCKS disjoint random blocks as well as from its
 # per-row terms, which share neighbours and so understate its spread. bench/ksg_se.py (80 seeds each
 # of Gaussian, Student-t, uniform-noise and sign-mixture pairs, n 500-5,000, 1-3 + 1-3 dims; none a
@@ -40,7 +41,6 @@ CALLER = "ksg_mi"
 # (normal quantile), in 91-95% with the larger (t, SE_BLOCKS - 1 dof).
 SE_BLOCKS = 8
 BLOCK_ROWS_PER_K = 10  # blocks smaller than this many rows per neighbour are not used
-REFERENCE = "Kraskov, Stögbauer & Grassberger, Estimating mutual information, Phys. Rev. E 69, 066138 (2004), Eq. 8"
 
 
 def _prepare(a: np.ndarray, rng: np.random.Generator, standardize: bool) -> np.ndarray:
