@@ -151,17 +151,26 @@ def test_cuda_gives_the_cpu_answer():
 
 # ------------------------------------------------------------------ the exact class blocks
 
-def test_class_blocks_are_the_hessians_diagonal_blocks():
+def _blocks_at_random_weights(n=50, d=3, n_classes=3, C=0.7, scale=1.0):
+    """An objective at random weights (scaled: confident predictions) and its class blocks."""
     from probe.analyzers.logistic import _ClassBlocks
 
-    x, y = _blobs(n=50, d=3, n_classes=3)
-    xt = torch.as_tensor(x)
-    objective = _Objective(xt, torch.as_tensor(y), torch.tensor([0.7], dtype=torch.float64), 3)
+    x, y = _blobs(n=n, d=d, n_classes=n_classes)
+    objective = _Objective(torch.as_tensor(x), torch.as_tensor(y), torch.tensor([C], dtype=torch.float64), n_classes)
     gen = torch.Generator().manual_seed(1)
-    w, b = torch.randn(1, 3, 3, dtype=torch.float64, generator=gen), torch.randn(1, 3, dtype=torch.float64, generator=gen)
+    w = scale * torch.randn(1, n_classes, d, dtype=torch.float64, generator=gen)
+    b = scale * torch.randn(1, n_classes, dtype=torch.float64, generator=gen)
     *_, p = objective.value_grad(w, b)
     blocks = _ClassBlocks(objective)
     assert blocks.update(p)
+    return objective, w, b, blocks
+
+
+def test_class_blocks_are_the_hessians_diagonal_blocks(monkeypatch):
+    from probe.analyzers import logistic
+
+    monkeypatch.setattr(logistic, "BLOCK_SLACK", 0.0)  # no row left out: exact
+    objective, w, b, blocks = _blocks_at_random_weights()
 
     def f(wb):  # the objective of (W_k, b_k) for k = 0..2 in one vector, as _Objective defines it
         w_, b_ = wb[:, :3][None], wb[:, 3][None]
@@ -170,6 +179,32 @@ def test_class_blocks_are_the_hessians_diagonal_blocks():
     hessian = torch.autograd.functional.hessian(f, torch.cat([w[0], b[0][:, None]], dim=1))  # (3, 4, 3, 4)
     for k in range(3):
         torch.testing.assert_close(blocks.blocks[0, k], hessian[k, :, k, :], rtol=1e-5, atol=1e-6)
+
+
+def test_class_blocks_leave_out_light_rows_within_their_slack_of_the_penalty():
+    from probe.analyzers import logistic
+
+    # Confident predictions (weights scaled up): most rows have p (1 - p) ~ 0 for most classes.
+    objective, w, b, pruned = _blocks_at_random_weights(n=400, d=6, n_classes=4, C=0.05, scale=4.0)
+    exact = logistic._ClassBlocks(objective)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logistic, "BLOCK_SLACK", 0.0)
+        assert exact.update(objective.value_grad(w, b)[3])
+    difference = pruned.blocks[0] - exact.blocks[0]  # (K, d + 1, d + 1)
+    alpha = float(objective.alpha[0])
+    assert difference.abs().amax() > 1e-4 * alpha  # rows were left out, or this test proves nothing
+    # The diagonal and the intercept's row are over all rows; the rest moves by at most slack * alpha.
+    torch.testing.assert_close(torch.diagonal(pruned.blocks[0], dim1=1, dim2=2),
+                               torch.diagonal(exact.blocks[0], dim1=1, dim2=2), rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(pruned.blocks[0, :, -1], exact.blocks[0, :, -1], rtol=1e-5, atol=1e-9)
+    assert float(torch.linalg.matrix_norm(difference, ord=2).max()) <= 2 * logistic.BLOCK_SLACK * alpha
+
+
+def test_class_blocks_are_the_same_from_the_symmetric_update_and_a_product():
+    from probe.analyzers import logistic
+
+    a = torch.randn(300, 7, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(logistic._gram(a), a.T @ a, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])
