@@ -153,7 +153,7 @@ def test_cuda_gives_the_cpu_answer():
 
 def _blocks_at_random_weights(n=50, d=3, n_classes=3, C=0.7, scale=1.0):
     """An objective at random weights (scaled: confident predictions) and its class blocks."""
-    from probe.analyzers.logistic import _ClassBlocks
+    from probe.analyzers._curvature import ClassBlocks
 
     x, y = _blobs(n=n, d=d, n_classes=n_classes)
     objective = _Objective(torch.as_tensor(x), torch.as_tensor(y), torch.tensor([C], dtype=torch.float64), n_classes)
@@ -161,15 +161,15 @@ def _blocks_at_random_weights(n=50, d=3, n_classes=3, C=0.7, scale=1.0):
     w = scale * torch.randn(1, n_classes, d, dtype=torch.float64, generator=gen)
     b = scale * torch.randn(1, n_classes, dtype=torch.float64, generator=gen)
     *_, p = objective.value_grad(w, b)
-    blocks = _ClassBlocks(objective)
+    blocks = ClassBlocks(objective)
     assert blocks.update(p)
     return objective, w, b, blocks
 
 
 def test_class_blocks_are_the_hessians_diagonal_blocks(monkeypatch):
-    from probe.analyzers import logistic
+    from probe.analyzers import _curvature
 
-    monkeypatch.setattr(logistic, "BLOCK_SLACK", 0.0)  # no row left out: exact
+    monkeypatch.setattr(_curvature, "BLOCK_SLACK", 0.0)  # no row left out: exact
     objective, w, b, blocks = _blocks_at_random_weights()
 
     def f(wb):  # the objective of (W_k, b_k) for k = 0..2 in one vector, as _Objective defines it
@@ -182,13 +182,13 @@ def test_class_blocks_are_the_hessians_diagonal_blocks(monkeypatch):
 
 
 def test_class_blocks_leave_out_light_rows_within_their_slack_of_the_penalty():
-    from probe.analyzers import logistic
+    from probe.analyzers import _curvature
 
     # Confident predictions (weights scaled up): most rows have p (1 - p) ~ 0 for most classes.
     objective, w, b, pruned = _blocks_at_random_weights(n=400, d=6, n_classes=4, C=0.05, scale=4.0)
-    exact = logistic._ClassBlocks(objective)
+    exact = _curvature.ClassBlocks(objective)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(logistic, "BLOCK_SLACK", 0.0)
+        patch.setattr(_curvature, "BLOCK_SLACK", 0.0)
         assert exact.update(objective.value_grad(w, b)[3])
     difference = pruned.blocks[0] - exact.blocks[0]  # (K, d + 1, d + 1)
     alpha = float(objective.alpha[0])
@@ -197,14 +197,14 @@ def test_class_blocks_leave_out_light_rows_within_their_slack_of_the_penalty():
     torch.testing.assert_close(torch.diagonal(pruned.blocks[0], dim1=1, dim2=2),
                                torch.diagonal(exact.blocks[0], dim1=1, dim2=2), rtol=1e-5, atol=1e-9)
     torch.testing.assert_close(pruned.blocks[0, :, -1], exact.blocks[0, :, -1], rtol=1e-5, atol=1e-9)
-    assert float(torch.linalg.matrix_norm(difference, ord=2).max()) <= 2 * logistic.BLOCK_SLACK * alpha
+    assert float(torch.linalg.matrix_norm(difference, ord=2).max()) <= 2 * _curvature.BLOCK_SLACK * alpha
 
 
-def test_class_blocks_are_the_same_from_the_symmetric_update_and_a_product():
-    from probe.analyzers import logistic
+def test_the_symmetric_rank_k_update_is_the_product():
+    from probe.analyzers import _curvature
 
     a = torch.randn(300, 7, generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(logistic._gram(a), a.T @ a, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(_curvature.gram(a), a.T @ a, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])
@@ -212,8 +212,8 @@ def test_fits_on_the_class_blocks_reach_scikit_learns_optimum(n_classes, monkeyp
     from probe.analyzers import logistic
 
     formed = []
-    update = logistic._ClassBlocks.update
-    monkeypatch.setattr(logistic._ClassBlocks, "update", lambda self, p: formed.append(1) or update(self, p))
+    update = logistic.ClassBlocks.update
+    monkeypatch.setattr(logistic.ClassBlocks, "update", lambda self, p: formed.append(1) or update(self, p))
     x, y = _blobs(n_classes=n_classes, spread=0.5)
     kronecker_only = fit_logistic(x[:300], y[:300], 1.0, tol=1e-10)
     assert not formed  # a small easy problem never needs them
