@@ -33,7 +33,7 @@ import torch
 # Per-member copies of the (M, P) parameters while training, and with per-member learning rates.
 PARAMETER_COPIES, PARAMETER_COPIES_PER_MEMBER_LR = 6, 7
 RESUME_COPIES = 3                  # a loaded group checkpoint: the parameters and Adam's two moments
-BLOCK_CHUNK = 8192                 # probe.analyzers._curvature.COVARIANCE_CHUNK: rows of the class blocks' products
+BLOCK_CHUNK = 8192                 # probe.analyzers._curvature.COVARIANCE_CHUNK: rows per chunk of a class block
 # Bytes per (training row x feature) in one V-information fit: float64 embeddings, their
 # standardised copy, the search's train/validation split of it, and its float32 copy.
 VINFO_BYTES_PER_VALUE = 8 + 8 + 8 + 4
@@ -143,8 +143,10 @@ def evaluation_bytes(config: Any, n_train: int, n_test: int, d_out: int, jacobia
     encoded = (n_train + 2 * n_test) * d_out * 4
     fits = PROBE_BYTES_PER_VALUE * (n_train + n_test) * d_out
     if config.analyzers:
-        classes = 10  # the image datasets' labels; the blocks' chunks scale with it
-        blocks = 2 * classes * min(BLOCK_CHUNK, n_train) * (d_out + 1) * 4
+        classes = 10  # the image datasets' labels; the blocks scale with it
+        # Forming the class blocks: two float32 chunks of rows, and K blocks in float32 and float64
+        # with their float64 Cholesky factors.
+        blocks = 2 * min(BLOCK_CHUNK, n_train) * (d_out + 1) * 4 + classes * (d_out + 1) ** 2 * (4 + 8 + 8)
         fits = max(fits, VINFO_BYTES_PER_VALUE * n_train * d_out + 16 * n_test * d_out + blocks)
     return encoded + max(fits, jacobians)
 
