@@ -94,7 +94,7 @@ class ClassBlocks:
         slack = BLOCK_SLACK * obj.alpha * obj.n  # (M,): what the left-out rows may add up to, summed over rows
         blocks = torch.stack([
             weighted_grams(obj.x32 if obj.shared else obj.x32[m], weights[m],
-                            self.row_norms if obj.shared else self.row_norms[m], float(slack[m]))
+                           self.row_norms if obj.shared else self.row_norms[m], float(slack[m]))
             for m in range(obj.m)])
         ridge = torch.cat([obj.alpha[:, None].expand(obj.m, obj.d), torch.full_like(obj.alpha[:, None], 1e-12)], 1)
         blocks = blocks.to(torch.float64) / obj.n + torch.diag_embed(ridge)[:, None]

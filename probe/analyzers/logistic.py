@@ -28,11 +28,12 @@ the features as given. A line search instead of the trust region took 1.7x more 
 the hardest problems measured (weak penalties), where full Newton steps overshoot.
 
 Near the optimum the averaged A fits rows whose predictions differ badly (50-120 CG steps a
-Newton step): past SWITCH_CG steps the exact per-class blocks take over (`probe.analyzers._curvature.ClassBlocks`). At
-60,000 x 392, C 0.01, one core: 419 -> 80 products, 17.5 -> 7.9 s cold; 216 -> 33, 9.1 -> 3.8 s
-from the last evaluation's weights; raw pixels at C 1: unconverged at 100 iterations -> 60.
-Forming them (K Gram matrices of n x (d + 1)) is the costliest step of a fit: a symmetric rank-k
-update on the CPU, and rows whose curvature is negligible next to the penalty's left out.
+Newton step): past SWITCH_CG steps the Hessian's per-class blocks take over
+(`probe.analyzers._curvature.ClassBlocks`). At 60,000 x 392, C 0.01, one core: 419 -> 80
+products, 17.5 -> 7.9 s cold; 216 -> 33, 9.1 -> 3.8 s from the last evaluation's weights; raw
+pixels at C 1: unconverged at 100 iterations -> 60. Forming them (K Gram matrices of n x (d + 1))
+is the costliest step of a fit: a symmetric rank-k update on the CPU, without the rows whose
+curvature is negligible next to the penalty's.
 
 M independent problems are fitted at once along a leading member axis: the same rows with M
 values of C (x (n, d), C (M,); one (n, d) x (d, M K) product per pass), or M data sets
