@@ -62,7 +62,7 @@ MAX_CG_STEPS = 250  # per Newton iteration
 # 612 products; 547 with a floor of 0.02, 427 with 0.1, 437 with 0.2, 529 with 0.3).
 FORCING_FLOOR = 0.1
 ACCEPT = 1e-4  # least ratio of actual to predicted decrease for a step to be taken
-SWITCH_CG = 10  # CG steps in one Newton iteration beyond which the exact class blocks are formed
+SWITCH_CG = 10  # CG steps in one Newton iteration beyond which the class blocks are formed
 # Re-formed after the work they cost (K Gram matrices: ~55 products at 60,000 x 392; a gradient ~3).
 REFORM_COST, GRADIENT_COST = 55, 3
 
