@@ -3,7 +3,7 @@
 The question behind it: can a cheaper first C search (issue 21, item 4) keep V-information
 within 1e-3 nats and take at most 3x the paper-protocol probe? For each embedding of
 Fashion-MNIST's top halves (60,000 training rows, 10,000 test), one thread:
-- "all rows": `v_information`'s protocol, written out step by step with its own functions:
+- "all rows": `v_information`'s protocol, step by step with its own functions (`walk_C`):
   standardise, split the training rows 75 / 25 (seeded, stratified), walk C_GRID from strong to
   weak penalty at tol 1e-4 with warm starts and stop at the first worse validation
   cross-entropy, then fit all training rows at the chosen C from the walk's fit (tol 1e-6);
@@ -20,7 +20,6 @@ Usage: python bench/vinfo_c_walk.py [--data-dir DIR] [--fractions 4,8]
 from __future__ import annotations
 
 import argparse
-import math
 import pathlib
 import time
 
@@ -31,21 +30,8 @@ from vinfo_solver import DEBIAN, load
 
 import probe  # noqa: F401  (before torch and BLAS: passive OpenMP waiting)
 from probe.analyzers._common import held_out_cross_entropy, split_indices
-from probe.analyzers.usable_information import C_GRID, FINAL_TOL, SELECTION_TOL, _fit
+from probe.analyzers.usable_information import FINAL_TOL, _fit, walk_C
 from probe.encoders import ResidualMLPEncoder
-
-
-def walk(x: torch.Tensor, y: np.ndarray, rows: np.ndarray, validation: np.ndarray):
-    """`_select_C`'s walk on training rows `rows`: (chosen C, its fit, validation cross-entropies)."""
-    best, chosen, chosen_fit, fit, entropies = math.inf, C_GRID[0], None, None, []
-    for C in C_GRID:
-        fit, classes = _fit(x[torch.as_tensor(rows)], y[rows], C, SELECTION_TOL, fit)
-        entropy = held_out_cross_entropy(fit.predict_proba(x[torch.as_tensor(validation)]), classes, y[validation])
-        entropies.append(entropy)
-        if entropy >= best:
-            break
-        best, chosen, chosen_fit = entropy, C, fit
-    return chosen, chosen_fit, entropies
 
 
 def embeddings(rng: np.random.Generator) -> dict:
@@ -87,7 +73,8 @@ def main() -> None:
             reference = None
             for label, rows in runs:
                 start = time.process_time()
-                C, fit, entropies = walk(x, y, rows, validation)
+                C, fit, entropies = walk_C(x[torch.as_tensor(rows)], y[rows], x[torch.as_tensor(validation)],
+                                           y[validation])
                 final, classes = _fit(x, y, C, FINAL_TOL, fit)  # all training rows, from the walk's fit
                 entropy = held_out_cross_entropy(final.predict_proba(tx), classes, ty)
                 seconds = time.process_time() - start

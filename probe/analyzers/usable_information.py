@@ -82,14 +82,22 @@ def _select_C(x: torch.Tensor, codes: np.ndarray, seed: int) -> tuple[float, Log
     except InputValueError:
         return 1.0, None
     x_tr, x_va = x[torch.as_tensor(tr, device=x.device)], x[torch.as_tensor(va, device=x.device)]
-    best, best_C, best_fit, fit = math.inf, C_GRID[0], None, None
-    for C in C_GRID:
-        fit, classes = _fit(x_tr, codes[tr], C, SELECTION_TOL, fit)
-        ce = held_out_cross_entropy(fit.predict_proba(x_va), classes, codes[va])
-        if ce >= best:
-            break
-        best, best_C, best_fit = ce, C, fit
+    best_C, best_fit, _ = walk_C(x_tr, codes[tr], x_va, codes[va])
     return best_C, best_fit
+
+
+def walk_C(x_tr: torch.Tensor, y_tr: np.ndarray, x_va: torch.Tensor,
+           y_va: np.ndarray) -> tuple[float, LogisticFit | None, list[float]]:
+    """`_select_C`'s walk on given training and validation rows: (chosen C, its fit, the validation
+    cross-entropy of every C fitted, in grid order)."""
+    best, best_C, best_fit, fit, entropies = math.inf, C_GRID[0], None, None, []
+    for C in C_GRID:
+        fit, classes = _fit(x_tr, y_tr, C, SELECTION_TOL, fit)
+        entropies.append(held_out_cross_entropy(fit.predict_proba(x_va), classes, y_va))
+        if entropies[-1] >= best:
+            break
+        best, best_C, best_fit = entropies[-1], C, fit
+    return best_C, best_fit, entropies
 
 
 def _label_entropies(z, y, tz, ty, C, seed, device, warm_start=None) -> dict:
